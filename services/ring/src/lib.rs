@@ -1,0 +1,1 @@
+//! punktfunk-ring (being written).

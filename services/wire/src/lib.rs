@@ -1,0 +1,1 @@
+//! punktfunk-wire (being written).

@@ -1,0 +1,1 @@
+//! punktfunk-proto (being written).

@@ -1,0 +1,1 @@
+//! punktfunk-common (being written).

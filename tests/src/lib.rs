@@ -1,0 +1,1 @@
+//! punktfunk-tests (being written).

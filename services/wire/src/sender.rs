@@ -1,0 +1,258 @@
+//! Sender core: cut an access unit into equal-size shards, add Reed-Solomon parity per
+//! block, seal every packet, all into one reusable contiguous buffer.
+
+use crate::config::{ConfigError, DataPlaneConfig};
+use crate::crypto::{SealError, Sealer, SessionKey};
+use crate::packet::{
+    FLAG_KEYFRAME, FLAG_LAST_BLOCK, FLAG_PARITY, HEADER_LEN, PacketHeader, StreamKind,
+};
+use core::ops::Range;
+use reed_solomon_simd::ReedSolomonEncoder;
+
+/// All packets of one frame, back to back with a fixed stride (= packet size), so the whole
+/// batch (or any packet range of it) is a valid UDP GSO super-buffer with segment size
+/// [`PacketBatch::stride`]. Reused across frames: it only grows, up to the largest frame.
+#[derive(Default)]
+pub struct PacketBatch {
+    buf: Vec<u8>,
+    stride: usize,
+    count: usize,
+}
+
+impl PacketBatch {
+    /// An empty batch; it grows on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A batch pre-sized for the largest frame of `cfg`, so that packetizing never allocates.
+    pub fn for_config(cfg: &DataPlaneConfig) -> Self {
+        let stride = cfg.packet_len();
+        Self {
+            buf: vec![0; stride * cfg.max_packets_per_frame() as usize],
+            stride,
+            count: 0,
+        }
+    }
+
+    /// Number of packets.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of every packet (the GSO segment size).
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Packet `i`.
+    pub fn packet(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.count {
+            return None;
+        }
+        self.buf.get(i * self.stride..(i + 1) * self.stride)
+    }
+
+    /// All packets as one contiguous buffer (`len() * stride()` bytes).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.count * self.stride]
+    }
+
+    /// Packets `range` as one contiguous buffer (clamped to the batch).
+    pub fn range_bytes(&self, range: Range<usize>) -> &[u8] {
+        let end = range.end.min(self.count);
+        let start = range.start.min(end);
+        &self.buf[start * self.stride..end * self.stride]
+    }
+
+    /// Iterator over the packets.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.bytes().chunks_exact(self.stride.max(1))
+    }
+
+    fn prepare(&mut self, stride: usize, count: usize) {
+        let need = stride * count;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        self.stride = stride;
+        self.count = count;
+    }
+}
+
+/// What [`Packetizer::packetize`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSummary {
+    /// Total packets in the batch.
+    pub packets: u32,
+    pub data_packets: u32,
+    pub parity_packets: u32,
+    pub blocks: u32,
+    /// Sequence number of the first packet; the rest follow consecutively.
+    pub first_seq: u64,
+}
+
+/// Why a frame could not be packetized (nothing was written; no sequence numbers consumed).
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum PacketizeError {
+    #[error("access unit of {len} bytes exceeds max_frame_bytes {max}")]
+    FrameTooLarge { len: usize, max: u32 },
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("reed-solomon encoder: {0}")]
+    Fec(reed_solomon_simd::Error),
+}
+
+/// Sender-side core for one stream kind in one direction (owns that kind's sequence space).
+pub struct Packetizer {
+    cfg: DataPlaneConfig,
+    kind: StreamKind,
+    sealer: Sealer,
+    encoder: Option<ReedSolomonEncoder>,
+}
+
+impl Packetizer {
+    /// Validates `cfg` and sets up the sealer.
+    pub fn new(
+        cfg: DataPlaneConfig,
+        key: &SessionKey,
+        kind: StreamKind,
+    ) -> Result<Self, ConfigError> {
+        Self::with_sealer(cfg, kind, Sealer::new(key, kind))
+    }
+
+    /// Uses a given sealer (e.g. one resumed at a sequence number).
+    pub fn with_sealer(
+        cfg: DataPlaneConfig,
+        kind: StreamKind,
+        sealer: Sealer,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            kind,
+            sealer,
+            encoder: None,
+        })
+    }
+
+    pub fn config(&self) -> &DataPlaneConfig {
+        &self.cfg
+    }
+
+    /// The sealer (e.g. to read [`Sealer::remaining`]).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Writes all packets of frame `index` into `batch`: per block, its data shards (the AU
+    /// bytes, last shard zero-padded) then its parity shards, every packet sealed.
+    ///
+    /// The wire carries the low 32 bits of `index`. Allocation-free once `batch` and the
+    /// encoder have grown to the largest frame size seen.
+    pub fn packetize(
+        &mut self,
+        index: u64,
+        keyframe: bool,
+        au: &[u8],
+        batch: &mut PacketBatch,
+    ) -> Result<FrameSummary, PacketizeError> {
+        let too_large = PacketizeError::FrameTooLarge {
+            len: au.len(),
+            max: self.cfg.max_frame_bytes,
+        };
+        let len = u32::try_from(au.len()).map_err(|_| too_large)?;
+        let layout = self.cfg.layout(len).ok_or(too_large)?;
+        let packets = layout.packets();
+        let first_seq = self.sealer.reserve(u64::from(packets))?;
+
+        let stride = self.cfg.packet_len();
+        let shard = self.cfg.shard_bytes as usize;
+        batch.prepare(stride, packets as usize);
+        let base_flags = if keyframe { FLAG_KEYFRAME } else { 0 };
+
+        let mut p = 0usize; // packet cursor
+        for b in 0..layout.blocks {
+            let blk = layout.block(b);
+            let mut flags = base_flags;
+            if b + 1 == layout.blocks {
+                flags |= FLAG_LAST_BLOCK;
+            }
+            let mut hdr = PacketHeader {
+                kind: self.kind,
+                flags,
+                seq: 0,
+                frame_index: index as u32,
+                frame_len: len,
+                block_index: b as u16,
+                block_count: layout.blocks as u16,
+                shard_index: 0,
+                data_shards: blk.data as u16,
+                parity_shards: blk.parity as u16,
+            };
+            let block_start = p;
+            // Data shards: copy AU bytes straight into the packet payload.
+            for k in 0..blk.data {
+                let pkt = &mut batch.buf[p * stride..(p + 1) * stride];
+                hdr.shard_index = k as u16;
+                write_header(&hdr, pkt);
+                let off = (blk.first_data_shard as usize + k as usize) * shard;
+                let payload = &mut pkt[HEADER_LEN..HEADER_LEN + shard];
+                let src = au.get(off..).unwrap_or(&[]);
+                let n = src.len().min(shard);
+                payload[..n].copy_from_slice(&src[..n]);
+                payload[n..].fill(0);
+                p += 1;
+            }
+            // Parity shards.
+            if blk.parity > 0 {
+                let enc = match &mut self.encoder {
+                    Some(e) => {
+                        e.reset(blk.data as usize, blk.parity as usize, shard)
+                            .map_err(PacketizeError::Fec)?;
+                        e
+                    }
+                    none => none.insert(
+                        ReedSolomonEncoder::new(blk.data as usize, blk.parity as usize, shard)
+                            .map_err(PacketizeError::Fec)?,
+                    ),
+                };
+                for k in 0..blk.data as usize {
+                    let at = (block_start + k) * stride + HEADER_LEN;
+                    enc.add_original_shard(&batch.buf[at..at + shard])
+                        .map_err(PacketizeError::Fec)?;
+                }
+                let result = enc.encode().map_err(PacketizeError::Fec)?;
+                hdr.flags |= FLAG_PARITY;
+                for (j, rec) in result.recovery_iter().enumerate() {
+                    let pkt = &mut batch.buf[p * stride..(p + 1) * stride];
+                    hdr.shard_index = (blk.data as usize + j) as u16;
+                    write_header(&hdr, pkt);
+                    pkt[HEADER_LEN..HEADER_LEN + shard].copy_from_slice(rec);
+                    p += 1;
+                }
+            }
+        }
+        debug_assert_eq!(p, packets as usize);
+        for (i, pkt) in batch.buf[..p * stride].chunks_exact_mut(stride).enumerate() {
+            self.sealer.seal_reserved(first_seq + i as u64, pkt)?;
+        }
+        Ok(FrameSummary {
+            packets,
+            data_packets: layout.data_shards,
+            parity_packets: layout.parity_shards(),
+            blocks: layout.blocks,
+            first_seq,
+        })
+    }
+}
+
+fn write_header(hdr: &PacketHeader, pkt: &mut [u8]) {
+    if let Some(h) = pkt.first_chunk_mut::<HEADER_LEN>() {
+        hdr.write(h);
+    }
+}

@@ -1,1 +1,229 @@
-fn main() {}
+//! punktfunkctl: the command line over the daemons' gRPC APIs. Human tables by default,
+//! `--json` for scripts; exit codes that mean something.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use punktfunk_common::client::{self, DAEMONS, ProbeError};
+use punktfunk_common::paths;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "punktfunkctl",
+    version,
+    about = "Manage the punktfunk streaming host"
+)]
+struct Cli {
+    /// Directory of the daemons' sockets (default: $XDG_RUNTIME_DIR/punktfunk).
+    #[arg(long, global = true, env = "PUNKTFUNK_RUNTIME_DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Seconds to wait for each daemon.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show whether each daemon is serving (exit 0 only when all four are).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct DaemonRow {
+    name: &'static str,
+    serving: bool,
+    version: String,
+    uptime_s: u64,
+    status: String,
+    socket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    daemons: Vec<DaemonRow>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime_dir = match cli
+        .runtime_dir
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(paths::runtime_dir)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("punktfunkctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = Duration::from_secs_f64(cli.timeout.clamp(0.05, 60.0));
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("punktfunkctl: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    match cli.command {
+        Command::Status { json } => rt.block_on(status(&runtime_dir, timeout, json)),
+    }
+}
+
+async fn status(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
+    let mut rows = Vec::new();
+    for name in DAEMONS {
+        let socket = paths::grpc_socket(dir, name);
+        let row = match client::probe(&socket, name, timeout).await {
+            Ok(h) => DaemonRow {
+                name,
+                serving: h.serving,
+                version: h.version,
+                uptime_s: h.uptime_s,
+                status: h.status,
+                socket: socket.display().to_string(),
+                error: None,
+            },
+            Err(e) => DaemonRow {
+                name,
+                serving: false,
+                version: String::new(),
+                uptime_s: 0,
+                status: "down".into(),
+                socket: socket.display().to_string(),
+                error: Some(explain(&e)),
+            },
+        };
+        rows.push(row);
+    }
+    let all_serving = rows.iter().all(|r| r.serving);
+    if json {
+        let report = StatusReport { daemons: rows };
+        match serde_json::to_string(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("punktfunkctl: cannot encode JSON: {e}");
+                return ExitCode::from(70);
+            }
+        }
+    } else {
+        print_table(&rows);
+        let down: Vec<&DaemonRow> = rows.iter().filter(|r| !r.serving).collect();
+        for r in &down {
+            if let Some(e) = &r.error {
+                eprintln!("{}: {e}", r.name);
+            }
+        }
+        if down.len() == rows.len() {
+            eprintln!(
+                "no punktfunk daemon answered (tried {}/*.sock). Start them with: systemctl --user start punktfunk.target",
+                dir.display()
+            );
+        } else if !down.is_empty() {
+            let units: Vec<String> = down
+                .iter()
+                .map(|r| format!("punktfunk-{}.service", r.name))
+                .collect();
+            eprintln!(
+                "see why with: journalctl --user -u {} ; restart with: systemctl --user restart {}",
+                units.join(" -u "),
+                units.join(" ")
+            );
+        }
+    }
+    if all_serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn explain(e: &ProbeError) -> String {
+    match e {
+        ProbeError::Connect(c) => {
+            // The transport error wraps the io::Error; its root cause is what a person can act on.
+            let mut root: &dyn std::error::Error = c;
+            while let Some(s) = root.source() {
+                root = s;
+            }
+            format!("no answer on {}: {root}", c.path.display())
+        }
+        ProbeError::Call(s) => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+fn print_table(rows: &[DaemonRow]) {
+    let color = std::io::stdout().is_terminal();
+    let headers = ["DAEMON", "SERVING", "VERSION", "UPTIME", "STATUS"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.to_string(),
+                if r.serving { "yes".into() } else { "no".into() },
+                if r.version.is_empty() {
+                    "-".into()
+                } else {
+                    r.version.clone()
+                },
+                if r.serving {
+                    human_duration(r.uptime_s)
+                } else {
+                    "-".into()
+                },
+                r.status.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cols: [&str; 5]| {
+        let mut out = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out
+    };
+    println!("{}", line(headers));
+    for (row, r) in cells.iter().zip(rows) {
+        let text = line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+        if color {
+            let code = if r.serving { "32" } else { "31" };
+            println!("\x1b[{code}m{text}\x1b[0m");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+fn human_duration(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}

@@ -52,7 +52,7 @@ impl Consumer {
             )));
         }
         let capacity = size - HEADER_SIZE as u64;
-        if capacity > MAX_CAPACITY || capacity % ALIGN != 0 {
+        if capacity > MAX_CAPACITY || !capacity.is_multiple_of(ALIGN) {
             return Err(RingError::Incompatible(format!(
                 "memfd size {size} does not give a valid data capacity"
             )));
@@ -101,8 +101,8 @@ impl Consumer {
         let head = map.atomic(OFF_HEAD).load(Ordering::Acquire);
         let tail = map.atomic(OFF_TAIL).load(Ordering::Acquire);
         if head.checked_sub(tail).is_none_or(|used| used > capacity)
-            || head % ALIGN != 0
-            || tail % ALIGN != 0
+            || !head.is_multiple_of(ALIGN)
+            || !tail.is_multiple_of(ALIGN)
         {
             return Err(RingError::Corrupt(format!(
                 "positions head {head} / tail {tail} are inconsistent"
@@ -141,7 +141,7 @@ impl Consumer {
         // visible to us once we see `head`.
         let head = self.map.atomic(OFF_HEAD).load(Ordering::Acquire);
         match head.checked_sub(self.tail) {
-            Some(used) if used <= self.capacity && head % ALIGN == 0 => Ok(head),
+            Some(used) if used <= self.capacity && head.is_multiple_of(ALIGN) => Ok(head),
             _ => Err(RingError::Corrupt(format!(
                 "producer write position {head} is outside [{}, {}]",
                 self.tail,
@@ -225,7 +225,7 @@ impl Consumer {
                     "record at position {pos} ({footprint} bytes) crosses the end of the data area"
                 )));
             }
-            let end = pos.checked_add(footprint).unwrap_or(u64::MAX);
+            let end = pos.saturating_add(footprint);
             if end > head {
                 return Err(RingError::Corrupt(format!(
                     "record at position {pos} ends at {end}, beyond the write position {head}"
@@ -255,7 +255,7 @@ impl Consumer {
 
     /// Advances over wrap padding of `contig` bytes at `pos`, checked against `head`.
     fn skip(&self, pos: u64, contig: u64, head: u64) -> Result<u64> {
-        let next = pos.checked_add(contig).unwrap_or(u64::MAX);
+        let next = pos.saturating_add(contig);
         if next > head {
             return Err(RingError::Corrupt(format!(
                 "wrap padding at position {pos} runs past the write position {head}"

@@ -73,7 +73,7 @@ pub(crate) struct RawRecordHeader {
 const _: () = assert!(std::mem::size_of::<RawRecordHeader>() == RECORD_HEADER_SIZE);
 const _: () = assert!(std::mem::align_of::<RawRecordHeader>() <= ALIGN as usize);
 const _: () = assert!(OFF_PRODUCER_CLOSED + 8 <= HEADER_SIZE);
-const _: () = assert!(HEADER_SIZE % 64 == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(64));
 
 /// Bytes a record with `payload_len` bytes of payload occupies in the data area, or `None` on
 /// overflow (only reachable with garbage lengths).

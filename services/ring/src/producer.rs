@@ -24,7 +24,7 @@ impl Ring {
     pub fn create(capacity_bytes: usize, max_record_bytes: usize) -> Result<(Producer, RingFds)> {
         let capacity = capacity_bytes as u64;
         let max_record = max_record_bytes as u64;
-        if capacity % ALIGN != 0 || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        if !capacity.is_multiple_of(ALIGN) || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(RingError::InvalidConfig(format!(
                 "capacity {capacity} must be a multiple of {ALIGN} in {MIN_CAPACITY}..={MAX_CAPACITY}"
             )));

@@ -51,7 +51,7 @@ impl Mapping {
     /// An atomic u64 in the ring header. `off` is one of the `layout::OFF_*` constants.
     #[inline]
     pub(crate) fn atomic(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= HEADER_SIZE);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= HEADER_SIZE);
         // SAFETY: `off + 8 <= HEADER_SIZE <= self.len` (checked in `map`), the mapping is
         // page-aligned so `ptr + off` is 8-byte aligned for the 8-multiple offsets we use, and the
         // memory stays mapped for the lifetime of `&self`. Shared memory accessed only through
@@ -62,7 +62,7 @@ impl Mapping {
     /// Reads a u32 of the header once, volatile (the peer may write it concurrently).
     #[inline]
     pub(crate) fn read_header_u32(&self, off: usize) -> u32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= HEADER_SIZE);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= HEADER_SIZE);
         // SAFETY: in bounds and aligned as argued in `atomic`; a volatile read of plain bytes
         // cannot produce an invalid `u32`.
         unsafe { self.ptr.as_ptr().add(off).cast::<u32>().read_volatile() }
@@ -71,7 +71,7 @@ impl Mapping {
     /// Writes a u32 of the header (producer setup only).
     #[inline]
     pub(crate) fn write_header_u32(&self, off: usize, v: u32) {
-        debug_assert!(off % 4 == 0 && off + 4 <= HEADER_SIZE);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= HEADER_SIZE);
         // SAFETY: in bounds and aligned as argued in `atomic`.
         unsafe { self.ptr.as_ptr().add(off).cast::<u32>().write_volatile(v) }
     }

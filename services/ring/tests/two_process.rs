@@ -72,10 +72,10 @@ fn pool() -> Vec<u8> {
 
 fn meta(frame: u64) -> RecordMeta {
     let mut flags = RecordFlags::empty();
-    if frame % 97 == 0 {
+    if frame.is_multiple_of(97) {
         flags.insert(RecordFlags::KEYFRAME);
     }
-    if frame % 5 == 0 {
+    if frame.is_multiple_of(5) {
         flags.insert(RecordFlags::AUDIO);
     }
     RecordMeta {
@@ -88,7 +88,7 @@ fn meta(frame: u64) -> RecordMeta {
 }
 
 fn is_stall_trigger(frame: u64) -> bool {
-    frame >= STALL_FIRST && (frame - STALL_FIRST) % STALL_EVERY == 0
+    frame >= STALL_FIRST && (frame - STALL_FIRST).is_multiple_of(STALL_EVERY)
 }
 
 fn stall_count() -> u64 {
@@ -192,7 +192,7 @@ fn two_process_100k_records_with_stalls() {
         au[..8].copy_from_slice(&frame.to_le_bytes());
         au[8..].copy_from_slice(&pool[off + 8..off + len]);
         // Alternate the copying write and the in-place two-phase write.
-        let published = if frame % 2 == 0 {
+        let published = if frame.is_multiple_of(2) {
             match producer.write(&meta(frame), au).expect("write") {
                 WriteOutcome::Written(_) => true,
                 WriteOutcome::Dropped { .. } => false,

@@ -1,1 +1,413 @@
-//! punktfunk-tests (being written).
+//! The harness of the end-to-end tests: it starts the real daemon binaries the way systemd
+//! does, so the tests exercise the same start-up path as production.
+//!
+//! For a [`Supervisor`]-started daemon the harness plays systemd's part: it creates and keeps
+//! the listening sockets (`<name>.sock` stream, `<name>.fds` seqpacket, mode 0600, like
+//! `SocketMode=0600`), passes them as fds 3 and 4 with `LISTEN_FDS`/`LISTEN_FDNAMES` and a
+//! `LISTEN_PID` equal to the daemon's pid, gives each daemon its own `NOTIFY_SOCKET` datagram
+//! socket and reads what it sends, and sets `WATCHDOG_USEC`. Because the sockets outlive the
+//! process, a daemon restarted after `kill -9` gets the very same sockets, as under systemd.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;
+
+/// Directory of the workspace's built binaries (`target/<profile>`), next to the test binary's
+/// `deps/` directory, or `$PUNKTFUNK_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PUNKTFUNK_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a directory");
+    if deps.ends_with("deps") {
+        deps.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// Path of a workspace binary; panics with what to run when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (`just test` does)",
+        p.display()
+    );
+    p
+}
+
+/// One notification datagram from a daemon, with its arrival time.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub at: Instant,
+    pub text: String,
+}
+
+/// A `NOTIFY_SOCKET` the harness reads on a thread, like systemd's.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    log: Arc<Mutex<Vec<Notification>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: PathBuf) -> Self {
+        let sock = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push(Notification {
+                    at: Instant::now(),
+                    text,
+                });
+            }
+        });
+        Self { path, log }
+    }
+
+    /// Every notification so far.
+    pub fn all(&self) -> Vec<Notification> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Each `KEY=value` line received so far, in order, with its datagram's arrival time.
+    pub fn lines(&self) -> Vec<(Instant, String)> {
+        self.all()
+            .into_iter()
+            .flat_map(|n| {
+                n.text
+                    .lines()
+                    .map(|l| (n.at, l.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Waits until a line satisfying `pred` arrives after `since`; returns it.
+    pub fn wait_line(
+        &self,
+        since: Instant,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((_, l)) = self
+                .lines()
+                .into_iter()
+                .find(|(at, l)| *at >= since && pred(l))
+            {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The sockets systemd would create for `punktfunk-<name>.socket`.
+pub struct ActivationSockets {
+    pub grpc: UnixListener,
+    pub fds: OwnedFd,
+}
+
+impl ActivationSockets {
+    pub fn create(dir: &Path, name: &str) -> Self {
+        let grpc_path = dir.join(format!("{name}.sock"));
+        let fds_path = dir.join(format!("{name}.fds"));
+        let grpc = UnixListener::bind(&grpc_path).expect("bind gRPC socket");
+        let fds = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("seqpacket socket");
+        rustix::net::bind(&fds, &SocketAddrUnix::new(&fds_path).unwrap()).expect("bind fd channel");
+        rustix::net::listen(&fds, 64).expect("listen");
+        for p in [&grpc_path, &fds_path] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Self { grpc, fds }
+    }
+}
+
+/// Plays systemd for the four daemons: private runtime and config dirs, sockets, notify sockets.
+pub struct Supervisor {
+    pub root: tempfile::TempDir,
+    pub watchdog_usec: u64,
+    pub units: Vec<Unit>,
+}
+
+/// One daemon under the [`Supervisor`].
+pub struct Unit {
+    pub name: &'static str,
+    pub sockets: ActivationSockets,
+    pub notify: NotifySocket,
+    pub child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Supervisor {
+    /// Creates the directories and every daemon's sockets (nothing is started yet).
+    pub fn new(watchdog_usec: u64) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        for d in ["run", "config", "logs"] {
+            std::fs::create_dir(root.path().join(d)).unwrap();
+        }
+        std::fs::set_permissions(
+            root.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let sock_dir = root.path().join("run/punktfunk");
+        std::fs::create_dir(&sock_dir).unwrap();
+        std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let units = DAEMONS
+            .iter()
+            .map(|&name| Unit {
+                name,
+                sockets: ActivationSockets::create(&sock_dir, name),
+                notify: NotifySocket::bind(root.path().join(format!("notify-{name}"))),
+                child: None,
+                log_path: root.path().join(format!("logs/{name}.log")),
+            })
+            .collect();
+        Self {
+            root,
+            watchdog_usec,
+            units,
+        }
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.path().join("run")
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.runtime_dir().join("punktfunk")
+    }
+
+    pub fn config_home(&self) -> PathBuf {
+        self.root.path().join("config")
+    }
+
+    pub fn unit(&mut self, name: &str) -> &mut Unit {
+        self.units
+            .iter_mut()
+            .find(|u| u.name == name)
+            .expect("known daemon")
+    }
+
+    /// Starts `name` as systemd would (fds 3 and 4, LISTEN_PID = its pid, NOTIFY_SOCKET).
+    pub fn start(&mut self, name: &str) {
+        let runtime_dir = self.runtime_dir();
+        let config_home = self.config_home();
+        let watchdog = self.watchdog_usec;
+        let unit = self.unit(name);
+        assert!(unit.child.is_none(), "{name} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&unit.log_path)
+            .unwrap();
+        // Copies at fd ≥ 100 (close-on-exec) so the child's dup2 onto 3 and 4 can never
+        // overwrite a source before copying it. They are closed again after the spawn.
+        let high_grpc = rustix::io::fcntl_dupfd_cloexec(&unit.sockets.grpc, 100).expect("dup");
+        let high_fds = rustix::io::fcntl_dupfd_cloexec(&unit.sockets.fds, 100).expect("dup");
+        let (grpc, fds) = (high_grpc.as_raw_fd(), high_fds.as_raw_fd());
+        // `sh` execs the daemon in place, so `$$` is the daemon's pid: systemd sets LISTEN_PID
+        // in the forked child the same way. Setting it in pre_exec is not possible (setenv is
+        // not async-signal-safe).
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\"")
+            .arg(bin(&format!("punktfunk-{name}")))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LISTEN_FDS", "2")
+            .env("LISTEN_FDNAMES", format!("{name}:{name}"))
+            .env("NOTIFY_SOCKET", &unit.notify.path)
+            .env("WATCHDOG_USEC", watchdog.to_string())
+            .env("XDG_RUNTIME_DIR", &runtime_dir)
+            .env("XDG_CONFIG_HOME", &config_home)
+            .env("HOME", &config_home)
+            .env("PUNKTFUNK_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe and
+        // only touch fd numbers. The sources are the harness's listeners (open in the parent for
+        // the spawn); dup2 clears FD_CLOEXEC on the targets 3 and 4. The sources are ≥ 100, so
+        // neither is overwritten before it is copied.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (src, dst) in [(grpc, 3), (fds, 4)] {
+                    if libc::dup2(src, dst) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        unit.child = Some(cmd.spawn().expect("spawn daemon"));
+        drop((high_grpc, high_fds));
+    }
+
+    pub fn start_all(&mut self) {
+        for name in DAEMONS {
+            self.start(name);
+        }
+    }
+
+    /// Waits for `READY=1` from `name` sent after `since`.
+    pub fn wait_ready(&mut self, name: &str, since: Instant) {
+        let timeout = Duration::from_secs(20);
+        let unit = self.unit(name);
+        if unit
+            .notify
+            .wait_line(since, timeout, |l| l == "READY=1")
+            .is_none()
+        {
+            let log = std::fs::read_to_string(&unit.log_path).unwrap_or_default();
+            panic!("{name} sent no READY=1 within {timeout:?}; its log:\n{log}");
+        }
+    }
+
+    /// Sends `sig` to `name`.
+    pub fn signal(&mut self, name: &str, sig: rustix::process::Signal) {
+        let child = self.unit(name).child.as_ref().expect("running");
+        let pid = rustix::process::Pid::from_child(child);
+        rustix::process::kill_process(pid, sig).expect("kill");
+    }
+
+    /// Waits up to `timeout` for `name` to exit; returns its status (None: still running).
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<ExitStatus> {
+        let unit = self.unit(name);
+        let child = unit.child.as_mut().expect("running");
+        let status = wait_timeout(child, timeout);
+        if status.is_some() {
+            unit.child = None;
+        }
+        status
+    }
+
+    /// Runs `punktfunkctl` against this supervisor's sockets.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("punktfunkctl"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.runtime_dir())
+            .env_remove("PUNKTFUNK_RUNTIME_DIR")
+            .output()
+            .expect("run punktfunkctl")
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for u in &mut self.units {
+            if let Some(mut c) = u.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// `try_wait` until `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Parses `punktfunkctl status --json` output into (name, serving) pairs.
+pub fn parse_status(stdout: &[u8]) -> Vec<(String, bool, serde_json::Value)> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(stdout)
+        )
+    });
+    v["daemons"]
+        .as_array()
+        .expect("daemons array")
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().expect("name").to_string(),
+                d["serving"].as_bool().expect("serving"),
+                d.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A throwaway system user for permission tests, removed again on drop.
+pub struct ThrowawayUser {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl ThrowawayUser {
+    /// Creates a user (needs root and `useradd`); `None` with the reason when impossible.
+    pub fn create() -> Result<Self, String> {
+        if !rustix::process::getuid().is_root() {
+            return Err("not root: cannot create a throwaway user".into());
+        }
+        let name = format!("pft{}", std::process::id() % 100_000);
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ])
+            .output()
+            .map_err(|e| format!("useradd: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "useradd failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let id = Command::new("id")
+            .args(["-u", &name])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let uid = String::from_utf8_lossy(&id.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| format!("id -u: {e}"))?;
+        Ok(Self { name, uid })
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}

@@ -106,18 +106,20 @@
 
 pub mod config;
 pub mod crypto;
-pub mod packet;
 pub mod pacing;
+pub mod packet;
 pub mod reassembly;
 pub mod sender;
 pub mod synthetic;
 
 pub use config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
-pub use crypto::{AuthError, Opener, Replay, ReplayWindow, SEQ_LIMIT, SealError, Sealer, SessionKey};
+pub use crypto::{
+    AuthError, Opener, Replay, ReplayWindow, SEQ_LIMIT, SealError, Sealer, SessionKey,
+};
+pub use pacing::{PaceChunk, PacingConfig, pacing_schedule};
 pub use packet::{
     FLAG_KEYFRAME, FLAG_LAST_BLOCK, FLAG_PARITY, HEADER_LEN, PacketHeader, ParseError, StreamKind,
     TAG_LEN, VERSION, peek_kind,
 };
-pub use pacing::{PaceChunk, PacingConfig, pacing_schedule};
 pub use reassembly::{CompleteFrame, Counters, Event, PushError, Reassembler};
 pub use sender::{FrameSummary, PacketBatch, PacketizeError, Packetizer};

@@ -61,8 +61,8 @@ pub fn pacing_schedule(
     }
     let per_chunk = (cfg.burst_bytes / packet_len.max(1)).max(1);
     let n = packet_count.div_ceil(per_chunk);
-    let spread = u128::from(cfg.frame_interval_ns) * u128::from(cfg.spread_permille.min(1000))
-        / 1000;
+    let spread =
+        u128::from(cfg.frame_interval_ns) * u128::from(cfg.spread_permille.min(1000)) / 1000;
     for i in 0..n {
         let start = i * per_chunk;
         let end = (start + per_chunk).min(packet_count);

@@ -160,8 +160,7 @@ impl PacketHeader {
         if hdr.data_shards == 0 {
             return Err(ParseError::NoDataShards);
         }
-        if u32::from(hdr.shard_index) >= u32::from(hdr.data_shards) + u32::from(hdr.parity_shards)
-        {
+        if u32::from(hdr.shard_index) >= u32::from(hdr.data_shards) + u32::from(hdr.parity_shards) {
             return Err(ParseError::ShardIndex {
                 index: hdr.shard_index,
                 data: hdr.data_shards,

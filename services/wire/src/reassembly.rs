@@ -84,9 +84,14 @@ pub struct CompleteFrame<'a> {
 pub enum Event<'a> {
     FrameComplete(CompleteFrame<'a>),
     /// The frame can no longer complete (deadline passed or it fell out of the window).
-    FrameLost { index: u64 },
+    FrameLost {
+        index: u64,
+    },
     /// `count` frames starting at `first` were never seen before the window jumped past them.
-    FramesSkipped { first: u64, count: u64 },
+    FramesSkipped {
+        first: u64,
+        count: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,8 +195,10 @@ pub struct Reassembler {
     slots: Vec<Slot>,
     /// Highest extended frame index seen.
     newest: Option<u64>,
-    /// First frame index seen; older ones are ignored as late.
+    /// Lowest frame index of interest; older ones are ignored as late.
     base: u64,
+    /// Index the stream is expected to start at (`None`: adopt the first one seen).
+    expect_from: Option<u64>,
     events: VecDeque<Pending>,
     max_events: usize,
     counters: Counters,
@@ -219,6 +226,7 @@ impl Reassembler {
             slots: (0..f).map(|_| Slot::new()).collect(),
             newest: None,
             base: 0,
+            expect_from: Some(0),
             events: VecDeque::with_capacity(max_events),
             max_events,
             counters: Counters::default(),
@@ -228,6 +236,16 @@ impl Reassembler {
 
     pub fn config(&self) -> &DataPlaneConfig {
         &self.cfg
+    }
+
+    /// Sets the frame index the stream starts at (default 0: a session's first frame).
+    /// Frames from there up to the first one received are tracked (and reported lost if they
+    /// never arrive). `None` adopts the first frame received as the start, for joining a
+    /// stream in progress. Only effective before the first packet.
+    pub fn set_expected_first_index(&mut self, first: Option<u64>) {
+        if self.newest.is_none() {
+            self.expect_from = first;
+        }
     }
 
     pub fn counters(&self) -> Counters {
@@ -308,7 +326,9 @@ impl Reassembler {
         }
         let shard = self.cfg.shard_bytes as usize;
         if sealed.len() != shard + TAG_LEN {
-            return Err(PushError::Layout("payload length differs from the shard size"));
+            return Err(PushError::Layout(
+                "payload length differs from the shard size",
+            ));
         }
         let layout = self
             .cfg
@@ -336,17 +356,30 @@ impl Reassembler {
         let f = self.slots.len() as u64;
         match self.newest {
             None => {
-                self.newest = Some(index);
-                self.base = index;
-                let s = self.slot_of(index);
-                self.slots[s].index = index;
-                self.slots[s].state = State::Waiting;
-                self.slots[s].deadline = now.saturating_add(self.cfg.loss_deadline_ns());
+                let from = match self.expect_from {
+                    Some(e) if e <= index => e,
+                    _ => index,
+                };
+                self.base = from;
+                self.advance(from, index, now);
             }
-            Some(n) if index > n => self.advance(n, index, now),
+            Some(n) if index > n => self.advance(n + 1, index, now),
             Some(n) => {
-                if index < self.base || n - index >= f {
+                if n - index >= f {
                     return Err(PushError::Late);
+                }
+                if index < self.base {
+                    // Reordering right after the start: adopt an earlier frame whose slot was
+                    // never used.
+                    let s = self.slot_of(index);
+                    if self.slots[s].state != State::Free {
+                        return Err(PushError::Late);
+                    }
+                    self.base = index;
+                    let slot = &mut self.slots[s];
+                    slot.index = index;
+                    slot.state = State::Waiting;
+                    slot.deadline = now.saturating_add(self.cfg.loss_deadline_ns());
                 }
             }
         }
@@ -369,7 +402,9 @@ impl Reassembler {
             }
             State::Assembling => {
                 if slot.layout != layout || slot.keyframe != hdr.is_keyframe() {
-                    return Err(PushError::Layout("frame length or flags differ within a frame"));
+                    return Err(PushError::Layout(
+                        "frame length or flags differ within a frame",
+                    ));
                 }
             }
         }
@@ -434,11 +469,12 @@ impl Reassembler {
         Ok(())
     }
 
-    /// The newest index moves from `n` to `i > n`: frames falling out of the window are
-    /// finished (lost if incomplete), frames between become `Waiting`.
-    fn advance(&mut self, n: u64, i: u64, now: u64) {
+    /// The newest index moves to `i`; frames `from..=i` are new. Frames falling out of the
+    /// window are finished (lost if incomplete), new frames in the window become `Waiting`,
+    /// new frames already outside it are reported skipped.
+    fn advance(&mut self, from: u64, i: u64, now: u64) {
         let f = self.slots.len() as u64;
-        let lo = (n + 1).max(i.saturating_sub(f - 1));
+        let lo = from.max(i.saturating_sub(f - 1));
         for j in lo..=i {
             let s = self.slot_of(j);
             let slot = &mut self.slots[s];
@@ -449,12 +485,12 @@ impl Reassembler {
                 self.queue(Pending::Lost { index: old });
             }
         }
-        if lo > n + 1 {
-            // Frames n+1 .. lo-1 were never seen and are already out of the window.
-            self.counters.frames_lost += lo - (n + 1);
+        if lo > from {
+            // Frames from .. lo-1 were never seen and are already out of the window.
+            self.counters.frames_lost += lo - from;
             self.queue(Pending::Skipped {
-                first: n + 1,
-                count: lo - (n + 1),
+                first: from,
+                count: lo - from,
             });
         }
         let deadline = now.saturating_add(self.cfg.loss_deadline_ns());
@@ -564,4 +600,3 @@ fn recover_block(
     }
     Ok(rebuilt)
 }
-

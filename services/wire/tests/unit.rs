@@ -65,7 +65,10 @@ fn header_round_trip() {
     assert_eq!(&buf[4..12], &h.seq.to_be_bytes());
 
     // Structural errors.
-    assert_eq!(PacketHeader::parse(&buf[..40]), Err(ParseError::TooShort(40)));
+    assert_eq!(
+        PacketHeader::parse(&buf[..40]),
+        Err(ParseError::TooShort(40))
+    );
     let mut b = buf.clone();
     b[0] = 2;
     assert_eq!(PacketHeader::parse(&b), Err(ParseError::Version(2)));
@@ -86,10 +89,16 @@ fn header_round_trip() {
     assert_eq!(PacketHeader::parse(&b), Err(ParseError::LastBlockFlag));
     let mut b = buf.clone();
     b[21] = 3; // block index 3 of 3
-    assert!(matches!(PacketHeader::parse(&b), Err(ParseError::BlockIndex { .. })));
+    assert!(matches!(
+        PacketHeader::parse(&b),
+        Err(ParseError::BlockIndex { .. })
+    ));
     let mut b = buf.clone();
     b[25] = 41; // shard 41 of 35 + 6
-    assert!(matches!(PacketHeader::parse(&b), Err(ParseError::ShardIndex { .. })));
+    assert!(matches!(
+        PacketHeader::parse(&b),
+        Err(ParseError::ShardIndex { .. })
+    ));
 }
 
 #[test]
@@ -101,21 +110,42 @@ fn config_validation() {
         f(&mut c);
         c.validate()
     };
-    assert_eq!(bad(|c| c.shard_bytes = 1201), Err(ConfigError::ShardBytes(1201)));
+    assert_eq!(
+        bad(|c| c.shard_bytes = 1201),
+        Err(ConfigError::ShardBytes(1201))
+    );
     assert_eq!(bad(|c| c.shard_bytes = 0), Err(ConfigError::ShardBytes(0)));
     assert!(matches!(
         bad(|c| c.shard_bytes = 1420),
-        Err(ConfigError::PacketTooLarge { packet: 1468, max: 1452 })
+        Err(ConfigError::PacketTooLarge {
+            packet: 1468,
+            max: 1452
+        })
     ));
-    assert_eq!(bad(|c| c.max_udp_payload = 70_000), Err(ConfigError::UdpPayload(70_000)));
-    assert_eq!(bad(|c| c.max_data_shards = 0), Err(ConfigError::MaxDataShards(0)));
+    assert_eq!(
+        bad(|c| c.max_udp_payload = 70_000),
+        Err(ConfigError::UdpPayload(70_000))
+    );
+    assert_eq!(
+        bad(|c| c.max_data_shards = 0),
+        Err(ConfigError::MaxDataShards(0))
+    );
     assert_eq!(
         bad(|c| c.max_data_shards = 40_000),
         Err(ConfigError::MaxDataShards(40_000))
     );
-    assert_eq!(bad(|c| c.parity_permille = 1001), Err(ConfigError::ParityPermille(1001)));
-    assert_eq!(bad(|c| c.parity_floor = 2000), Err(ConfigError::ParityFloor(2000)));
-    assert_eq!(bad(|c| c.max_frame_bytes = 0), Err(ConfigError::MaxFrameBytes(0)));
+    assert_eq!(
+        bad(|c| c.parity_permille = 1001),
+        Err(ConfigError::ParityPermille(1001))
+    );
+    assert_eq!(
+        bad(|c| c.parity_floor = 2000),
+        Err(ConfigError::ParityFloor(2000))
+    );
+    assert_eq!(
+        bad(|c| c.max_frame_bytes = 0),
+        Err(ConfigError::MaxFrameBytes(0))
+    );
     assert!(matches!(
         bad(|c| {
             c.max_frame_bytes = 256 << 20;
@@ -125,9 +155,18 @@ fn config_validation() {
         }),
         Err(ConfigError::TooManyBlocks(_))
     ));
-    assert_eq!(bad(|c| c.frames_in_flight = 0), Err(ConfigError::FramesInFlight(0)));
-    assert_eq!(bad(|c| c.frame_interval_ns = 0), Err(ConfigError::FrameInterval(0)));
-    assert_eq!(bad(|c| c.loss_deadline_intervals = 0), Err(ConfigError::LossDeadline(0)));
+    assert_eq!(
+        bad(|c| c.frames_in_flight = 0),
+        Err(ConfigError::FramesInFlight(0))
+    );
+    assert_eq!(
+        bad(|c| c.frame_interval_ns = 0),
+        Err(ConfigError::FrameInterval(0))
+    );
+    assert_eq!(
+        bad(|c| c.loss_deadline_intervals = 0),
+        Err(ConfigError::LossDeadline(0))
+    );
     // Receivers and senders refuse invalid configs.
     let mut c = cfg();
     c.shard_bytes = 3;
@@ -207,7 +246,13 @@ fn pacing_schedule_shapes() {
     assert!(out.is_empty());
     // Small frame: one burst at 0.
     pacing_schedule(&pc, 52, 1248, &mut out);
-    assert_eq!(out, vec![PaceChunk { packets: 0..52, offset_ns: 0 }]);
+    assert_eq!(
+        out,
+        vec![PaceChunk {
+            packets: 0..52,
+            offset_ns: 0
+        }]
+    );
     // Large frame: chunks of 52 packets spread over < 12 ms.
     pacing_schedule(&pc, 1000, 1248, &mut out);
     assert_eq!(out.len(), 1000usize.div_ceil(52));
@@ -225,7 +270,15 @@ fn pacing_schedule_shapes() {
     assert_eq!(next, 1000);
     assert!(out.last().expect("chunks").offset_ns > 11_000_000);
     // Tiny burst cap still makes progress.
-    pacing_schedule(&PacingConfig { burst_bytes: 1, ..pc }, 3, 1248, &mut out);
+    pacing_schedule(
+        &PacingConfig {
+            burst_bytes: 1,
+            ..pc
+        },
+        3,
+        1248,
+        &mut out,
+    );
     assert_eq!(out.len(), 3);
     assert_eq!(out[2].offset_ns, 8_000_000);
 }
@@ -251,28 +304,48 @@ fn synthetic_verify_catches_flipped_byte() {
     // Average over a keyframe period matches the bitrate within 5 %.
     let per_period: usize = sizes[..10].iter().sum();
     let want = 20_000_000 / 8 * 10 / 60;
-    assert!((per_period as f64 / want as f64 - 1.0).abs() < 0.05, "{per_period} vs {want}");
+    assert!(
+        (per_period as f64 / want as f64 - 1.0).abs() < 0.05,
+        "{per_period} vs {want}"
+    );
 
     synthetic::fill(3, 5000, &mut buf);
     for pos in [0, 5, 13, 20, 24, 100, 4999] {
         let mut b = buf.clone();
         b[pos] ^= 0x01;
-        assert!(synthetic::verify(3, &b).is_err(), "flip at {pos} not caught");
+        assert!(
+            synthetic::verify(3, &b).is_err(),
+            "flip at {pos} not caught"
+        );
     }
     assert_eq!(
         synthetic::verify(4, &buf),
-        Err(VerifyError::Index { expected: 4, found: 3 })
+        Err(VerifyError::Index {
+            expected: 4,
+            found: 3
+        })
     );
-    assert!(matches!(synthetic::verify(3, &buf[..4000]), Err(VerifyError::Length { .. })));
-    assert_eq!(synthetic::verify(3, &buf[..10]), Err(VerifyError::TooShort(10)));
+    assert!(matches!(
+        synthetic::verify(3, &buf[..4000]),
+        Err(VerifyError::Length { .. })
+    ));
+    assert_eq!(
+        synthetic::verify(3, &buf[..10]),
+        Err(VerifyError::TooShort(10))
+    );
 }
 
 #[test]
 fn loss_free_round_trip_without_decoder() {
     let (mut tx, mut rx, mut batch) = pair(cfg());
-    for (i, len) in [1usize, 1200, 1201, 50_000, 2 << 20].into_iter().enumerate() {
+    for (i, len) in [1usize, 1200, 1201, 50_000, 2 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let data = au(i as u64, len);
-        let s = tx.packetize(i as u64, i == 0, &data, &mut batch).expect("packetize");
+        let s = tx
+            .packetize(i as u64, i == 0, &data, &mut batch)
+            .expect("packetize");
         assert_eq!(batch.len(), s.packets as usize);
         assert_eq!(batch.bytes().len(), batch.len() * batch.stride());
         for p in batch.iter() {
@@ -300,7 +373,8 @@ fn loss_free_round_trip_without_decoder() {
 fn recovers_lost_data_shards() {
     let (mut tx, mut rx, mut batch) = pair(cfg());
     let data = au(0, 100_000); // 84 data + 9 parity
-    tx.packetize(0, false, &data, &mut batch).expect("packetize");
+    tx.packetize(0, false, &data, &mut batch)
+        .expect("packetize");
     for (i, p) in batch.iter().enumerate() {
         if i % 10 != 3 {
             rx.push(0, p).expect("accepted or redundant");
@@ -317,7 +391,8 @@ fn recovers_lost_data_shards() {
 fn late_and_duplicate_packets() {
     let (mut tx, mut rx, mut batch) = pair(cfg());
     let data = au(0, 3000); // 3 data + 2 parity
-    tx.packetize(0, false, &data, &mut batch).expect("packetize");
+    tx.packetize(0, false, &data, &mut batch)
+        .expect("packetize");
     let pkts: Vec<Vec<u8>> = batch.iter().map(<[u8]>::to_vec).collect();
     rx.push(0, &pkts[0]).expect("fresh");
     assert_eq!(rx.push(0, &pkts[0]), Err(PushError::Duplicate));
@@ -334,7 +409,8 @@ fn late_and_duplicate_packets() {
     assert!(rx.poll_event(0).is_none());
 
     // Frame 1 loses everything but one packet and is given up; its later packets are late.
-    tx.packetize(1, false, &data, &mut batch).expect("packetize");
+    tx.packetize(1, false, &data, &mut batch)
+        .expect("packetize");
     let pkts: Vec<Vec<u8>> = batch.iter().map(<[u8]>::to_vec).collect();
     rx.push(MS, &pkts[0]).expect("fresh");
     let dl = rx.next_deadline().expect("frame 1 pending");
@@ -355,11 +431,13 @@ fn loss_deadline_rule() {
     let data = au(0, 10_000);
     let t0 = 1_000 * MS;
     // Frame 0: only its first packet arrives.
-    tx.packetize(0, false, &data, &mut batch).expect("packetize");
+    tx.packetize(0, false, &data, &mut batch)
+        .expect("packetize");
     rx.push(t0, batch.packet(0).expect("p0")).expect("fresh");
     assert_eq!(rx.next_deadline(), Some(t0 + k * c.frame_interval_ns));
     // Frame 2 arrives complete 5 ms later; frame 1 (never seen) gets a deadline from it.
-    tx.packetize(1, false, &data, &mut batch).expect("packetize");
+    tx.packetize(1, false, &data, &mut batch)
+        .expect("packetize");
     let mut b2 = PacketBatch::new();
     tx.packetize(2, false, &data, &mut b2).expect("packetize");
     for p in b2.iter() {
@@ -389,10 +467,12 @@ fn window_eviction_and_skips() {
     let c = cfg(); // 4 frames in flight
     let (mut tx, mut rx, mut batch) = pair(c);
     let data = au(0, 5000);
-    tx.packetize(0, false, &data, &mut batch).expect("packetize");
+    tx.packetize(0, false, &data, &mut batch)
+        .expect("packetize");
     rx.push(0, batch.packet(0).expect("p")).expect("fresh"); // frame 0 incomplete
     // Frame 4 pushes frame 0 out of the window; 1..=3 become waiting.
-    tx.packetize(4, false, &data, &mut batch).expect("packetize");
+    tx.packetize(4, false, &data, &mut batch)
+        .expect("packetize");
     for p in batch.iter() {
         let _ = rx.push(MS, p);
     }
@@ -400,7 +480,8 @@ fn window_eviction_and_skips() {
     assert_eq!(lost, vec![0]);
     assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![4]);
     // Frame 20: 1..=3 fall out (lost), 5..=16 never seen (skipped), 17..=19 waiting.
-    tx.packetize(20, false, &data, &mut batch).expect("packetize");
+    tx.packetize(20, false, &data, &mut batch)
+        .expect("packetize");
     for p in batch.iter() {
         let _ = rx.push(2 * MS, p);
     }
@@ -416,7 +497,8 @@ fn frame_index_wraps_32_bits() {
     let start = u64::from(u32::MAX) - 2;
     for i in start..start + 6 {
         let data = au(i, 2500);
-        tx.packetize(i, false, &data, &mut batch).expect("packetize");
+        tx.packetize(i, false, &data, &mut batch)
+            .expect("packetize");
         for p in batch.iter() {
             let _ = rx.push(0, p);
         }
@@ -430,7 +512,8 @@ fn frame_index_wraps_32_bits() {
 fn tampering_and_wrong_key_or_kind() {
     let (mut tx, mut rx, mut batch) = pair(cfg());
     let data = au(0, 1500);
-    tx.packetize(0, false, &data, &mut batch).expect("packetize");
+    tx.packetize(0, false, &data, &mut batch)
+        .expect("packetize");
     let p = batch.packet(0).expect("p").to_vec();
     for pos in [4, 13, 17, 40, p.len() - 1] {
         let mut b = p.clone();
@@ -443,7 +526,10 @@ fn tampering_and_wrong_key_or_kind() {
     assert_eq!(rx2.push(0, &p), Err(PushError::AuthFailed));
     assert_eq!(rx2.counters().auth_failures, 1);
     let mut rx3 = Reassembler::new(cfg(), &key(), StreamKind::Audio).expect("cfg");
-    assert_eq!(rx3.push(0, &p), Err(PushError::WrongStream(StreamKind::Video)));
+    assert_eq!(
+        rx3.push(0, &p),
+        Err(PushError::WrongStream(StreamKind::Video))
+    );
     // A receiver with a smaller max_frame_bytes rejects the layout before decrypting.
     let mut small = cfg();
     small.max_frame_bytes = 1000;

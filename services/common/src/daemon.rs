@@ -167,11 +167,13 @@ where
     }));
 
     // Readiness: our own Health call over our own socket must succeed.
-    if let Some(path) = &grpc_path {
-        if let Err(e) = client::probe(path, name, PROBE_TIMEOUT).await {
-            tracing::error!(error = %e, "readiness probe over our own socket failed");
-            return ExitCode::from(EX_SOFTWARE);
-        }
+    // (An activated socket without a path — abstract namespace — cannot be dialled; systemd
+    // never passes one for our units.)
+    if let Some(path) = &grpc_path
+        && let Err(e) = client::probe(path, name, PROBE_TIMEOUT).await
+    {
+        tracing::error!(error = %e, "readiness probe over our own socket failed");
+        return ExitCode::from(EX_SOFTWARE);
     }
     health.set_serving(true);
     if health.status() == "starting" {

@@ -1,0 +1,84 @@
+# punktfunk — every command a person (or CI) runs. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Debian packages the build and the tests need (installed by `setup`, idempotently).
+apt_packages := "pkg-config systemd passwd util-linux iproute2 nftables"
+
+default:
+    @just --list
+
+# Install what building and testing need (idempotent; apt only when something is missing).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for p in {{apt_packages}}; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing: ${missing[*]}"
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        export DEBIAN_FRONTEND=noninteractive TMPDIR="$(mktemp -d)"
+        $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+        $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
+            || { $sudo apt-get -o DPkg::Lock::Timeout=600 -f install -y -qq; \
+                 $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"; }
+    fi
+    command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# Build every binary (debug).
+build:
+    cargo build --workspace --bins
+
+# Start the four daemons the way systemd would, show `punktfunkctl status`, stop them.
+demo: setup build
+    cargo run -q -p punktfunk-tests --bin pf-demo
+
+# Everything CI checks: format, clippy, and every test (unit, property, end-to-end).
+test: setup build lint
+    cargo nextest run --workspace --no-fail-fast
+
+# Benchmarks: AU ring handoff across processes vs gRPC round trip over the Unix socket.
+bench: setup
+    cargo build --release --workspace --bins
+    cargo bench -p punktfunk-ring --bench handoff
+    cargo bench -p punktfunk-tests --bench grpc_rtt
+
+# Run each fuzz target for SECONDS (default 60) and print the execution counts.
+fuzz seconds="60":
+    services/wire/fuzz/run.sh {{seconds}}
+
+# rustfmt check and clippy with warnings as errors.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Install the binaries to ~/.local/bin and the user units, then start punktfunk.target.
+install:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --workspace --bins
+    bindir="$HOME/.local/bin"; unitdir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+    mkdir -p "$bindir" "$unitdir"
+    for b in punktfunk-session punktfunk-media punktfunk-transport punktfunk-input punktfunkctl; do
+        install -m 0755 "target/release/$b" "$bindir/$b"
+    done
+    for u in units/*; do
+        # The units name /usr/bin (the image's layout); a user install lives in ~/.local/bin.
+        sed "s|/usr/bin/|$bindir/|g" "$u" > "$unitdir/$(basename "$u")"
+    done
+    echo "installed binaries to $bindir and units to $unitdir"
+    if command -v systemctl >/dev/null && systemctl --user show-environment >/dev/null 2>&1; then
+        systemctl --user daemon-reload
+        systemctl --user enable --now punktfunk.target
+        "$bindir/punktfunkctl" status || true
+    else
+        echo "no systemd --user session here; start one and run: systemctl --user enable --now punktfunk.target"
+    fi
+
+# Build the bootc image (needs podman and access to ghcr.io; not possible on CI machines).
+image tag="localhost/punktfunk:latest":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v podman >/dev/null || { echo "podman is not installed: install it (apt/dnf install podman) to build the image"; exit 1; }
+    podman build -t "{{tag}}" -f Containerfile .
+    echo "built {{tag}}; on the gaming PC: sudo bootc switch --transport containers-storage {{tag}}"

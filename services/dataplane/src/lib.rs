@@ -1,0 +1,1 @@
+//! punktfunk-dataplane (being written).

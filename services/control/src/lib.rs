@@ -1,0 +1,1 @@
+//! punktfunk-control (being written).

@@ -1,0 +1,1 @@
+//! punktfunk-discovery (being written).

@@ -91,7 +91,7 @@ pub enum ConfigError {
 impl DataPlaneConfig {
     /// Checks every field; all other methods assume a validated config.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.shard_bytes < 2 || self.shard_bytes % 2 != 0 {
+        if self.shard_bytes < 2 || !self.shard_bytes.is_multiple_of(2) {
             return Err(ConfigError::ShardBytes(self.shard_bytes));
         }
         if self.max_udp_payload > MAX_UDP_PAYLOAD {

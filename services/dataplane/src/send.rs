@@ -1,0 +1,638 @@
+//! The send shell: [`SendPipeline`] (packetize → pacing schedule → sendmmsg / UDP GSO, on the
+//! caller's thread) and [`Sender`] (the pipeline on a dedicated thread behind a bounded queue).
+
+use crate::sys::{self, BufferDir, BufferSize, SendScratch};
+use punktfunk_wire::{
+    ConfigError, DataPlaneConfig, PaceChunk, PacingConfig, PacketBatch, PacketizeError, Packetizer,
+    SessionKey, StreamKind, pacing_schedule,
+};
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How packets leave the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SendMode {
+    /// `sendmmsg`, each message one UDP GSO super-buffer of up to 64 packets
+    /// (`UDP_SEGMENT` = packet stride); the kernel (or NIC) cuts it into datagrams.
+    Gso,
+    /// `sendmmsg`, one datagram per message.
+    #[default]
+    Sendmmsg,
+}
+
+/// Which [`SendMode`] to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ModeChoice {
+    /// GSO when the probe succeeds, else sendmmsg (and fall back at run time if a GSO send
+    /// fails with EIO/EINVAL/EOPNOTSUPP).
+    #[default]
+    Auto,
+    /// GSO or an error at construction (benchmarks).
+    Gso,
+    /// Never GSO (benchmarks, or paths known to mishandle it).
+    Sendmmsg,
+}
+
+/// Configuration of a [`Sender`] / [`SendPipeline`].
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Negotiated data-plane parameters.
+    pub data_plane: DataPlaneConfig,
+    /// Key of this direction.
+    pub key: SessionKey,
+    /// The stream this sender carries (one sender per stream kind: it owns the sequence space).
+    pub kind: StreamKind,
+    /// Pacing; `None` sends every frame back to back (benchmarks, speed-test probes).
+    pub pacing: Option<PacingConfig>,
+    pub mode: ModeChoice,
+    /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
+    pub queue_frames: usize,
+    /// SO_SNDBUF target in bytes (default 32 MiB).
+    pub sndbuf_bytes: usize,
+    /// How long one pacing chunk may wait for socket buffer space (EAGAIN/ENOBUFS) before the
+    /// rest of that chunk is dropped (default 2 ms).
+    pub block_budget: Duration,
+    /// Sleep until this long before a chunk's time, then spin (default 100 µs).
+    pub spin: Duration,
+    /// Optional per-frame reports (send timestamps and CPU by stage); `try_send`, a full
+    /// channel loses reports, never blocks.
+    pub reports: Option<SyncSender<FrameReport>>,
+}
+
+impl SenderConfig {
+    /// Defaults around a negotiated config: pacing with a 64 KiB microburst cap and a spread
+    /// over 75 % of the config's frame interval, automatic mode, queue of 4, 32 MiB SO_SNDBUF.
+    pub fn new(data_plane: DataPlaneConfig, key: SessionKey, kind: StreamKind) -> Self {
+        Self {
+            data_plane,
+            key,
+            kind,
+            pacing: Some(PacingConfig {
+                frame_interval_ns: data_plane.frame_interval_ns,
+                ..PacingConfig::default()
+            }),
+            mode: ModeChoice::Auto,
+            queue_frames: 4,
+            sndbuf_bytes: 32 << 20,
+            block_budget: Duration::from_millis(2),
+            spin: Duration::from_micros(100),
+            reports: None,
+        }
+    }
+}
+
+/// Why a sender could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("data-plane config rejected: {0}")]
+    Config(#[from] ConfigError),
+    #[error("socket must be connected to the peer: {0}")]
+    NotConnected(io::Error),
+    #[error("socket setup failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("UDP GSO was forced but the kernel refused it: {0}")]
+    GsoUnsupported(io::Error),
+}
+
+/// One access unit handed to the [`Sender`].
+#[derive(Debug)]
+pub struct Frame {
+    /// Frame index of this stream (a session starts at 0).
+    pub index: u64,
+    pub keyframe: bool,
+    /// The AU; returned to the sender's buffer pool after sending ([`Sender::buffer`]).
+    pub data: Vec<u8>,
+    /// CLOCK_MONOTONIC ns when the frame was queued (set by [`Frame::new`]).
+    pub queued_ns: u64,
+}
+
+impl Frame {
+    pub fn new(index: u64, keyframe: bool, data: Vec<u8>) -> Self {
+        Self {
+            index,
+            keyframe,
+            data,
+            queued_ns: sys::monotonic_ns(),
+        }
+    }
+}
+
+/// [`Sender::try_send`] refused the frame; it is handed back (recycle its buffer).
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The queue is full: the frame was dropped and counted in
+    /// [`SenderStats::frames_dropped_queue`]. The caller should ask the encoder for a
+    /// keyframe (or reference invalidation), since the receiver will miss this frame.
+    #[error("send queue full: frame {} dropped", .0.index)]
+    Full(Frame),
+    /// The send thread is gone (it panicked or was shut down).
+    #[error("send thread gone: frame {} dropped", .0.index)]
+    Disconnected(Frame),
+}
+
+impl TrySendError {
+    pub fn into_frame(self) -> Frame {
+        match self {
+            Self::Full(f) | Self::Disconnected(f) => f,
+        }
+    }
+}
+
+/// What sending one frame cost and when it left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameReport {
+    pub index: u64,
+    /// Packets of the frame (data + parity) and the bytes they occupy on the wire (UDP payload).
+    pub packets: u32,
+    pub bytes: u64,
+    /// Packets the kernel took; `packets - sent_packets` were dropped (send buffer full or a
+    /// send error).
+    pub sent_packets: u32,
+    /// Pacing chunks the frame was cut into.
+    pub chunks: u32,
+    /// CLOCK_MONOTONIC ns: frame queued by the caller (0 if unknown), first and last send
+    /// call returned.
+    pub queued_ns: u64,
+    pub first_sent_ns: u64,
+    pub last_sent_ns: u64,
+    /// Thread CPU time of packetize (FEC + seal) and of the send calls; waits excluded.
+    pub packetize_cpu_ns: u64,
+    pub send_cpu_ns: u64,
+    /// Wall time spent waiting between chunks (pacing).
+    pub pacing_wait_ns: u64,
+}
+
+impl FrameReport {
+    /// CPU time of FEC + seal + send.
+    pub fn cpu_ns(&self) -> u64 {
+        self.packetize_cpu_ns + self.send_cpu_ns
+    }
+}
+
+/// Buckets of the CPU-per-frame histogram: bucket `i` counts frames with CPU time in
+/// `[2^i, 2^(i+1))` µs (bucket 0 also takes < 1 µs); the last bucket is open-ended.
+pub const CPU_BUCKETS: usize = 20;
+
+#[derive(Default)]
+pub(crate) struct StatsInner {
+    mode: AtomicU8,
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    frames_sent: AtomicU64,
+    frames_dropped_queue: AtomicU64,
+    frames_failed: AtomicU64,
+    send_drop_packets: AtomicU64,
+    send_drop_events: AtomicU64,
+    send_errors: AtomicU64,
+    gso_fallbacks: AtomicU64,
+    pacing_wait_ns: AtomicU64,
+    packetize_cpu_ns: AtomicU64,
+    send_cpu_ns: AtomicU64,
+    cpu_hist: [AtomicU64; CPU_BUCKETS],
+}
+
+fn mode_code(m: SendMode) -> u8 {
+    match m {
+        SendMode::Gso => 1,
+        SendMode::Sendmmsg => 2,
+    }
+}
+
+impl StatsInner {
+    fn snapshot(&self) -> SenderStats {
+        SenderStats {
+            mode: if self.mode.load(Relaxed) == 1 {
+                SendMode::Gso
+            } else {
+                SendMode::Sendmmsg
+            },
+            packets_sent: self.packets_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            frames_sent: self.frames_sent.load(Relaxed),
+            frames_dropped_queue: self.frames_dropped_queue.load(Relaxed),
+            frames_failed: self.frames_failed.load(Relaxed),
+            send_drop_packets: self.send_drop_packets.load(Relaxed),
+            send_drop_events: self.send_drop_events.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            gso_fallbacks: self.gso_fallbacks.load(Relaxed),
+            pacing_wait_ns: self.pacing_wait_ns.load(Relaxed),
+            packetize_cpu_ns: self.packetize_cpu_ns.load(Relaxed),
+            send_cpu_ns: self.send_cpu_ns.load(Relaxed),
+            cpu_hist: std::array::from_fn(|i| self.cpu_hist[i].load(Relaxed)),
+        }
+    }
+
+    fn record_frame(&self, r: &FrameReport) {
+        self.frames_sent.fetch_add(1, Relaxed);
+        self.packetize_cpu_ns.fetch_add(r.packetize_cpu_ns, Relaxed);
+        self.send_cpu_ns.fetch_add(r.send_cpu_ns, Relaxed);
+        self.pacing_wait_ns.fetch_add(r.pacing_wait_ns, Relaxed);
+        let us = r.cpu_ns() / 1000;
+        let b = if us == 0 {
+            0
+        } else {
+            (63 - us.leading_zeros() as usize).min(CPU_BUCKETS - 1)
+        };
+        self.cpu_hist[b].fetch_add(1, Relaxed);
+    }
+}
+
+/// A snapshot of a sender's counters (monotonic since start).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Mode in use now (it can change once, from Gso to Sendmmsg, on a run-time fallback).
+    pub mode: SendMode,
+    pub packets_sent: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// Frames packetized and handed to the socket (possibly with some packets dropped).
+    pub frames_sent: u64,
+    /// Frames refused by [`Sender::try_send`] because the queue was full.
+    pub frames_dropped_queue: u64,
+    /// Frames that could not be packetized (too large; sequence space exhausted).
+    pub frames_failed: u64,
+    /// Packets dropped because the socket buffer stayed full (EAGAIN/ENOBUFS) beyond the block
+    /// budget, or a send error.
+    pub send_drop_packets: u64,
+    /// Chunks that lost packets that way.
+    pub send_drop_events: u64,
+    /// Send calls that failed with an error other than EAGAIN/ENOBUFS (e.g. ECONNREFUSED).
+    pub send_errors: u64,
+    /// Run-time falls back from GSO to sendmmsg (0 or 1).
+    pub gso_fallbacks: u64,
+    /// Sum of the time spent waiting between pacing chunks.
+    pub pacing_wait_ns: u64,
+    /// Sum of thread CPU time in packetize (FEC + seal) and in send calls.
+    pub packetize_cpu_ns: u64,
+    pub send_cpu_ns: u64,
+    /// CPU per frame (packetize + send), log2 µs buckets, see [`CPU_BUCKETS`].
+    pub cpu_hist: [u64; CPU_BUCKETS],
+}
+
+impl SenderStats {
+    /// Mean CPU time per sent frame (packetize + send), ns.
+    pub fn cpu_mean_ns(&self) -> u64 {
+        (self.packetize_cpu_ns + self.send_cpu_ns)
+            .checked_div(self.frames_sent)
+            .unwrap_or(0)
+    }
+
+    /// Upper bound (µs, a power of two) of the histogram bucket holding quantile `q` of the
+    /// CPU time per frame.
+    pub fn cpu_quantile_us(&self, q: f64) -> u64 {
+        let total: u64 = self.cpu_hist.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (i, n) in self.cpu_hist.iter().enumerate() {
+            acc += n;
+            if acc >= want {
+                return 1 << (i + 1);
+            }
+        }
+        1 << CPU_BUCKETS
+    }
+}
+
+/// The send path of one stream on the caller's thread: packetize (FEC + seal) into a reused
+/// [`PacketBatch`], compute the pacing schedule, and send each chunk at its time.
+///
+/// [`Sender`] runs one on its own thread; benchmarks use it directly.
+pub struct SendPipeline {
+    socket: UdpSocket,
+    fd: RawFd,
+    packetizer: Packetizer,
+    batch: PacketBatch,
+    schedule: Vec<PaceChunk>,
+    pacing: Option<PacingConfig>,
+    mode: SendMode,
+    scratch: SendScratch,
+    stats: Arc<StatsInner>,
+    block_budget_ns: u64,
+    spin_ns: u64,
+    sndbuf: BufferSize,
+    gso_probe_error: Option<String>,
+}
+
+impl SendPipeline {
+    /// Sets up the socket (must be connected to the peer; it is made non-blocking and its
+    /// SO_SNDBUF grown) and probes UDP GSO.
+    pub fn new(socket: UdpSocket, cfg: &SenderConfig) -> Result<Self, SenderError> {
+        let packetizer = Packetizer::new(cfg.data_plane, &cfg.key, cfg.kind)?;
+        socket.peer_addr().map_err(SenderError::NotConnected)?;
+        let fd = socket.as_raw_fd();
+        sys::set_nonblocking(fd)?;
+        let sndbuf = sys::grow_buffer(fd, BufferDir::Send, cfg.sndbuf_bytes);
+        let stride = cfg.data_plane.packet_len();
+        let probe = sys::probe_gso(fd, stride as u16);
+        let mut gso_probe_error = None;
+        let mode = match (cfg.mode, probe) {
+            (ModeChoice::Sendmmsg, _) => SendMode::Sendmmsg,
+            (_, Ok(())) => SendMode::Gso,
+            (ModeChoice::Gso, Err(e)) => return Err(SenderError::GsoUnsupported(e)),
+            (ModeChoice::Auto, Err(e)) => {
+                tracing::warn!("UDP GSO unavailable ({e}); sending with plain sendmmsg");
+                gso_probe_error = Some(e.to_string());
+                SendMode::Sendmmsg
+            }
+        };
+        tracing::info!(
+            ?mode,
+            sndbuf = sndbuf.effective,
+            forced = sndbuf.forced,
+            "data-plane sender ready"
+        );
+        let stats = Arc::new(StatsInner::default());
+        stats.mode.store(mode_code(mode), Relaxed);
+        Ok(Self {
+            socket,
+            fd,
+            packetizer,
+            batch: PacketBatch::for_config(&cfg.data_plane),
+            schedule: Vec::new(),
+            pacing: cfg.pacing,
+            mode,
+            scratch: SendScratch::new(),
+            stats,
+            block_budget_ns: cfg.block_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
+            spin_ns: cfg.spin.as_nanos().min(u128::from(u64::MAX)) as u64,
+            sndbuf,
+            gso_probe_error,
+        })
+    }
+
+    /// Mode in use.
+    pub fn mode(&self) -> SendMode {
+        self.mode
+    }
+
+    /// Why the GSO probe failed, if it did (mode `Auto` then fell back to sendmmsg).
+    pub fn gso_probe_error(&self) -> Option<&str> {
+        self.gso_probe_error.as_deref()
+    }
+
+    /// The send buffer the kernel granted.
+    pub fn sndbuf(&self) -> BufferSize {
+        self.sndbuf
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        self.stats.snapshot()
+    }
+
+    pub(crate) fn stats_handle(&self) -> Arc<StatsInner> {
+        self.stats.clone()
+    }
+
+    /// Packetizes and sends one frame, pacing its chunks; returns when the last chunk was
+    /// handed to the kernel. Packets the socket did not take within the block budget are
+    /// dropped and counted (never an error); only a frame that cannot be packetized is one.
+    pub fn send_frame(
+        &mut self,
+        index: u64,
+        keyframe: bool,
+        au: &[u8],
+    ) -> Result<FrameReport, PacketizeError> {
+        let c0 = sys::thread_cpu_ns();
+        let summary = match self
+            .packetizer
+            .packetize(index, keyframe, au, &mut self.batch)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.frames_failed.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        };
+        let stride = self.batch.stride();
+        let packets = summary.packets as usize;
+        match &self.pacing {
+            Some(p) => pacing_schedule(p, packets, stride, &mut self.schedule),
+            None => {
+                self.schedule.clear();
+                self.schedule.push(PaceChunk {
+                    packets: 0..packets,
+                    offset_ns: 0,
+                });
+            }
+        }
+        let c1 = sys::thread_cpu_ns();
+        let mut report = FrameReport {
+            index,
+            packets: summary.packets,
+            bytes: (packets * stride) as u64,
+            chunks: self.schedule.len() as u32,
+            packetize_cpu_ns: c1.saturating_sub(c0),
+            ..FrameReport::default()
+        };
+        let start = sys::monotonic_ns();
+        for i in 0..self.schedule.len() {
+            let chunk = self.schedule[i].clone();
+            if chunk.offset_ns > 0 {
+                report.pacing_wait_ns += sys::wait_until(start + chunk.offset_ns, self.spin_ns);
+            }
+            let s0 = sys::thread_cpu_ns();
+            let sent = self.send_chunk(chunk.packets.clone());
+            report.send_cpu_ns += sys::thread_cpu_ns().saturating_sub(s0);
+            report.sent_packets += sent as u32;
+            let now = sys::monotonic_ns();
+            if i == 0 {
+                report.first_sent_ns = now;
+            }
+            report.last_sent_ns = now;
+        }
+        self.stats
+            .packets_sent
+            .fetch_add(u64::from(report.sent_packets), Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(u64::from(report.sent_packets) * stride as u64, Relaxed);
+        self.stats.record_frame(&report);
+        Ok(report)
+    }
+
+    /// Sends packets `range` of the batch; returns how many the kernel took. Policy:
+    /// EAGAIN → wait for POLLOUT, ENOBUFS → sleep 20 µs, both only within the block budget,
+    /// then the rest of the chunk is dropped and counted; EINTR retries; a GSO failure
+    /// (EIO/EINVAL/EOPNOTSUPP) switches to sendmmsg for good and retries; any other error
+    /// (e.g. ECONNREFUSED from an earlier ICMP) is counted and retried within the budget.
+    fn send_chunk(&mut self, range: std::ops::Range<usize>) -> usize {
+        let stride = self.batch.stride();
+        let mut pos = range.start;
+        let end = range.end;
+        let mut give_up_at: Option<u64> = None;
+        while pos < end {
+            let bytes = self.batch.range_bytes(pos..end);
+            let gso = self.mode == SendMode::Gso;
+            match self.scratch.send(self.fd, bytes, stride, gso) {
+                Ok(n) => pos += n.max(1).min(end - pos),
+                Err(e) => {
+                    let code = e.raw_os_error();
+                    if code == Some(libc::EINTR) {
+                        continue;
+                    }
+                    if gso && sys::is_gso_failure(&e) {
+                        tracing::warn!("UDP GSO send failed ({e}); falling back to sendmmsg");
+                        self.mode = SendMode::Sendmmsg;
+                        self.stats
+                            .mode
+                            .store(mode_code(SendMode::Sendmmsg), Relaxed);
+                        self.stats.gso_fallbacks.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let now = sys::monotonic_ns();
+                    let limit = *give_up_at.get_or_insert(now + self.block_budget_ns);
+                    let transient = matches!(code, Some(libc::EAGAIN) | Some(libc::ENOBUFS));
+                    if !transient {
+                        self.stats.send_errors.fetch_add(1, Relaxed);
+                    }
+                    if now >= limit || !transient && code != Some(libc::ECONNREFUSED) {
+                        let lost = (end - pos) as u64;
+                        self.stats.send_drop_packets.fetch_add(lost, Relaxed);
+                        self.stats.send_drop_events.fetch_add(1, Relaxed);
+                        tracing::debug!("send dropped {lost} packets: {e}");
+                        break;
+                    }
+                    if code == Some(libc::EAGAIN) {
+                        sys::wait_writable(self.fd, limit - now);
+                    } else {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+        }
+        pos - range.start
+    }
+}
+
+/// The send shell: a dedicated thread running a [`SendPipeline`], fed through a bounded queue.
+///
+/// Dropping the `Sender` closes the queue; the thread sends what is queued and exits (use
+/// [`Sender::shutdown`] to wait for it).
+pub struct Sender {
+    tx: Option<SyncSender<Frame>>,
+    pool: Mutex<Receiver<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<StatsInner>,
+    gso_probe_error: Option<String>,
+    sndbuf: BufferSize,
+}
+
+impl Sender {
+    /// Sets up the pipeline on `socket` (connected to the peer) and starts the send thread.
+    pub fn spawn(socket: UdpSocket, cfg: SenderConfig) -> Result<Self, SenderError> {
+        let mut pipeline = SendPipeline::new(socket, &cfg)?;
+        let stats = pipeline.stats_handle();
+        let gso_probe_error = pipeline.gso_probe_error.clone();
+        let sndbuf = pipeline.sndbuf;
+        let (tx, rx) = mpsc::sync_channel::<Frame>(cfg.queue_frames.max(1));
+        let pool_depth = cfg.queue_frames.max(1) + 2;
+        let (pool_tx, pool_rx) = mpsc::sync_channel::<Vec<u8>>(pool_depth);
+        let reports = cfg.reports.clone();
+        let thread = std::thread::Builder::new()
+            .name("pf-dp-send".into())
+            .spawn(move || {
+                while let Ok(frame) = rx.recv() {
+                    match pipeline.send_frame(frame.index, frame.keyframe, &frame.data) {
+                        Ok(mut r) => {
+                            r.queued_ns = frame.queued_ns;
+                            if let Some(tx) = &reports {
+                                let _ = tx.try_send(r);
+                            }
+                        }
+                        Err(e) => tracing::warn!("frame {} not sent: {e}", frame.index),
+                    }
+                    let _ = pool_tx.try_send(frame.data);
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            pool: Mutex::new(pool_rx),
+            thread: Some(thread),
+            stats,
+            gso_probe_error,
+            sndbuf,
+        })
+    }
+
+    /// Queues a frame without ever blocking. When the queue is full the frame is dropped,
+    /// counted (`frames_dropped_queue`) and handed back in the error.
+    pub fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
+        let Some(tx) = &self.tx else {
+            return Err(TrySendError::Disconnected(frame));
+        };
+        match tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(f)) => {
+                self.stats.frames_dropped_queue.fetch_add(1, Relaxed);
+                Err(TrySendError::Full(f))
+            }
+            Err(mpsc::TrySendError::Disconnected(f)) => {
+                self.stats.frames_dropped_queue.fetch_add(1, Relaxed);
+                Err(TrySendError::Disconnected(f))
+            }
+        }
+    }
+
+    /// An empty buffer for the next frame: one the send thread finished with, or a new one.
+    pub fn buffer(&self) -> Vec<u8> {
+        let recycled = self.pool.try_lock().ok().and_then(|rx| rx.try_recv().ok());
+        match recycled {
+            Some(mut v) => {
+                v.clear();
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Mode in use now.
+    pub fn mode(&self) -> SendMode {
+        self.stats.snapshot().mode
+    }
+
+    /// Why the GSO probe failed, if it did.
+    pub fn gso_probe_error(&self) -> Option<&str> {
+        self.gso_probe_error.as_deref()
+    }
+
+    /// The send buffer the kernel granted.
+    pub fn sndbuf(&self) -> BufferSize {
+        self.sndbuf
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        self.stats.snapshot()
+    }
+
+    /// Closes the queue, lets the thread send what is queued, joins it, returns final stats.
+    pub fn shutdown(mut self) -> SenderStats {
+        self.stop();
+        self.stats.snapshot()
+    }
+
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,440 @@
+//! Thin wrappers around the Linux socket calls the shells need: clocks, socket buffer sizing,
+//! the UDP GSO probe, `sendmmsg` (optionally one GSO super-buffer per message) and `recvmmsg`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall). Same clock as the wire crate's `now`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_ns(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it. Both
+    // clock ids used here always exist on Linux, so the call cannot fail in practice (on
+    // failure `ts` stays zero, which is harmless).
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+pub(crate) fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: we pass a pointer to a live c_int and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live and writable, `len` holds the size of `value`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL on an fd we borrow; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Which socket buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferDir {
+    Send,
+    Receive,
+}
+
+/// Outcome of growing a socket buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferSize {
+    /// What we asked for (bytes of payload the kernel should accept).
+    pub requested: usize,
+    /// What the kernel granted (getsockopt value halved: the kernel doubles the request to
+    /// account for its bookkeeping overhead, see socket(7)).
+    pub effective: usize,
+    /// `SO_SNDBUFFORCE`/`SO_RCVBUFFORCE` worked (root or CAP_NET_ADMIN), so the global
+    /// `net.core.{w,r}mem_max` cap did not apply.
+    pub forced: bool,
+}
+
+impl BufferSize {
+    /// The sysctl that lifts the cap that made this buffer smaller than requested.
+    pub fn sysctl_hint(dir: BufferDir, bytes: usize) -> String {
+        match dir {
+            BufferDir::Send => format!("sysctl -w net.core.wmem_max={bytes}"),
+            BufferDir::Receive => format!("sysctl -w net.core.rmem_max={bytes}"),
+        }
+    }
+}
+
+/// Grows a socket buffer to `target` bytes: `SO_*BUFFORCE` first (needs CAP_NET_ADMIN), else
+/// `SO_*BUF`, which the kernel silently caps at `net.core.{w,r}mem_max`; a warning names the
+/// sysctl when the result is below the target.
+pub fn grow_buffer(fd: RawFd, dir: BufferDir, target: usize) -> BufferSize {
+    let (force, plain, name) = match dir {
+        BufferDir::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "SO_SNDBUF"),
+        BufferDir::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "SO_RCVBUF"),
+    };
+    let val = target.min(i32::MAX as usize / 2) as libc::c_int;
+    let forced = setsockopt_int(fd, libc::SOL_SOCKET, force, val).is_ok();
+    if !forced {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, val);
+    }
+    let effective = getsockopt_int(fd, libc::SOL_SOCKET, plain)
+        .map(|v| v.max(0) as usize / 2)
+        .unwrap_or(0);
+    if effective < target {
+        tracing::warn!(
+            "{name} is {effective} bytes, wanted {target} (not permitted to force it): run `{}` \
+             (or grant CAP_NET_ADMIN) to avoid drops on keyframe bursts",
+            BufferSize::sysctl_hint(dir, target)
+        );
+    }
+    BufferSize {
+        requested: target,
+        effective,
+        forced,
+    }
+}
+
+/// Does the kernel accept UDP GSO (`UDP_SEGMENT`, Linux ≥ 4.18) on this socket? Sets the
+/// socket option to `segment` and back to 0 (we pass the segment size per send in a cmsg).
+/// A device without checksum offload can still fail the actual send with `EIO`: the send
+/// path falls back then (see [`is_gso_failure`]).
+pub fn probe_gso(fd: RawFd, segment: u16) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::SOL_UDP,
+        libc::UDP_SEGMENT,
+        libc::c_int::from(segment),
+    )?;
+    setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0)
+}
+
+/// Errors of a GSO send that mean "this path cannot do GSO" (fall back to plain sendmmsg).
+pub fn is_gso_failure(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOPROTOOPT)
+    )
+}
+
+/// Most GSO segments the kernel takes in one send (UDP_MAX_SEGMENTS on older kernels).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Largest UDP payload of one GSO super-buffer (it must fit one IPv4 datagram).
+pub const GSO_MAX_BYTES: usize = 65_507;
+
+/// Segments per GSO super-buffer for packets of `stride` bytes.
+pub fn gso_segments(stride: usize) -> usize {
+    (GSO_MAX_BYTES / stride.max(1)).clamp(1, GSO_MAX_SEGMENTS)
+}
+
+/// Most messages per sendmmsg/recvmmsg call (UIO_MAXIOV).
+pub const MAX_MMSG: usize = 1024;
+
+/// Reusable `mmsghdr`/`iovec`/cmsg arrays for `sendmmsg` on a connected socket.
+pub struct SendScratch {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    /// cmsg space per message, in u64 words (u64 for cmsghdr alignment).
+    cmsg_words: usize,
+    cmsgs: Vec<u64>,
+}
+
+// SAFETY: the raw pointers inside `hdrs`/`iovs` are plain values that are rewritten before
+// every call and only dereferenced by the kernel during that call, while the buffers they
+// point to are borrowed by it. Between calls they are stale and never read, so moving the
+// struct to another thread cannot create a data race.
+unsafe impl Send for SendScratch {}
+
+impl Default for SendScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SendScratch {
+    pub fn new() -> Self {
+        // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        let cmsg_words = space.div_ceil(8);
+        // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is a valid value.
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Self {
+            hdrs: vec![zero_hdr; MAX_MMSG],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+                MAX_MMSG
+            ],
+            cmsg_words,
+            cmsgs: vec![0; cmsg_words * MAX_MMSG],
+        }
+    }
+
+    /// Sends the packets in `bytes` (a multiple of `stride`) with one `sendmmsg` call on the
+    /// connected socket `fd`: one packet per message, or with `gso` one super-buffer of up to
+    /// `gso_segments(stride)` packets per message (UDP_SEGMENT cmsg = `stride`).
+    ///
+    /// Returns how many packets the kernel took (≥ 1; possibly fewer than given, then call
+    /// again with the rest) or the error of the first message.
+    pub fn send(&mut self, fd: RawFd, bytes: &[u8], stride: usize, gso: bool) -> io::Result<usize> {
+        if bytes.is_empty() || stride == 0 {
+            return Ok(0);
+        }
+        let per_msg = if gso { gso_segments(stride) } else { 1 };
+        let msg_bytes = per_msg * stride;
+        let mut n = 0usize;
+        for (i, chunk) in bytes.chunks(msg_bytes).take(MAX_MMSG).enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: chunk.as_ptr() as *mut libc::c_void,
+                iov_len: chunk.len(),
+            };
+            // SAFETY: all-zero is a valid msghdr (null name, no control).
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            if gso && chunk.len() > stride {
+                let words = &mut self.cmsgs[i * self.cmsg_words..(i + 1) * self.cmsg_words];
+                words.fill(0);
+                hdr.msg_control = words.as_mut_ptr().cast();
+                hdr.msg_controllen = self.cmsg_words * 8;
+                // SAFETY: msg_control points to `cmsg_words * 8` zeroed, 8-aligned bytes, at
+                // least CMSG_SPACE(2), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room
+                // for the u16 we write (unaligned write, as CMSG_DATA need not be aligned).
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), stride as u16);
+                    hdr.msg_controllen =
+                        libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                }
+            }
+            self.hdrs[i] = libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            };
+            n += 1;
+        }
+        // SAFETY: `hdrs[..n]` are initialised msghdrs whose iovecs and control buffers point
+        // into `bytes`, `self.iovs` and `self.cmsgs`, all borrowed for the duration of the
+        // call; the kernel only reads them (and writes msg_len).
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let msgs = r as usize;
+        // Packets in the first `msgs` messages (all full except possibly the very last one).
+        Ok((msgs * msg_bytes).min(bytes.len()) / stride)
+    }
+}
+
+/// Reusable receive ring for `recvmmsg`: `batch` slots of `slot` bytes each.
+pub struct RecvRing {
+    buf: Vec<u8>,
+    slot: usize,
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+}
+
+// SAFETY: as for SendScratch: the pointers are rewritten before every call and only used by
+// the kernel during it; they point into `buf`, which the struct owns.
+unsafe impl Send for RecvRing {}
+
+impl RecvRing {
+    pub fn new(batch: usize, slot: usize) -> Self {
+        let batch = batch.clamp(1, MAX_MMSG);
+        // SAFETY: all-zero is a valid mmsghdr.
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Self {
+            buf: vec![0; batch * slot],
+            slot,
+            hdrs: vec![zero_hdr; batch],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+                batch
+            ],
+        }
+    }
+
+    /// One non-blocking `recvmmsg`. Returns the number of datagrams received (0 when nothing
+    /// is queued). Read them with [`Self::datagram`].
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let base = self.buf.as_mut_ptr();
+        for i in 0..self.hdrs.len() {
+            // SAFETY: `i * slot + slot <= buf.len()`, so the pointer stays inside `buf`.
+            let p = unsafe { base.add(i * self.slot) };
+            self.iovs[i] = libc::iovec {
+                iov_base: p.cast(),
+                iov_len: self.slot,
+            };
+            // SAFETY: all-zero is a valid msghdr.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            self.hdrs[i] = libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            };
+        }
+        // SAFETY: every header points to one iovec covering its own `slot`-byte region of
+        // `buf`, which we own mutably for the duration of the call; no timeout pointer.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(r as usize)
+    }
+
+    /// Datagram `i` of the last [`Self::recv`] and whether it was truncated (longer than a
+    /// slot; such a datagram is never a valid packet).
+    pub fn datagram(&self, i: usize) -> (&[u8], bool) {
+        let Some(h) = self.hdrs.get(i) else {
+            return (&[], false);
+        };
+        let len = (h.msg_len as usize).min(self.slot);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let start = i * self.slot;
+        (&self.buf[start..start + len], truncated)
+    }
+}
+
+/// Waits until `fd` is writable or `timeout_ns` passed.
+pub fn wait_writable(fd: RawFd, timeout_ns: u64) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timespec; no signal mask.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// Waits until one of `fds` is readable or `timeout_ns` passed; returns the revents.
+pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ns: u64) -> [bool; N] {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `pfds` is an array of N valid pollfds, `ts` a valid timespec; no signal mask.
+    let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), N as libc::nfds_t, &ts, std::ptr::null()) };
+    if r <= 0 {
+        return [false; N];
+    }
+    pfds.map(|p| p.revents != 0)
+}
+
+/// Sleeps until ~`spin_ns` before the CLOCK_MONOTONIC instant `target_ns`, then spins (with
+/// yields) until it. Returns the time spent waiting.
+pub fn wait_until(target_ns: u64, spin_ns: u64) -> u64 {
+    let start = monotonic_ns();
+    if target_ns <= start {
+        return 0;
+    }
+    if target_ns - start > spin_ns {
+        let sleep_to = target_ns - spin_ns;
+        let ts = libc::timespec {
+            tv_sec: (sleep_to / 1_000_000_000) as libc::time_t,
+            tv_nsec: (sleep_to % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: valid timespec, absolute CLOCK_MONOTONIC sleep; `rem` is unused for
+        // TIMER_ABSTIME. An EINTR simply ends the sleep early; the spin below covers it.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+    loop {
+        let now = monotonic_ns();
+        if now >= target_ns {
+            return now - start;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -159,9 +159,11 @@ impl Slot {
         let s = layout.shard_bytes as usize;
         let d = layout.data_shards as usize;
         let p = layout.parity_shards() as usize;
-        self.data.resize(d * s, 0);
-        self.parity.resize(p * s, 0);
+        // reserve_exact: never more capacity than the largest frame needs.
+        resize_exact(&mut self.data, d * s);
+        resize_exact(&mut self.parity, p * s);
         self.present.clear();
+        self.present.reserve_exact(d + p);
         self.present.resize(d + p, false);
         self.blocks.clear();
         self.blocks
@@ -174,6 +176,13 @@ impl Slot {
         self.recovered = 0;
         self.state = State::Assembling;
     }
+}
+
+fn resize_exact(v: &mut Vec<u8>, len: usize) {
+    if len > v.len() {
+        v.reserve_exact(len - v.len());
+    }
+    v.resize(len, 0);
 }
 
 enum Pending {

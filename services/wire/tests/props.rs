@@ -121,7 +121,9 @@ fn drain(rx: &mut Reassembler, now: u64, out: &mut Outcome) {
         match ev {
             Event::FrameComplete(f) => out.done.push((f.index, f.data.to_vec())),
             Event::FrameLost { index } => out.lost.push(index),
-            Event::FramesSkipped { first, count } => out.lost.extend(first..first + count),
+            Event::FramesSkipped { first, count } => {
+                out.lost.extend(first..first + count.min(1000))
+            }
         }
     }
 }

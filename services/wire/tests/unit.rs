@@ -36,7 +36,7 @@ fn drain(rx: &mut Reassembler, now: u64) -> (Vec<(u64, Vec<u8>)>, Vec<u64>) {
         match ev {
             Event::FrameComplete(f) => done.push((f.index, f.data.to_vec())),
             Event::FrameLost { index } => lost.push(index),
-            Event::FramesSkipped { first, count } => lost.extend(first..first + count),
+            Event::FramesSkipped { first, count } => lost.extend(first..first + count.min(1000)),
         }
     }
     (done, lost)
@@ -495,6 +495,7 @@ fn window_eviction_and_skips() {
 fn frame_index_wraps_32_bits() {
     let (mut tx, mut rx, mut batch) = pair(cfg());
     let start = u64::from(u32::MAX) - 2;
+    rx.set_expected_first_index(Some(start));
     for i in start..start + 6 {
         let data = au(i, 2500);
         tx.packetize(i, false, &data, &mut batch)
@@ -555,4 +556,42 @@ fn replay_window() {
     assert_eq!(w.check(199), Replay::Duplicate);
     assert_eq!(w.check(74), Replay::Fresh);
     assert_eq!(w.check(73), Replay::TooOld);
+}
+
+#[test]
+fn stream_start_expectations() {
+    let data = au(0, 3000);
+    // Default: the stream starts at frame 0; a first packet of frame 6 reports 0..=2 skipped
+    // (outside the 4-frame window) and 3..=5 lost at their deadline.
+    let (mut tx, mut rx, mut batch) = pair(cfg());
+    tx.packetize(6, false, &data, &mut batch)
+        .expect("packetize");
+    for p in batch.iter() {
+        let _ = rx.push(0, p);
+    }
+    assert_eq!(
+        rx.poll_event(0),
+        Some(Event::FramesSkipped { first: 0, count: 3 })
+    );
+    assert!(matches!(rx.poll_event(0), Some(Event::FrameComplete(f)) if f.index == 6));
+    let (_, lost) = drain(&mut rx, cfg().loss_deadline_ns());
+    assert_eq!(lost, vec![3, 4, 5]);
+
+    // Joining mid-stream: the first frame seen is the start, nothing before it is reported,
+    // but an earlier frame reordered behind it is still accepted.
+    let (mut tx, mut rx, mut batch) = pair(cfg());
+    rx.set_expected_first_index(None);
+    let mut b5 = PacketBatch::new();
+    tx.packetize(5, false, &data, &mut b5).expect("packetize");
+    tx.packetize(6, false, &data, &mut batch)
+        .expect("packetize");
+    for p in batch.iter() {
+        let _ = rx.push(0, p);
+    }
+    for p in b5.iter() {
+        let _ = rx.push(0, p);
+    }
+    let (done, lost) = drain(&mut rx, 10 * cfg().loss_deadline_ns());
+    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![6, 5]);
+    assert!(lost.is_empty());
 }

@@ -23,13 +23,18 @@ fn main() {
         .spawn()
         .expect("start punktfunk-transport");
     let sock = root.path().join("punktfunk/transport.sock");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let samples = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
         let channel = loop {
             match uds::connect(&sock, Duration::from_secs(1)).await {
                 Ok(c) if client::health(c.clone(), "transport").await.is_ok() => break c,
-                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Ok(_) => panic!("transport never answered Health"),
                 Err(e) => panic!("{e}"),
             }
@@ -37,7 +42,9 @@ fn main() {
         let mut samples = Vec::with_capacity(CALLS);
         for i in 0..WARMUP + CALLS {
             let t = Instant::now();
-            client::health(channel.clone(), "transport").await.expect("Health");
+            client::health(channel.clone(), "transport")
+                .await
+                .expect("Health");
             if i >= WARMUP {
                 samples.push(t.elapsed().as_nanos() as u64);
             }

@@ -46,7 +46,10 @@ fn main() {
         sup.signal(name, Signal::TERM);
         match sup.wait_exit(name, Duration::from_secs(5)) {
             Some(s) => {
-                println!("punktfunk-{name:<9} exited {s} after {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+                println!(
+                    "punktfunk-{name:<9} exited {s} after {:.1} ms",
+                    t.elapsed().as_secs_f64() * 1e3
+                );
                 clean &= s.success();
             }
             None => {

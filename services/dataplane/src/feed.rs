@@ -19,6 +19,10 @@ pub struct FeedConfig {
     /// schedule: a late tick does not shift the later ones). 0 = as fast as the queue takes
     /// them (a full queue then drops, as it would for a real encoder).
     pub interval_ns: u64,
+    /// Test/benchmark only: when the queue is full, wait (1 ms steps) instead of dropping.
+    /// A real source never does this (the hot path must not block); tests use it to check
+    /// delivery when the build is too slow to keep up (unoptimized debug builds).
+    pub backpressure: bool,
 }
 
 impl FeedConfig {
@@ -28,6 +32,7 @@ impl FeedConfig {
             source,
             frames,
             interval_ns: 1_000_000_000 / u64::from(source.fps.max(1)),
+            backpressure: false,
         }
     }
 }
@@ -43,6 +48,8 @@ pub struct FeedReport {
     pub dropped: u64,
     /// Frames produced more than one interval after their tick (the producer fell behind).
     pub late_ticks: u64,
+    /// Waits for queue space (only with `backpressure`).
+    pub backpressure_waits: u64,
     pub elapsed_ns: u64,
 }
 
@@ -70,7 +77,35 @@ pub fn run_synthetic(
         let mut buf = sender.buffer();
         let meta = src.next_frame(&mut buf);
         report.produced += 1;
-        match sender.try_send(Frame::new(meta.index, meta.keyframe, buf)) {
+        let mut frame = Frame::new(meta.index, meta.keyframe, buf);
+        if cfg.backpressure {
+            loop {
+                match sender.try_send(frame) {
+                    Err(TrySendError::Full(f)) if !stop.load(Relaxed) => {
+                        // try_send counted it as dropped; it is retried, not dropped.
+                        sender.uncount_queue_drop();
+                        report.backpressure_waits += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        frame = f;
+                    }
+                    r => {
+                        frame = match r {
+                            Ok(()) => {
+                                report.queued += 1;
+                                break;
+                            }
+                            Err(e) => e.into_frame(),
+                        };
+                        report.dropped += 1;
+                        on_drop(frame.index);
+                        break;
+                    }
+                }
+            }
+            i += 1;
+            continue;
+        }
+        match sender.try_send(frame) {
             Ok(()) => report.queued += 1,
             Err(TrySendError::Full(_)) => {
                 report.dropped += 1;

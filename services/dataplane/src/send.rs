@@ -586,6 +586,11 @@ impl Sender {
         }
     }
 
+    /// Undoes one `frames_dropped_queue` count (a backpressure feed retries the frame).
+    pub(crate) fn uncount_queue_drop(&self) {
+        self.stats.frames_dropped_queue.fetch_sub(1, Relaxed);
+    }
+
     /// An empty buffer for the next frame: one the send thread finished with, or a new one.
     pub fn buffer(&self) -> Vec<u8> {
         let recycled = self.pool.try_lock().ok().and_then(|rx| rx.try_recv().ok());

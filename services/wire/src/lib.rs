@@ -104,6 +104,7 @@
 //! clocks, key derivation (TLS exporter) and the control plane. Also the GameStream formats
 //! (to be added beside this module set).
 
+pub mod au;
 pub mod config;
 pub mod crypto;
 pub mod pacing;

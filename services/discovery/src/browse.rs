@@ -10,6 +10,9 @@ use serde::Serialize;
 use crate::txt::{Pairing, TxtError, validate_txt};
 use crate::{Error, PUNKTFUNK_SERVICE};
 
+/// How long a browse keeps collecting records after its stop condition holds.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
 /// A host found on the LAN with a valid `_punktfunk._udp` TXT record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FoundHost {
@@ -57,22 +60,28 @@ pub fn browse(timeout: Duration) -> Result<Vec<FoundHost>, Error> {
     Ok(browse_report(timeout, |_| false)?.hosts)
 }
 
-/// Browses until `predicate` accepts a host (returned at once) or `timeout`
+/// Browses until `predicate` accepts a host (returned after a short
+/// [`SETTLE`] window that gathers the rest of its addresses) or `timeout`
 /// passes (`Ok(None)`). Blocking.
 pub fn browse_until(
     mut predicate: impl FnMut(&FoundHost) -> bool,
     timeout: Duration,
 ) -> Result<Option<FoundHost>, Error> {
-    let mut wanted = None;
-    browse_report(timeout, |hosts| {
-        wanted = hosts.iter().find(|h| predicate(h)).cloned();
+    let mut wanted: Option<String> = None;
+    let report = browse_report(timeout, |hosts| {
+        wanted = hosts
+            .iter()
+            .find(|h| predicate(h))
+            .map(|h| h.instance.clone());
         wanted.is_some()
     })?;
-    Ok(wanted)
+    // Return the settled version of the host (all its addresses).
+    Ok(wanted.and_then(|w| report.hosts.into_iter().find(|h| h.instance == w)))
 }
 
 /// Browses until `stop` returns true for the hosts found so far (checked
-/// after every change) or `timeout` passes, and returns the valid hosts and
+/// after every change; then a [`SETTLE`] window gathers late address
+/// records) or `timeout` passes, and returns the valid hosts and
 /// the rejected instances. Blocking.
 pub fn browse_report(
     timeout: Duration,
@@ -96,6 +105,8 @@ fn run_browse(
     let rx = daemon.browse(PUNKTFUNK_SERVICE)?;
     let mut hosts: BTreeMap<String, FoundHost> = BTreeMap::new();
     let mut rejected: BTreeMap<String, TxtError> = BTreeMap::new();
+    let mut deadline = deadline;
+    let mut settling = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -126,10 +137,15 @@ fn run_browse(
             }
             _ => false,
         };
-        if changed {
+        if changed && !settling {
             let list: Vec<FoundHost> = hosts.values().cloned().collect();
             if stop(&list) {
-                break;
+                // mdns-sd answers per interface and address family, so the
+                // A and AAAA records of one host arrive in separate packets:
+                // linger briefly to merge them instead of returning a host
+                // with only some of its addresses.
+                settling = true;
+                deadline = deadline.min(Instant::now() + SETTLE);
             }
         }
     }

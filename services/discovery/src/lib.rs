@@ -27,7 +27,7 @@ pub use advertise::{
     Advertiser, GameStreamAdvert, HostAdvert, default_instance_name, sanitize_hostname_label,
     sanitize_instance, system_hostname,
 };
-pub use browse::{BrowseReport, FoundHost, Rejected, browse, browse_report, browse_until};
+pub use browse::{BrowseReport, FoundHost, Rejected, SETTLE, browse, browse_report, browse_until};
 pub use txt::{
     FP_HEX_LEN, KEY_FP, KEY_ID, KEY_PAIR, KEY_PROTO, MAX_ID_LEN, MAX_KEYS, MAX_OTHER_VALUE_LEN,
     MAX_PAIR_LEN, MAX_PROTO_LEN, Pairing, TxtError, ValidTxt, check_host_id, normalize_fingerprint,

@@ -164,23 +164,31 @@ fn wait_link_ready(ns: &str, dev: &str) {
     }
 }
 
+/// One `pf-mdns advertise` process to run.
+struct Ad<'a> {
+    instance: &'a str,
+    host: &'a str,
+    port: u16,
+    fp: &'a str,
+    pair: &'a str,
+    id: &'a str,
+}
+
 /// Spawns `pf-mdns advertise` in namespace `ns`; returns a receiver that gets
 /// the first stdout line.
-fn advertise(
-    env: &mut Netns,
-    ns: &str,
-    instance: &str,
-    host: &str,
-    port: u16,
-    fp: &str,
-    pair: &str,
-    id: &str,
-) -> mpsc::Receiver<String> {
-    let port = port.to_string();
+fn advertise(env: &mut Netns, ns: &str, ad: &Ad<'_>) -> mpsc::Receiver<String> {
+    let port = ad.port.to_string();
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, BIN, "advertise"])
-        .args(["--instance", instance, "--hostname", host, "--port", &port])
-        .args(["--fp", fp, "--pair", pair, "--id", id])
+        .args([
+            "--instance",
+            ad.instance,
+            "--hostname",
+            ad.host,
+            "--port",
+            &port,
+        ])
+        .args(["--fp", ad.fp, "--pair", ad.pair, "--id", ad.id])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -221,22 +229,26 @@ fn browse_in_b_sees_hosts_advertised_in_a() {
     let req = advertise(
         &mut env,
         &a,
-        "pf req host",
-        "req-host",
-        9777,
-        FP_REQ,
-        "required",
-        "host-req",
+        &Ad {
+            instance: "pf req host",
+            host: "req-host",
+            port: 9777,
+            fp: FP_REQ,
+            pair: "required",
+            id: "host-req",
+        },
     );
     let opt = advertise(
         &mut env,
         &a,
-        "pf opt host",
-        "opt-host",
-        9778,
-        FP_OPT,
-        "optional",
-        "host-opt",
+        &Ad {
+            instance: "pf opt host",
+            host: "opt-host",
+            port: 9778,
+            fp: FP_OPT,
+            pair: "optional",
+            id: "host-opt",
+        },
     );
     for (name, rx) in [("required", &req), ("optional", &opt)] {
         let line = rx

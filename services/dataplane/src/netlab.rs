@@ -112,6 +112,11 @@ impl NetnsPair {
                 "dev",
                 dev,
             ])?;
+            // A GSO super-buffer would cross the veth as one skb and the loss rule would drop
+            // ~52 packets at once. Like a NIC that segments in hardware (loss on the wire hits
+            // single datagrams), the device segments: the sender still saves the stack
+            // traversal per packet, the receiving namespace sees single datagrams.
+            run(&["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"])?;
             run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }

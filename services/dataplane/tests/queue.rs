@@ -1,0 +1,100 @@
+//! The full-queue policy: a producer faster than the send thread never blocks; the frames
+//! that do not fit are dropped, handed back and counted.
+
+use punktfunk_dataplane::{Frame, ModeChoice, Sender, SenderConfig, TrySendError};
+use punktfunk_wire::synthetic::fill;
+use punktfunk_wire::{DataPlaneConfig, PacingConfig, SessionKey, StreamKind};
+use std::net::UdpSocket;
+
+#[test]
+fn full_queue_drops_and_counts_without_blocking_the_producer() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(sink.local_addr().expect("addr")).expect("connect");
+    let dp = DataPlaneConfig::default();
+    let key = SessionKey {
+        key: [7; 16],
+        salt: [1, 2, 3, 4],
+    };
+    let mut cfg = SenderConfig::new(dp, key, StreamKind::Video);
+    cfg.mode = ModeChoice::Sendmmsg;
+    cfg.queue_frames = 1;
+    // A deliberately slow send thread: every frame (20 KB = 17 data + 2 parity packets, cut
+    // into chunks of 2 packets) is spread over 0.75 s.
+    cfg.pacing = Some(PacingConfig {
+        burst_bytes: 2 * dp.packet_len(),
+        spread_permille: 750,
+        frame_interval_ns: 1_000_000_000,
+    });
+    let sender = Sender::spawn(tx, cfg).expect("sender");
+
+    const FRAMES: u64 = 50;
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 0..FRAMES {
+        let mut buf = sender.buffer();
+        fill(i, 20_000, &mut buf);
+        match sender.try_send(Frame::new(i, i == 0, buf)) {
+            Ok(()) => accepted += 1,
+            Err(TrySendError::Full(f)) => {
+                // The frame comes back intact, so its buffer can be reused.
+                assert_eq!(f.index, i);
+                assert_eq!(f.data.len(), 20_000);
+                refused += 1;
+            }
+            Err(e) => panic!("send thread gone: {e}"),
+        }
+    }
+    // All 50 calls returned while the send thread had finished at most one frame (each takes
+    // ≥ 0.72 s): had try_send blocked, the producer could not have outrun it like this.
+    let mid = sender.stats();
+    assert!(mid.frames_sent <= 1, "sender finished {} frames", mid.frames_sent);
+    assert_eq!(accepted + refused, FRAMES);
+    // One frame in the thread's hands, one in the queue (and at most one more if the thread
+    // was done with the first before we finished).
+    assert!((2..=3).contains(&accepted), "accepted {accepted}");
+    assert_eq!(mid.frames_dropped_queue, refused);
+
+    let fin = sender.shutdown();
+    assert_eq!(fin.frames_sent, accepted, "queued frames are still sent");
+    assert_eq!(fin.frames_dropped_queue, refused);
+    assert_eq!(fin.send_drop_packets, 0);
+    assert!(fin.pacing_wait_ns > 0);
+}
+
+#[test]
+fn oversized_frame_is_counted_as_failed_and_the_thread_carries_on() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(sink.local_addr().expect("addr")).expect("connect");
+    let key = SessionKey {
+        key: [9; 16],
+        salt: [0; 4],
+    };
+    let cfg = SenderConfig::new(DataPlaneConfig::default(), key, StreamKind::Audio);
+    let sender = Sender::spawn(tx, cfg).expect("sender");
+    // A frame over max_frame_bytes fails to packetize: counted, the thread carries on.
+    let too_big = vec![0u8; (4 << 20) + 1];
+    sender
+        .try_send(Frame::new(0, true, too_big))
+        .expect("queued");
+    let mut buf = sender.buffer();
+    fill(1, 1000, &mut buf);
+    sender.try_send(Frame::new(1, false, buf)).expect("queued");
+    let st = sender.shutdown();
+    assert_eq!(st.frames_failed, 1);
+    assert_eq!(st.frames_sent, 1);
+}
+
+#[test]
+fn unconnected_socket_is_refused() {
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let key = SessionKey {
+        key: [9; 16],
+        salt: [0; 4],
+    };
+    let cfg = SenderConfig::new(DataPlaneConfig::default(), key, StreamKind::Video);
+    assert!(matches!(
+        Sender::spawn(tx, cfg),
+        Err(punktfunk_dataplane::SenderError::NotConnected(_))
+    ));
+}

@@ -1,4 +1,9 @@
 //! Pacing schedule for one frame's packets: microburst first, then spread.
+//!
+//! With the default 64 KiB burst and 1248-byte packets a chunk is at most 52 packets
+//! (64 896 bytes), which fits one UDP GSO send (≤ 64 segments, ≤ 65 507 payload bytes); the
+//! send thread sends `batch.range_bytes(chunk.packets)` with segment size `batch.stride()` at
+//! `frame_start + chunk.offset_ns`, sleeping or spinning in between.
 
 use core::ops::Range;
 

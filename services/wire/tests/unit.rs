@@ -595,3 +595,41 @@ fn stream_start_expectations() {
     assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![6, 5]);
     assert!(lost.is_empty());
 }
+
+#[test]
+fn undrained_events_are_bounded() {
+    // A caller that never polls: memory stays bounded, and every frame is accounted for as
+    // completed or lost once it finally polls.
+    let c = cfg();
+    let (mut tx, mut rx, mut batch) = pair(c);
+    let data = au(0, 4000);
+    for i in 0..100u64 {
+        tx.packetize(i, false, &data, &mut batch).expect("packetize");
+        for p in batch.iter() {
+            let _ = rx.push(i, p);
+        }
+    }
+    let mut events = 0;
+    let (done, lost) = {
+        let mut done = 0u64;
+        let mut lost = 0u64;
+        while let Some(ev) = rx.poll_event(100) {
+            events += 1;
+            match ev {
+                Event::FrameComplete(f) => {
+                    assert_eq!(f.data, &data[..]);
+                    done += 1
+                }
+                _ => lost += 1,
+            }
+        }
+        (done, lost)
+    };
+    let k = rx.counters();
+    assert!(events <= 4 * c.frames_in_flight as usize + 16);
+    assert_eq!(done, 4); // the last frames_in_flight frames are still in their slots
+    assert_eq!(k.frames_completed, done);
+    assert_eq!(k.frames_completed + k.frames_lost, 100);
+    assert_eq!(k.events_dropped + lost, 96);
+    assert!(rx.buffered_bytes() <= c.frames_in_flight as usize * 8 * 1200);
+}

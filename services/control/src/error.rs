@@ -1,0 +1,84 @@
+//! Protocol violations on the session stream, and the `Error` messages that report them.
+
+use crate::framing::FrameError;
+use punktfunk_proto::control::{Error as ErrorMsg, HostMessage, host_message};
+
+/// `Error.code` for a protocol violation.
+pub const CODE_PROTOCOL: &str = "protocol";
+/// `Error.code` when `Hello.version` is not [`crate::PROTOCOL_VERSION`].
+pub const CODE_UNSUPPORTED_VERSION: &str = "unsupported-version";
+/// `Error.code` when the requested mode is outside what the host can serve.
+pub const CODE_UNSUPPORTED_MODE: &str = "unsupported-mode";
+/// `Error.code` when client and host have no codec in common.
+pub const CODE_UNSUPPORTED_CODEC: &str = "unsupported-codec";
+/// `Error.code` for an unpaired client (sent by the transport shell before any session).
+pub const CODE_PAIRING_REQUIRED: &str = "pairing-required";
+
+/// The peer broke the protocol; the session ends. The host shell sends
+/// [`crate::host::HostSession::error_message`] and closes the connection; the client shell
+/// sends a `Goodbye` with the error text and closes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A session stream must start with `Hello`.
+    #[error("expected Hello first")]
+    ExpectedHelloFirst,
+    /// `Hello` was sent twice.
+    #[error("duplicate Hello")]
+    DuplicateHello,
+    /// The client must wait for `Welcome` (or an `Error`) first.
+    #[error("expected Welcome first")]
+    ExpectedWelcomeFirst,
+    /// `Welcome` arrived twice.
+    #[error("duplicate Welcome")]
+    DuplicateWelcome,
+    /// The `oneof` was empty, or carried a case this version does not know.
+    #[error("empty or unknown message")]
+    EmptyMessage,
+    /// Pairing messages belong on the pairing stream, not the session stream.
+    #[error("pairing message on the session stream")]
+    PairingOnSessionStream,
+    /// A message of this type is not valid here or now.
+    #[error("unexpected message: {0}")]
+    Unexpected(&'static str),
+    /// A message arrived after the session was closed (Goodbye, refusal).
+    #[error("message after the session was closed")]
+    Closed,
+    /// A field is out of range or malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// `Message.field`.
+        field: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A `ProbeRequest` while a probe is still running.
+    #[error("a bandwidth probe is already running")]
+    ProbeInProgress,
+    /// The stream's framing broke (oversize, malformed protobuf, truncated).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+impl ProtocolError {
+    /// Machine-readable `Error.code`.
+    pub fn code(&self) -> &'static str {
+        CODE_PROTOCOL
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ProtocolError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A `HostMessage::Error { code, message }`.
+pub fn error_message(code: &str, message: impl Into<String>) -> HostMessage {
+    HostMessage {
+        msg: Some(host_message::Msg::Error(ErrorMsg {
+            message: message.into(),
+            code: code.to_owned(),
+        })),
+    }
+}

@@ -107,7 +107,13 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        let t = AuTiming { flags: FLAG_KEYFRAME, captured_ns: 1, encode_start_ns: 2, encode_end_ns: 3, handed_ns: 4 };
+        let t = AuTiming {
+            flags: FLAG_KEYFRAME,
+            captured_ns: 1,
+            encode_start_ns: 2,
+            encode_end_ns: 3,
+            handed_ns: 4,
+        };
         let mut v = Vec::new();
         t.push_to(&mut v);
         v.extend_from_slice(b"payload");

@@ -604,7 +604,8 @@ fn undrained_events_are_bounded() {
     let (mut tx, mut rx, mut batch) = pair(c);
     let data = au(0, 4000);
     for i in 0..100u64 {
-        tx.packetize(i, false, &data, &mut batch).expect("packetize");
+        tx.packetize(i, false, &data, &mut batch)
+            .expect("packetize");
         for p in batch.iter() {
             let _ = rx.push(i, p);
         }

@@ -259,6 +259,9 @@ impl ClientSession {
         msg: HostMessage,
     ) -> Result<Vec<ClientAction>, ProtocolError> {
         use host_message::Msg;
+        if let State::Closed = self.state {
+            return Err(ProtocolError::Closed);
+        }
         let Some(msg) = msg.msg else {
             return Err(ProtocolError::EmptyMessage);
         };

@@ -387,6 +387,9 @@ impl HostSession {
         msg: ClientMessage,
     ) -> Result<Vec<HostAction>, ProtocolError> {
         use client_message::Msg;
+        if let State::Closed = self.state {
+            return Err(ProtocolError::Closed);
+        }
         let Some(msg) = msg.msg else {
             return Err(ProtocolError::EmptyMessage);
         };

@@ -92,6 +92,8 @@ pub struct ReceiverStats {
     pub unknown_stream: u64,
     /// Datagrams longer than any packet (truncated in the ring).
     pub truncated: u64,
+    /// CPU time of the receiving thread so far (updated after every drain).
+    pub thread_cpu_ns: u64,
     /// The reassemblers' counters, summed: received (authentic, new), duplicates,
     /// auth_failures, malformed, late, redundant, recovered_shards, recovered_blocks,
     /// frames_completed, frames_lost, events_dropped.
@@ -105,6 +107,7 @@ struct StatsInner {
     batches: AtomicU64,
     unknown_stream: AtomicU64,
     truncated: AtomicU64,
+    thread_cpu_ns: AtomicU64,
     received: AtomicU64,
     duplicates: AtomicU64,
     auth_failures: AtomicU64,
@@ -140,6 +143,7 @@ impl StatsInner {
             batches: self.batches.load(Relaxed),
             unknown_stream: self.unknown_stream.load(Relaxed),
             truncated: self.truncated.load(Relaxed),
+            thread_cpu_ns: self.thread_cpu_ns.load(Relaxed),
             wire: Counters {
                 received: self.received.load(Relaxed),
                 duplicates: self.duplicates.load(Relaxed),
@@ -282,6 +286,7 @@ impl ReceiveLoop {
             }
             if readable {
                 self.drain(&mut on_event)?;
+                self.stats.thread_cpu_ns.store(sys::thread_cpu_ns(), Relaxed);
             }
             self.poll_events(sys::monotonic_ns(), &mut on_event);
         }

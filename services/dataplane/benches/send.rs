@@ -89,7 +89,11 @@ fn run(size: usize, frames: usize, variant: Variant) -> Row {
     let delivered = Arc::new(AtomicU64::new(0));
     let delivered_bytes = Arc::new(AtomicU64::new(0));
     let last_done = Arc::new(AtomicU64::new(0));
-    let (d2, b2, l2) = (delivered.clone(), delivered_bytes.clone(), last_done.clone());
+    let (d2, b2, l2) = (
+        delivered.clone(),
+        delivered_bytes.clone(),
+        last_done.clone(),
+    );
     let rcfg = ReceiverConfig::new(StreamKind::Video, dp(), key());
     let receiver = Receiver::spawn(rx_sock, &rcfg, move |ev| {
         if let RxEvent::Frame(f) = ev {
@@ -113,7 +117,9 @@ fn run(size: usize, frames: usize, variant: Variant) -> Row {
             for i in 0..frames {
                 fill(i as u64, size, &mut au);
                 let c0 = thread_cpu_ns();
-                let s = pz.packetize(i as u64, i == 0, &au, &mut batch).expect("packetize");
+                let s = pz
+                    .packetize(i as u64, i == 0, &au, &mut batch)
+                    .expect("packetize");
                 let c1 = thread_cpu_ns();
                 for p in batch.iter() {
                     if tx_sock.send(p).is_err() {
@@ -255,7 +261,8 @@ fn main() {
     println!();
     for &size in &sizes {
         let get = |v| rows.iter().find(|r| r.size == size && r.variant == v);
-        if let (Some(n), Some(m), Some(g)) = (get(Variant::Naive), get(Variant::Mmsg), get(Variant::Gso))
+        if let (Some(n), Some(m), Some(g)) =
+            (get(Variant::Naive), get(Variant::Mmsg), get(Variant::Gso))
             && g.cpu_mean_us > 0.0
         {
             println!(

@@ -40,7 +40,11 @@ fn parse() -> Result<Args, String> {
             "--loss" => {
                 a.losses = v
                     .split(',')
-                    .map(|s| s.trim().parse::<u32>().map_err(|e| format!("--loss {s}: {e}")))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<u32>()
+                            .map_err(|e| format!("--loss {s}: {e}"))
+                    })
                     .collect::<Result<_, _>>()?
             }
             _ => return Err(format!("unknown argument {k}")),
@@ -49,13 +53,20 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-fn one(tag: String, frames: u64, parity: u32, speed: u64, loss: u32) -> Result<(StreamOutcome, u64), String> {
+fn one(
+    tag: String,
+    frames: u64,
+    parity: u32,
+    speed: u64,
+    loss: u32,
+) -> Result<(StreamOutcome, u64), String> {
     let lab = NetnsPair::create(&tag).map_err(|e| e.to_string())?;
     let port = 47_998;
     lab.set_loss(port, loss).map_err(|e| e.to_string())?;
     let rx = lab.udp_socket(Side::B, port).map_err(|e| e.to_string())?;
     let tx = lab.udp_socket(Side::A, 0).map_err(|e| e.to_string())?;
-    tx.connect((lab.addr(Side::B), port)).map_err(|e| e.to_string())?;
+    tx.connect((lab.addr(Side::B), port))
+        .map_err(|e| e.to_string())?;
     let mut run = StreamRun::realtime(SyntheticConfig::default(), frames);
     run.data_plane.parity_permille = parity;
     run.data_plane.frame_interval_ns /= speed;
@@ -89,7 +100,9 @@ fn main() {
         .iter()
         .map(|&loss| {
             let (frames, parity, speed) = (a.frames, a.parity, a.speed);
-            let h = std::thread::spawn(move || one(format!("{pid}-s{loss}"), frames, parity, speed, loss));
+            let h = std::thread::spawn(move || {
+                one(format!("{pid}-s{loss}"), frames, parity, speed, loss)
+            });
             (loss, h)
         })
         .collect();

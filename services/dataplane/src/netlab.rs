@@ -6,6 +6,9 @@
 //! Sockets are created *inside* a namespace by a short-lived thread that `setns`es into it;
 //! the socket stays in that namespace wherever it is used afterwards, so the sender and the
 //! receiver run as ordinary threads of the test process.
+//!
+//! [`run_verified`] sends a synthetic stream between any two UDP sockets (loopback or the
+//! namespaces) and verifies every delivered frame byte for byte.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};

@@ -286,7 +286,9 @@ impl ReceiveLoop {
             }
             if readable {
                 self.drain(&mut on_event)?;
-                self.stats.thread_cpu_ns.store(sys::thread_cpu_ns(), Relaxed);
+                self.stats
+                    .thread_cpu_ns
+                    .store(sys::thread_cpu_ns(), Relaxed);
             }
             self.poll_events(sys::monotonic_ns(), &mut on_event);
         }

@@ -13,7 +13,9 @@ fn run_with_loss(tag: &str, frames: u64, loss_permille: u32) -> StreamOutcome {
     let lab = NetnsPair::create(&format!("{}-{tag}", std::process::id()))
         .unwrap_or_else(|e| panic!("cannot build the two-namespace lab: {e}"));
     lab.set_loss(PORT, loss_permille).expect("nft loss rule");
-    let rx = lab.udp_socket(Side::B, PORT).expect("receiver socket in ns B");
+    let rx = lab
+        .udp_socket(Side::B, PORT)
+        .expect("receiver socket in ns B");
     let tx = lab.udp_socket(Side::A, 0).expect("sender socket in ns A");
     tx.connect((lab.addr(Side::B), PORT)).expect("connect");
     let mut run = StreamRun::realtime(SyntheticConfig::default(), frames);
@@ -39,7 +41,10 @@ fn run_with_loss(tag: &str, frames: u64, loss_permille: u32) -> StreamOutcome {
         nft_dropped > expected / 2 && nft_dropped < expected * 2,
         "nft dropped {nft_dropped}, expected about {expected}"
     );
-    assert_eq!(out.receiver.datagrams + nft_dropped, out.sender.packets_sent);
+    assert_eq!(
+        out.receiver.datagrams + nft_dropped,
+        out.sender.packets_sent
+    );
     assert!(out.receiver.wire.recovered_shards > 0);
     assert_eq!(out.corrupt, 0, "{:?}", out.first_error);
     assert_eq!(out.repeated, 0);
@@ -53,7 +58,11 @@ fn run_with_loss(tag: &str, frames: u64, loss_permille: u32) -> StreamOutcome {
 #[test]
 fn netns_2pct_loss_20pct_parity_2000_frames() {
     let out = run_with_loss("t2k", 2_000, 20);
-    assert!(out.missing() <= 2, "{} of 2000 frames missing", out.missing());
+    assert!(
+        out.missing() <= 2,
+        "{} of 2000 frames missing",
+        out.missing()
+    );
 }
 
 /// The acceptance run: ≥ 99.9 % of 10,000 frames at 60 fps (~167 s). `cargo test -p
@@ -62,5 +71,9 @@ fn netns_2pct_loss_20pct_parity_2000_frames() {
 #[ignore = "takes ~170 s; run explicitly"]
 fn netns_2pct_loss_20pct_parity_10000_frames() {
     let out = run_with_loss("t10k", 10_000, 20);
-    assert!(out.missing() <= 10, "{} of 10000 frames missing", out.missing());
+    assert!(
+        out.missing() <= 10,
+        "{} of 10000 frames missing",
+        out.missing()
+    );
 }

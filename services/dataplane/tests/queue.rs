@@ -10,7 +10,8 @@ use std::net::UdpSocket;
 fn full_queue_drops_and_counts_without_blocking_the_producer() {
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    tx.connect(sink.local_addr().expect("addr")).expect("connect");
+    tx.connect(sink.local_addr().expect("addr"))
+        .expect("connect");
     let dp = DataPlaneConfig::default();
     let key = SessionKey {
         key: [7; 16],
@@ -47,7 +48,11 @@ fn full_queue_drops_and_counts_without_blocking_the_producer() {
     // All 50 calls returned while the send thread had finished at most one frame (each takes
     // ≥ 0.72 s): had try_send blocked, the producer could not have outrun it like this.
     let mid = sender.stats();
-    assert!(mid.frames_sent <= 1, "sender finished {} frames", mid.frames_sent);
+    assert!(
+        mid.frames_sent <= 1,
+        "sender finished {} frames",
+        mid.frames_sent
+    );
     assert_eq!(accepted + refused, FRAMES);
     // One frame in the thread's hands, one in the queue (and at most one more if the thread
     // was done with the first before we finished).
@@ -65,7 +70,8 @@ fn full_queue_drops_and_counts_without_blocking_the_producer() {
 fn oversized_frame_is_counted_as_failed_and_the_thread_carries_on() {
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    tx.connect(sink.local_addr().expect("addr")).expect("connect");
+    tx.connect(sink.local_addr().expect("addr"))
+        .expect("connect");
     let key = SessionKey {
         key: [9; 16],
         salt: [0; 4],

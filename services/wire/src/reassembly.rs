@@ -1,7 +1,7 @@
 //! Receiver core: authenticate, de-duplicate, place shards, recover with Reed-Solomon, report
 //! complete and lost frames. Time is passed in as CLOCK_MONOTONIC nanoseconds.
 
-use crate::config::{ConfigError, DataPlaneConfig, FrameLayout};
+use crate::config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
 use crate::crypto::{Opener, Replay, ReplayWindow, SessionKey};
 use crate::packet::{HEADER_LEN, PacketHeader, ParseError, StreamKind, TAG_LEN};
 use reed_solomon_simd::ReedSolomonDecoder;
@@ -355,13 +355,29 @@ impl Reassembler {
             Replay::Duplicate => return Err(PushError::Duplicate),
             Replay::TooOld => return Err(PushError::Late),
         }
+        let index = self.extend_index(hdr.frame_index);
+        // Fast path: a new shard of a frame already being assembled is decrypted straight into
+        // its place (the region is unused until the shard is marked present, so a failed
+        // authentication leaves nothing behind). Everything else goes through `scratch`, and
+        // no state changes before authentication succeeded.
+        let target = index.and_then(|i| self.in_place_target(i, &hdr, &layout, &blk));
+        let opened = match target {
+            Some((s, true, off)) => self.slots[s].parity.get_mut(off..off + shard),
+            Some((s, false, off)) => self.slots[s].data.get_mut(off..off + shard),
+            None => None,
+        };
+        let in_place = opened.is_some();
+        let out = match opened {
+            Some(dest) => dest,
+            None => &mut self.scratch[..],
+        };
         self.opener
-            .open(hdr.seq, packet, &mut self.scratch)
+            .open(hdr.seq, packet, out)
             .map_err(|_| PushError::AuthFailed)?;
         self.replay.commit(hdr.seq);
         debug_assert_eq!(packet.len(), HEADER_LEN + shard + TAG_LEN);
 
-        let index = self.extend_index(hdr.frame_index).ok_or(PushError::Late)?;
+        let index = index.ok_or(PushError::Late)?;
         let f = self.slots.len() as u64;
         match self.newest {
             None => {
@@ -426,14 +442,11 @@ impl Reassembler {
             self.counters.redundant += 1;
             return Ok(());
         }
-        let d = layout.data_shards as usize;
-        let k = usize::from(hdr.shard_index);
-        let (pos, dest) = if hdr.is_parity() {
-            let j = blk.first_parity_shard as usize + (k - blk.data as usize);
-            (d + j, slot.parity.get_mut(j * shard..(j + 1) * shard))
+        let (pos, parity, j) = shard_position(&layout, &blk, &hdr);
+        let dest = if parity {
+            slot.parity.get_mut(j * shard..(j + 1) * shard)
         } else {
-            let j = blk.first_data_shard as usize + k;
-            (j, slot.data.get_mut(j * shard..(j + 1) * shard))
+            slot.data.get_mut(j * shard..(j + 1) * shard)
         };
         let Some(dest) = dest else {
             return Err(PushError::Layout("shard position"));
@@ -442,7 +455,9 @@ impl Reassembler {
             return Err(PushError::Duplicate);
         }
         self.counters.received += 1;
-        dest.copy_from_slice(&self.scratch);
+        if !in_place {
+            dest.copy_from_slice(&self.scratch);
+        }
         slot.present[pos] = true;
         slot.last_ns = now;
         let pr = &mut slot.blocks[b];
@@ -476,6 +491,36 @@ impl Reassembler {
             }
         }
         Ok(())
+    }
+
+    /// Where an authentic packet for `index` would be stored if its frame is already being
+    /// assembled and the shard is new: `(slot, is_parity, byte offset)`. Pure.
+    fn in_place_target(
+        &self,
+        index: u64,
+        hdr: &PacketHeader,
+        layout: &FrameLayout,
+        blk: &BlockLayout,
+    ) -> Option<(usize, bool, usize)> {
+        let n = self.newest?;
+        if index > n || n - index >= self.slots.len() as u64 {
+            return None;
+        }
+        let s = self.slot_of(index);
+        let slot = &self.slots[s];
+        if slot.index != index
+            || slot.state != State::Assembling
+            || slot.layout != *layout
+            || slot.keyframe != hdr.is_keyframe()
+            || slot.blocks.get(usize::from(hdr.block_index))?.done
+        {
+            return None;
+        }
+        let (pos, parity, j) = shard_position(layout, blk, hdr);
+        if slot.present.get(pos) != Some(&false) {
+            return None;
+        }
+        Some((s, parity, j * layout.shard_bytes as usize))
     }
 
     /// The newest index moves to `i`; frames `from..=i` are new. Frames falling out of the
@@ -563,11 +608,28 @@ impl Reassembler {
     }
 }
 
+/// `(presence index, is_parity, shard index within the data or parity buffer)` of a packet
+/// whose header was checked against `layout`.
+fn shard_position(
+    layout: &FrameLayout,
+    blk: &BlockLayout,
+    hdr: &PacketHeader,
+) -> (usize, bool, usize) {
+    let k = usize::from(hdr.shard_index);
+    if hdr.is_parity() {
+        let j = blk.first_parity_shard as usize + k.saturating_sub(blk.data as usize);
+        (layout.data_shards as usize + j, true, j)
+    } else {
+        let j = blk.first_data_shard as usize + k;
+        (j, false, j)
+    }
+}
+
 /// Rebuilds the missing data shards of one block from what arrived; returns how many.
 fn recover_block(
     decoder: &mut Option<ReedSolomonDecoder>,
     slot: &mut Slot,
-    blk: crate::config::BlockLayout,
+    blk: BlockLayout,
     shard: usize,
 ) -> Result<u32, reed_solomon_simd::Error> {
     let (d, p) = (blk.data as usize, blk.parity as usize);

@@ -57,8 +57,10 @@
 //! [`Sealer`] refuses ([`SealError::SequenceExhausted`]) before it would use 2^64−1, it never
 //! wraps. Reaching that is physically impossible (at 10^6 packets/s it takes ~585 000 years);
 //! a control-plane rekey (new exporter label) is the answer if a session ever must.
-//! [`Packetizer::packetize`] reserves all sequence numbers of a frame up front, so a frame is
-//! sealed entirely or not at all. On receive, a packet is authenticated before it can touch
+//! **One [`Packetizer`] (or [`Sealer`]) per key and kind**: a second one would start again at
+//! sequence 0 and repeat nonces; renegotiation carries the sealer over
+//! ([`Packetizer::into_sealer`]). [`Packetizer::packetize`] reserves all sequence numbers of a
+//! frame up front, so a frame is sealed entirely or not at all. On receive, a packet is authenticated before it can touch
 //! any state; failures are counted (`auth_failures`) and returned as
 //! [`PushError::AuthFailed`]. A replay window (bitmap of ≥ `frames_in_flight ×
 //! max_packets_per_frame` sequence numbers) drops duplicates (`duplicates`) and too-old
@@ -70,7 +72,10 @@
 //! value to the 64-bit index nearest to the newest one it has seen (serial-number arithmetic,
 //! ±2^31 frames), so it keeps counting across the 32-bit wrap (every ~2.3 years at 60 fps).
 //! The extended index equals the sender's when the sender's first index is below 2^31 (a
-//! session starts at 0). Frames older than the first one seen are ignored as late.
+//! session starts at 0). A receiver expects frame 0 first by default, so frames missing at
+//! the very start are reported; [`Reassembler::set_expected_first_index`] changes that (e.g.
+//! `Some(next)` for a reassembler rebuilt after renegotiation, `None` to join mid-stream).
+//! Frames older than the start are ignored as late.
 //!
 //! ## Reassembly and the loss deadline
 //!

@@ -108,6 +108,10 @@ pub enum PacketizeError {
 }
 
 /// Sender-side core for one stream kind in one direction (owns that kind's sequence space).
+///
+/// Create exactly one per (key, kind) for the lifetime of a key: two sealers with the same
+/// key and kind would repeat nonces. To change the config mid-session, carry the sealer over
+/// ([`Packetizer::into_sealer`] + [`Packetizer::with_sealer`]).
 pub struct Packetizer {
     cfg: DataPlaneConfig,
     kind: StreamKind,
@@ -147,6 +151,13 @@ impl Packetizer {
     /// The sealer (e.g. to read [`Sealer::remaining`]).
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    /// Gives the sealer back, e.g. to build a new `Packetizer` for a renegotiated config with
+    /// [`Packetizer::with_sealer`] without restarting the sequence: a new [`Packetizer::new`]
+    /// with the same key and kind would reuse nonces, which AES-GCM must never do.
+    pub fn into_sealer(self) -> Sealer {
+        self.sealer
     }
 
     /// Writes all packets of frame `index` into `batch`: per block, its data shards (the AU

@@ -172,6 +172,15 @@ impl DataPlaneConfig {
         u32::try_from(u64::from(n) + parity).unwrap_or(u32::MAX)
     }
 
+    /// Upper bound on a [`crate::Reassembler`]'s frame buffers in bytes:
+    /// `frames_in_flight × max_packets_per_frame × shard_bytes`. The control plane can refuse
+    /// a config whose bound exceeds its memory budget.
+    pub fn receive_memory_bound(&self) -> u64 {
+        u64::from(self.frames_in_flight)
+            * u64::from(self.max_packets_per_frame())
+            * u64::from(self.shard_bytes)
+    }
+
     /// Loss deadline span: `loss_deadline_intervals × frame_interval_ns`.
     pub fn loss_deadline_ns(&self) -> u64 {
         self.frame_interval_ns

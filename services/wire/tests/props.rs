@@ -140,7 +140,7 @@ fn cases() -> u32 {
 }
 
 fn bound(cfg: &DataPlaneConfig) -> usize {
-    cfg.frames_in_flight as usize * cfg.max_packets_per_frame() as usize * cfg.shard_bytes as usize
+    cfg.receive_memory_bound() as usize
 }
 
 proptest! {

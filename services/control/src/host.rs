@@ -97,8 +97,8 @@ pub const MAX_COMPOSITOR_LEN: usize = 64;
 pub struct HostPolicy {
     /// Sent in `Welcome.host_name`.
     pub host_name: String,
-    /// Codecs the host can encode, in the host's preference order (used to break no ties:
-    /// the client's order decides; this list decides what is possible).
+    /// Codecs the host can encode. The client's preference order decides among them; the
+    /// first entry is used for probe-only sessions without a common codec.
     pub codecs: Vec<Codec>,
     /// Lower bitrate clamp (≥ [`MIN_BITRATE_KBPS`]).
     pub min_bitrate_kbps: u32,
@@ -299,16 +299,6 @@ pub struct HostSession {
 
 fn send(msg: host_message::Msg) -> HostAction {
     HostAction::Send(HostMessage { msg: Some(msg) })
-}
-
-fn mode_str(m: &Mode) -> String {
-    format!(
-        "{}x{}@{}.{:03}Hz",
-        m.width,
-        m.height,
-        m.refresh_mhz / 1000,
-        m.refresh_mhz % 1000
-    )
 }
 
 impl HostSession {
@@ -686,9 +676,4 @@ impl HostSession {
         self.last_stats_ns = Some(now_ns);
         vec![HostAction::Stats(s)]
     }
-}
-
-/// Shorthand for a `mode_str` in messages (`1920x1080@60.000Hz`).
-pub fn format_mode(m: &Mode) -> String {
-    mode_str(m)
 }

@@ -1,13 +1,14 @@
-//! Arbitrary PairStart / PairConfirm bytes into a PairingHost (and the host's challenge into
-//! nothing: this is the host's attack surface). The input is a sequence of length-prefixed
-//! ClientMessages, as on the pairing stream; also one fixed honest client is run against the
-//! fuzzer's confirmation bytes.
+//! Arbitrary PairStart / PairConfirm bytes into a PairingHost (the host's attack surface):
+//! 1. the input as a framed pairing stream (length-prefixed ClientMessages);
+//! 2. the input as one PairStart body, then as one PairConfirm body, on a fresh host;
+//! 3. a real client's PairStart, then the input as the PairConfirm body (confirm path with a
+//!    real SPAKE2 key).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use punktfunk_control::framing::FrameDecoder;
-use punktfunk_control::pairing::PairingHost;
+use punktfunk_control::pairing::{PairingClient, PairingHost};
 use punktfunk_proto::control::{ClientMessage, PairConfirm, PairStart};
 
 fuzz_target!(|data: &[u8]| {
@@ -31,6 +32,18 @@ fuzz_target!(|data: &[u8]| {
         let _ = host.on_pair_start(start);
     }
     if let Ok(confirm) = PairConfirm::decode(data) {
+        let _ = host.on_pair_confirm(confirm);
+    }
+    // 3. A real exchange, then a fuzzed confirmation.
+    let Ok(mut host) = PairingHost::new("123456", [1; 32], [2; 32], "host") else {
+        return;
+    };
+    let Ok((_client, start)) = PairingClient::start("123456", "c", [2; 32], [1; 32]) else {
+        return;
+    };
+    if host.on_pair_start(start).is_ok()
+        && let Ok(confirm) = PairConfirm::decode(data)
+    {
         let _ = host.on_pair_confirm(confirm);
     }
 });

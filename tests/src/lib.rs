@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
+pub mod native;
+
 pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;
 
 /// Directory of the workspace's built binaries (`target/<profile>`), next to the test binary's

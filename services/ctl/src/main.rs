@@ -9,6 +9,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use punktfunk_common::client::{self, DAEMONS, ProbeError};
 use punktfunk_common::paths;
+use punktfunk_proto::transport::transport_client::TransportClient;
+use punktfunk_proto::transport::{
+    ArmPairingRequest, ListClientsRequest, ListSessionsRequest, UnpairRequest,
+};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -35,6 +39,29 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Arm pairing: print a one-time PIN for a client (`punktfunk-client pair --pin PIN HOST`).
+    Pair {
+        /// How long the PIN stays valid, in seconds (default 120, at most 600).
+        #[arg(long, default_value_t = 120)]
+        window: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List paired clients.
+    Clients {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List live client sessions.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a paired client (by name or fingerprint); its sessions end at once.
+    Unpair {
+        /// Client name, fingerprint, or a fingerprint prefix of at least 8 hex digits.
+        client: String,
     },
 }
 
@@ -82,6 +109,68 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Status { json } => rt.block_on(status(&runtime_dir, timeout, json)),
+        Command::Pair { window, json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let r = c.arm_pairing(ArmPairingRequest { window_s: window }).await?.into_inner();
+            if json {
+                println!("{}", serde_json::json!({ "pin": r.pin, "expires_s": r.expires_s }));
+            } else {
+                println!("PIN {}  (valid {} s, one attempt)", r.pin, r.expires_s);
+                println!("on the client: punktfunk-client pair --pin {} <this host>", r.pin);
+            }
+            Ok(())
+        })),
+        Command::Clients { json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let clients = c.list_clients(ListClientsRequest {}).await?.into_inner().clients;
+            if json {
+                let list: Vec<_> = clients
+                    .iter()
+                    .map(|c| serde_json::json!({ "name": c.name, "fingerprint": c.fingerprint, "paired_at": c.paired_at, "protocol": c.protocol }))
+                    .collect();
+                println!("{}", serde_json::json!({ "clients": list }));
+            } else if clients.is_empty() {
+                println!("no paired clients (pair one with: punktfunkctl pair)");
+            } else {
+                println!("{:<24} {:<20} {:<12} PAIRED (unix s)", "NAME", "FINGERPRINT", "PROTOCOL");
+                for c in clients {
+                    println!("{:<24} {:<20} {:<12} {}", c.name, &c.fingerprint[..16.min(c.fingerprint.len())], c.protocol, c.paired_at);
+                }
+            }
+            Ok(())
+        })),
+        Command::Sessions { json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let sessions = c.list_sessions(ListSessionsRequest {}).await?.into_inner().sessions;
+            if json {
+                let list: Vec<_> = sessions
+                    .iter()
+                    .map(|s| {
+                        let m = s.mode.unwrap_or_default();
+                        serde_json::json!({
+                            "client": s.client_name, "fingerprint": s.fingerprint, "protocol": s.protocol,
+                            "mode": format!("{}x{}@{}", m.width, m.height, f64::from(m.refresh_mhz) / 1000.0),
+                            "bitrate_kbps": s.bitrate_kbps, "frames_sent": s.frames_sent, "uptime_s": s.uptime_s,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "sessions": list }));
+            } else if sessions.is_empty() {
+                println!("no client is streaming");
+            } else {
+                println!("{:<20} {:<14} {:>10} {:>12} {:>8}", "CLIENT", "MODE", "KBIT/S", "FRAMES", "UPTIME");
+                for s in sessions {
+                    let m = s.mode.unwrap_or_default();
+                    let mode = format!("{}x{}@{}", m.width, m.height, m.refresh_mhz / 1000);
+                    println!("{:<20} {:<14} {:>10} {:>12} {:>7}s", s.client_name, mode, s.bitrate_kbps, s.frames_sent, s.uptime_s);
+                }
+            }
+            Ok(())
+        })),
+        Command::Unpair { client } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let r = c.unpair(UnpairRequest { client }).await?.into_inner();
+            if let Some(removed) = r.removed {
+                println!("unpaired {} ({})", removed.name, &removed.fingerprint[..16.min(removed.fingerprint.len())]);
+            }
+            Ok(())
+        })),
     }
 }
 
@@ -150,6 +239,32 @@ async fn status(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Connects to punktfunk-transport and runs `f`; errors say what to do.
+async fn transport_call<F, Fut>(dir: &Path, timeout: Duration, f: F) -> ExitCode
+where
+    F: FnOnce(TransportClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let socket = paths::grpc_socket(dir, "transport");
+    let channel = match punktfunk_common::uds::connect(&socket, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "punktfunkctl: {}; start it with: systemctl --user start punktfunk-transport.service",
+                explain(&ProbeError::Connect(e))
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match f(TransportClient::new(channel)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(s) => {
+            eprintln!("punktfunkctl: {}", s.message());
+            ExitCode::from(1)
+        }
     }
 }
 

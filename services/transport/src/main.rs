@@ -1,58 +1,98 @@
 //! punktfunk-transport: the network-facing daemon and per-client session orchestrator
-//! (ARCHITECTURE.md §2–3). It will run punktfunk/1 and GameStream, pairing and discovery;
-//! for now it serves `Health` and declares its API.
+//! (ARCHITECTURE.md §2–3): punktfunk/1 over QUIC with PIN pairing, the UDP data plane,
+//! mDNS discovery, and the gRPC API `punktfunkctl` uses.
+
+mod api;
+mod config;
+mod host;
+mod pairing;
+mod quic;
+mod stream;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use punktfunk_common::config::BaseConfig;
 use punktfunk_common::daemon::{self, Context};
-use punktfunk_common::health::Health;
-use punktfunk_common::not_yet;
-use punktfunk_proto::common::{HealthReply, HealthRequest};
-use punktfunk_proto::transport::transport_server::{Transport, TransportServer};
-use punktfunk_proto::transport::*;
-use tonic::{Request, Response, Status};
+use punktfunk_common::paths;
+use punktfunk_proto::transport::transport_server::TransportServer;
+use punktfunk_tls::Identity;
 
-const PAIRING: &str = "the punktfunk/1 control plane (QUIC sessions and SPAKE2 pairing)";
+use crate::config::{PairingMode, TransportConfig};
+use crate::host::Host;
 
-struct TransportService {
-    health: Arc<Health>,
-}
-
-#[tonic::async_trait]
-impl Transport for TransportService {
-    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
-        Ok(Response::new(self.health.reply()))
-    }
-    async fn arm_pairing(
-        &self,
-        _: Request<ArmPairingRequest>,
-    ) -> Result<Response<ArmPairingReply>, Status> {
-        Err(not_yet("ArmPairing", PAIRING))
-    }
-    async fn list_clients(
-        &self,
-        _: Request<ListClientsRequest>,
-    ) -> Result<Response<ListClientsReply>, Status> {
-        Err(not_yet("ListClients", PAIRING))
-    }
-    async fn unpair(&self, _: Request<UnpairRequest>) -> Result<Response<UnpairReply>, Status> {
-        Err(not_yet("Unpair", PAIRING))
-    }
-    async fn list_sessions(
-        &self,
-        _: Request<ListSessionsRequest>,
-    ) -> Result<Response<ListSessionsReply>, Status> {
-        Err(not_yet("ListSessions", PAIRING))
-    }
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
-    daemon::run::<BaseConfig, _, _>("transport", |ctx: Context<BaseConfig>| async move {
-        ctx.health
-            .set_status("idle: no clients (network planes not enabled yet)");
-        let svc = TransportServer::new(TransportService { health: ctx.health });
-        Ok(tonic::service::Routes::new(svc))
-    })
+    daemon::run::<TransportConfig, _, _>("transport", setup)
+}
+
+async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, BoxError> {
+    let config = (*ctx.config).clone();
+    let dir = paths::config_dir()?;
+    let host_name = if config.host_name.trim().is_empty() {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "punktfunk".into())
+    } else {
+        config.host_name.trim().to_string()
+    };
+    let identity = Identity::load_or_create(&dir, "host", &host_name)?;
+    let paired = pairing::PairedStore::open(&dir)?;
+    if config.pairing == PairingMode::Open {
+        tracing::warn!(
+            "PAIRING IS OFF (pairing = \"open\" in transport.toml): anyone on the network may stream from this host"
+        );
+    }
+    tracing::info!(fingerprint = %identity.fingerprint, host = %host_name, paired_clients = paired.list().len(), "host identity");
+    let host = Arc::new(Host::new(
+        config,
+        host_name,
+        identity,
+        ctx.health.clone(),
+        paired,
+    ));
+
+    let endpoint = quic::bind(&host)?;
+    let local = endpoint.local_addr()?;
+    *host.listen.lock().await = Some(local);
+    tracing::info!(%local, "punktfunk/1 listening");
+    tokio::spawn(quic::serve(host.clone(), endpoint));
+
+    let _advert = discovery(&host, local.port());
+    // The status line mentions the pairing window's countdown; keep it fresh.
+    let h = host.clone();
+    tokio::spawn(async move {
+        let _keep = _advert;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            h.refresh_status().await;
+        }
+    });
+    host.refresh_status().await;
+    Ok(tonic::service::Routes::new(TransportServer::new(
+        api::TransportApi { host },
+    )))
+}
+
+/// Advertises `_punktfunk._udp` when enabled; failures are logged, never fatal (a host without
+/// multicast still serves clients that know its address).
+fn discovery(host: &Host, port: u16) -> Option<punktfunk_discovery::Advertiser> {
+    if !host.config.mdns {
+        return None;
+    }
+    let fp = host.identity.fingerprint.to_hex();
+    let mut advert = punktfunk_discovery::HostAdvert::new(fp.clone(), fp[..16].to_string());
+    advert.instance = host.host_name.clone();
+    advert.port = port;
+    advert.pairing_required = host.config.pairing == PairingMode::Required;
+    match punktfunk_discovery::Advertiser::start(advert) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "mDNS advertisement failed; clients must be given the host's address");
+            None
+        }
+    }
 }

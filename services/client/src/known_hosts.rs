@@ -1,0 +1,59 @@
+//! Hosts this client has paired with: `known-hosts.toml` (0600) in the client's config dir.
+//! A stream pins the stored fingerprint, so a different certificate fails the handshake.
+
+use std::path::{Path, PathBuf};
+
+use punktfunk_tls::Fingerprint;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnownHost {
+    /// What the user typed when pairing (address or name).
+    pub alias: String,
+    /// The address it resolved to.
+    pub address: String,
+    /// The name the host gave.
+    pub host_name: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KnownHosts {
+    #[serde(default)]
+    pub hosts: Vec<KnownHost>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl KnownHosts {
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("known-hosts.toml");
+        let mut k: KnownHosts = match std::fs::read_to_string(&path) {
+            Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KnownHosts::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        k.path = path;
+        Ok(k)
+    }
+
+    /// The pinned fingerprint for `alias` (as typed) or the resolved `address`.
+    pub fn find(&self, alias: &str, address: &str) -> Option<(Fingerprint, &KnownHost)> {
+        self.hosts
+            .iter()
+            .find(|h| h.alias == alias || h.address == address || h.host_name == alias)
+            .and_then(|h| Fingerprint::from_hex(&h.fingerprint).map(|fp| (fp, h)))
+    }
+
+    pub fn remember(&mut self, host: KnownHost) -> Result<(), String> {
+        self.hosts
+            .retain(|h| h.alias != host.alias && h.fingerprint != host.fingerprint);
+        self.hosts.push(host);
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        if let Some(d) = self.path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        punktfunk_tls::write_private(&self.path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}

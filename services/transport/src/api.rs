@@ -1,0 +1,103 @@
+//! The gRPC API of punktfunk-transport (what `punktfunkctl` calls).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use punktfunk_proto::common::{HealthReply, HealthRequest};
+use punktfunk_proto::transport::transport_server::Transport;
+use punktfunk_proto::transport::*;
+use tonic::{Request, Response, Status};
+
+use crate::host::Host;
+use crate::pairing;
+
+/// Default and bounds of a pairing window.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
+const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+pub struct TransportApi {
+    pub host: Arc<Host>,
+}
+
+fn to_proto(c: pairing::PairedClient) -> PairedClient {
+    PairedClient {
+        name: c.name,
+        fingerprint: c.fingerprint,
+        paired_at: c.paired_at,
+        protocol: c.protocol,
+    }
+}
+
+#[tonic::async_trait]
+impl Transport for TransportApi {
+    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
+        Ok(Response::new(self.host.health.reply()))
+    }
+
+    async fn arm_pairing(
+        &self,
+        req: Request<ArmPairingRequest>,
+    ) -> Result<Response<ArmPairingReply>, Status> {
+        let secs = req.into_inner().window_s;
+        let ttl = if secs == 0 {
+            DEFAULT_WINDOW
+        } else {
+            Duration::from_secs(secs.into()).min(MAX_WINDOW)
+        };
+        let pin = punktfunk_control::pairing::generate_pin();
+        let armed = self.host.window.lock().await.arm(pin, Instant::now(), ttl);
+        tracing::info!(
+            expires_s = ttl.as_secs(),
+            "pairing armed: the PIN admits one attempt"
+        );
+        self.host.refresh_status().await;
+        Ok(Response::new(ArmPairingReply {
+            pin: armed.pin,
+            expires_s: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_clients(
+        &self,
+        _: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsReply>, Status> {
+        let clients = self
+            .host
+            .paired
+            .lock()
+            .await
+            .list()
+            .into_iter()
+            .map(to_proto)
+            .collect();
+        Ok(Response::new(ListClientsReply { clients }))
+    }
+
+    async fn unpair(&self, req: Request<UnpairRequest>) -> Result<Response<UnpairReply>, Status> {
+        let who = req.into_inner().client;
+        let removed = self.host.paired.lock().await.remove(&who);
+        match removed {
+            Ok((fp, client)) => {
+                let ended = self.host.end_sessions_of(&fp, "unpaired on the host").await;
+                tracing::info!(client = %client.name, fingerprint = %fp.short(), sessions_ended = ended, "unpaired");
+                self.host.refresh_status().await;
+                Ok(Response::new(UnpairReply {
+                    removed: Some(to_proto(client)),
+                }))
+            }
+            Err(e @ (pairing::StoreError::NoMatch(_) | pairing::StoreError::Ambiguous(_))) => {
+                Err(Status::not_found(e.to_string()))
+            }
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsReply>, Status> {
+        Ok(Response::new(ListSessionsReply {
+            sessions: self.host.session_infos().await,
+        }))
+    }
+}

@@ -1,0 +1,147 @@
+//! `~/.config/punktfunk/transport.toml`.
+
+use punktfunk_common::config::{DaemonConfig, IpcConfig};
+use serde::{Deserialize, Serialize};
+
+/// Whether unpaired clients may stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairingMode {
+    /// The default: only paired clients stream.
+    Required,
+    /// Anyone on the network may stream. Only by explicit configuration, and logged loudly.
+    Open,
+}
+
+/// Where frames come from until the media daemon streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The data-plane generator: verifiable bytes at the negotiated bitrate and frame rate.
+    Synthetic,
+    /// videotestsrc through punktfunk-media.
+    Test,
+    /// A compositor output through punktfunk-session and punktfunk-media.
+    Compositor,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    pub ipc: IpcConfig,
+    /// UDP port of punktfunk/1 (QUIC control).
+    pub port: u16,
+    /// Address to listen on ("::" = every IPv4 and IPv6 address).
+    pub bind: String,
+    /// Name shown to clients; empty = the machine's hostname.
+    pub host_name: String,
+    pub pairing: PairingMode,
+    pub source: SourceKind,
+    /// A client that sends nothing for this long is gone (its session ends).
+    pub idle_timeout_ms: u64,
+    /// Upper bound for any client's bitrate, kbit/s (the protocol's own bound is 2 Gbit/s).
+    pub max_bitrate_kbps: u32,
+    /// Advertise `_punktfunk._udp` over mDNS.
+    pub mdns: bool,
+    pub fec: FecSettings,
+}
+
+/// Data-plane protection offered to clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FecSettings {
+    pub shard_bytes: u32,
+    pub max_data_shards: u32,
+    /// Parity shards per block as a share of its data shards, per mille (200 = 20 %).
+    pub parity_permille: u32,
+    pub parity_floor: u32,
+    pub max_frame_bytes: u32,
+    pub frames_in_flight: u32,
+}
+
+impl Default for FecSettings {
+    fn default() -> Self {
+        Self {
+            shard_bytes: 1200,
+            max_data_shards: 1024,
+            parity_permille: 200,
+            parity_floor: 2,
+            max_frame_bytes: 8 << 20,
+            frames_in_flight: 8,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            ipc: IpcConfig::default(),
+            port: 9777,
+            bind: "::".into(),
+            host_name: String::new(),
+            pairing: PairingMode::Required,
+            source: SourceKind::Synthetic,
+            idle_timeout_ms: 5_000,
+            max_bitrate_kbps: 2_000_000,
+            mdns: true,
+            fec: FecSettings::default(),
+        }
+    }
+}
+
+impl DaemonConfig for TransportConfig {
+    fn ipc(&self) -> &IpcConfig {
+        &self.ipc
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.ipc.validate()?;
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.bind.parse::<std::net::IpAddr>().is_err() {
+            return err(
+                "bind",
+                format!(
+                    "`{}` is not an IP address (use \"::\" or \"0.0.0.0\")",
+                    self.bind
+                ),
+            );
+        }
+        if !(1_000..=600_000).contains(&self.idle_timeout_ms) {
+            return err(
+                "idle_timeout_ms",
+                format!(
+                    "{} is out of range: use 1000 to 600000",
+                    self.idle_timeout_ms
+                ),
+            );
+        }
+        if !(500..=2_000_000).contains(&self.max_bitrate_kbps) {
+            return err(
+                "max_bitrate_kbps",
+                format!(
+                    "{} is out of range: use 500 to 2000000",
+                    self.max_bitrate_kbps
+                ),
+            );
+        }
+        if self.fec.shard_bytes % 2 != 0 || !(64..=1400).contains(&self.fec.shard_bytes) {
+            return err(
+                "fec.shard_bytes",
+                format!("{} must be even and in 64..=1400", self.fec.shard_bytes),
+            );
+        }
+        if self.fec.parity_permille > 1000 {
+            return err(
+                "fec.parity_permille",
+                format!("{} is above 1000 (100 %)", self.fec.parity_permille),
+            );
+        }
+        if self.source != SourceKind::Synthetic {
+            return err(
+                "source",
+                "only \"synthetic\" streams so far; \"test\" and \"compositor\" arrive with the media work".into(),
+            );
+        }
+        Ok(())
+    }
+}

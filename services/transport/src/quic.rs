@@ -1,0 +1,658 @@
+//! The punktfunk/1 QUIC endpoint: a thin shell around `punktfunk-control`'s state machines.
+//!
+//! Every bidirectional stream a client opens is either a **pairing** stream (first message
+//! `PairStart`) or a **session** stream (first message `Hello`). Bytes go through the bounded
+//! `FrameDecoder`; whatever the state machines reject ends that stream — and the connection —
+//! with a clear `Error` message, never the daemon. A client that is not paired never gets past
+//! `Hello`: it is told how to pair and no data-plane socket is ever opened towards it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use punktfunk_control::framing::{self, FrameDecoder};
+use punktfunk_control::host::{HostAction, HostPolicy, HostSession};
+use punktfunk_control::keys::{self, Direction};
+use punktfunk_control::pairing::{PairingError, PairingHost, PairingHostStep};
+use punktfunk_proto::control::{
+    ClientMessage, HostMessage, ProbeResult, client_message, host_message,
+};
+
+use punktfunk_tls::{Fingerprint, peer_fingerprint};
+use punktfunk_wire::StreamKind;
+use punktfunk_wire::synthetic::SyntheticConfig;
+
+use crate::host::{Host, SessionEntry, close};
+use crate::stream::{DataPlane, connect_socket};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Binds the endpoint; the returned future serves it until the endpoint is closed.
+pub fn bind(host: &Host) -> Result<quinn::Endpoint, String> {
+    let crypto = host.identity.server_config().map_err(|e| e.to_string())?;
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
+    let mut transport = quinn::TransportConfig::default();
+    let idle = Duration::from_millis(host.config.idle_timeout_ms);
+    transport.max_idle_timeout(Some(
+        idle.try_into().map_err(|e| format!("idle timeout: {e}"))?,
+    ));
+    // A client opens one session stream and, rarely, a pairing stream.
+    transport.max_concurrent_bidi_streams(4u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    server.transport_config(Arc::new(transport));
+    let ip: IpAddr = host
+        .config
+        .bind
+        .parse()
+        .map_err(|e| format!("bind address: {e}"))?;
+    let addr = SocketAddr::new(ip, host.config.port);
+    quinn::Endpoint::server(server, addr).map_err(|e| {
+        format!("cannot listen on UDP {addr}: {e} (is another punktfunk-transport running? set `port` in transport.toml)")
+    })
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(host: Arc<Host>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => connection(host, conn).await,
+                Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+            }
+        });
+    }
+}
+
+async fn connection(host: Arc<Host>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let Some(fp) = peer_fingerprint(&conn) else {
+        conn.close(close::PROTOCOL.into(), b"a client certificate is required");
+        return;
+    };
+    tracing::debug!(%remote, client = %fp.short(), "connection");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let (host, conn) = (host.clone(), conn.clone());
+                tokio::spawn(async move { stream(host, conn, fp, send, recv).await });
+            }
+            Err(e) => {
+                tracing::debug!(%remote, reason = %e, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads messages off a QUIC stream through the bounded decoder.
+struct Reader {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder<ClientMessage>,
+    ready: std::collections::VecDeque<ClientMessage>,
+    buf: Vec<u8>,
+}
+
+enum ReadError {
+    /// The peer finished the stream.
+    Finished,
+    /// The connection or stream broke (client gone, idle timeout, reset).
+    Lost(String),
+    /// The bytes are not valid framed protobuf.
+    Malformed(String),
+}
+
+impl Reader {
+    fn new(recv: quinn::RecvStream) -> Self {
+        Self {
+            recv,
+            decoder: FrameDecoder::new(),
+            ready: Default::default(),
+            buf: vec![0; READ_CHUNK],
+        }
+    }
+
+    async fn next(&mut self) -> Result<ClientMessage, ReadError> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Ok(m);
+            }
+            match self.recv.read(&mut self.buf).await {
+                Ok(Some(n)) => {
+                    let msgs = self
+                        .decoder
+                        .push(&self.buf[..n])
+                        .map_err(|e| ReadError::Malformed(e.to_string()))?;
+                    self.ready.extend(msgs);
+                }
+                Ok(None) => {
+                    return match self.decoder.finish() {
+                        Ok(()) => Err(ReadError::Finished),
+                        Err(e) => Err(ReadError::Malformed(e.to_string())),
+                    };
+                }
+                Err(e) => return Err(ReadError::Lost(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn send_msg(send: &mut quinn::SendStream, msg: &HostMessage) -> Result<(), String> {
+    let bytes = framing::encode_to_vec(msg).map_err(|e| e.to_string())?;
+    send.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+fn error_msg(code: &str, message: impl Into<String>) -> HostMessage {
+    HostMessage {
+        msg: Some(host_message::Msg::Error(punktfunk_proto::control::Error {
+            message: message.into(),
+            code: code.to_string(),
+        })),
+    }
+}
+
+/// Sends a final error, finishes the stream and closes the connection with `code`.
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    msg: HostMessage,
+    code: u32,
+    reason: &str,
+) {
+    let _ = send_msg(send, &msg).await;
+    let _ = send.finish();
+    // Let the error reach the client before the close frame overtakes it.
+    let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    conn.close(code.into(), reason.as_bytes());
+}
+
+async fn stream(
+    host: Arc<Host>,
+    conn: quinn::Connection,
+    fp: Fingerprint,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let mut reader = Reader::new(recv);
+    let first = match reader.next().await {
+        Ok(m) => m,
+        Err(ReadError::Malformed(e)) => {
+            refuse(
+                &conn,
+                &mut send,
+                error_msg("protocol", format!("malformed control message: {e}")),
+                close::PROTOCOL,
+                "malformed",
+            )
+            .await;
+            return;
+        }
+        Err(_) => return,
+    };
+    match first.msg {
+        Some(client_message::Msg::PairStart(_)) => {
+            pairing(host, conn, fp, send, reader, first).await
+        }
+        Some(client_message::Msg::Hello(_)) => session(host, conn, fp, send, reader, first).await,
+        _ => {
+            let m = error_msg(
+                "protocol",
+                "the first message on a stream must be Hello (a session) or PairStart (pairing)",
+            );
+            refuse(
+                &conn,
+                &mut send,
+                m,
+                close::PROTOCOL,
+                "expected Hello or PairStart",
+            )
+            .await;
+        }
+    }
+}
+
+async fn pairing(
+    host: Arc<Host>,
+    conn: quinn::Connection,
+    fp: Fingerprint,
+    mut send: quinn::SendStream,
+    mut reader: Reader,
+    first: ClientMessage,
+) {
+    // One attempt per armed PIN: taking it closes the window, right or wrong.
+    let pin = match host.window.lock().await.take(Instant::now()) {
+        Ok(pin) => pin,
+        Err(closed) => {
+            tracing::warn!(client = %fp.short(), "pairing attempt refused: {closed}");
+            let m = PairingError::Rejected(closed.to_string()).to_host_message(&host.host_name);
+            refuse(
+                &conn,
+                &mut send,
+                m,
+                close::PAIRING_FAILED,
+                "pairing not armed",
+            )
+            .await;
+            host.refresh_status().await;
+            return;
+        }
+    };
+    host.refresh_status().await;
+    let mut machine = match PairingHost::new(
+        &pin,
+        host.identity.fingerprint.0,
+        fp.0,
+        host.host_name.clone(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            refuse(
+                &conn,
+                &mut send,
+                e.to_host_message(&host.host_name),
+                close::PAIRING_FAILED,
+                "pairing failed",
+            )
+            .await;
+            return;
+        }
+    };
+    let mut msg = first;
+    loop {
+        match machine.on_message(msg) {
+            Ok(PairingHostStep::Reply(reply)) => {
+                if send_msg(&mut send, &reply).await.is_err() {
+                    return;
+                }
+            }
+            Ok(PairingHostStep::Paired { reply, client }) => {
+                let stored = host.paired.lock().await.add(
+                    Fingerprint(client.client_fp),
+                    &client.client_name,
+                    "punktfunk/1",
+                );
+                match stored {
+                    Ok(c) => {
+                        tracing::info!(client = %c.name, fingerprint = %Fingerprint(client.client_fp).short(), "paired");
+                        let _ = send_msg(&mut send, &reply).await;
+                        let _ = send.finish();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        let m = PairingError::Rejected(format!(
+                            "the host could not store the pairing: {e}"
+                        ))
+                        .to_host_message(&host.host_name);
+                        refuse(&conn, &mut send, m, close::PAIRING_FAILED, "store failed").await;
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(client = %fp.short(), error = %e, "pairing failed");
+                refuse(
+                    &conn,
+                    &mut send,
+                    e.to_host_message(&host.host_name),
+                    close::PAIRING_FAILED,
+                    "pairing failed",
+                )
+                .await;
+                return;
+            }
+        }
+        msg = match reader.next().await {
+            Ok(m) => m,
+            Err(ReadError::Malformed(e)) => {
+                let m = PairingError::Rejected(format!("malformed pairing message: {e}"))
+                    .to_host_message(&host.host_name);
+                refuse(&conn, &mut send, m, close::PAIRING_FAILED, "malformed").await;
+                return;
+            }
+            Err(_) => return,
+        };
+    }
+}
+
+async fn session(
+    host: Arc<Host>,
+    conn: quinn::Connection,
+    fp: Fingerprint,
+    mut send: quinn::SendStream,
+    mut reader: Reader,
+    first: ClientMessage,
+) {
+    if !host.may_stream(&fp).await {
+        tracing::warn!(client = %fp.short(), remote = %conn.remote_address(), "refused an unpaired client");
+        let m = error_msg(
+            "pairing-required",
+            format!(
+                "this host requires pairing: run `punktfunkctl pair` on {} and then `punktfunk-client pair --pin <PIN> <host>`",
+                host.host_name
+            ),
+        );
+        refuse(
+            &conn,
+            &mut send,
+            m,
+            close::PAIRING_REQUIRED,
+            "pairing required",
+        )
+        .await;
+        return;
+    }
+    let session_id = host.next_session_id();
+    let local_ip = conn
+        .local_ip()
+        .unwrap_or_else(|| host.config.bind.parse().unwrap_or(IpAddr::from([0u8; 16])));
+    let mut policy = HostPolicy::new(
+        host.host_name.clone(),
+        SocketAddr::new(local_ip, 0).to_string(),
+        session_id,
+    );
+    policy.max_bitrate_kbps = host.config.max_bitrate_kbps;
+    policy.max_probe_kbps = host.config.max_bitrate_kbps;
+    policy.fec = punktfunk_proto::control::FecConfig {
+        shard_bytes: host.config.fec.shard_bytes,
+        max_data_shards: host.config.fec.max_data_shards,
+        parity_permille: host.config.fec.parity_permille,
+        parity_floor: host.config.fec.parity_floor,
+        max_frame_bytes: host.config.fec.max_frame_bytes,
+        frames_in_flight: host.config.fec.frames_in_flight,
+    };
+    // The synthetic source has no audio; the media work brings it.
+    policy.audio = None;
+    let mut machine = match HostSession::new(policy) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e.0, "invalid session policy (check [fec] in transport.toml)");
+            refuse(
+                &conn,
+                &mut send,
+                error_msg("internal", format!("host misconfigured: {}", e.0)),
+                close::PROTOCOL,
+                "policy",
+            )
+            .await;
+            return;
+        }
+    };
+    let mut live: Option<Live> = None;
+    let mut probes = tokio::task::JoinSet::new();
+    let mut msg = first;
+    let end_reason: String = 'session: loop {
+        let actions = match machine.on_message(crate::stream::now_ns(), msg) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(client = %fp.short(), error = %e, "protocol error; ending the session");
+                let m = HostSession::error_message(&e);
+                refuse(&conn, &mut send, m, close::PROTOCOL, "protocol error").await;
+                break 'session format!("protocol error: {e}");
+            }
+        };
+        for action in actions {
+            match action {
+                HostAction::Send(m) => {
+                    if let Err(e) = send_msg(&mut send, &m).await {
+                        break 'session format!("send failed: {e}");
+                    }
+                }
+                HostAction::StartStream(resolved) | HostAction::StartProbeSession(resolved) => {
+                    match start_stream(&host, &conn, fp, &resolved) {
+                        Ok(l) => {
+                            live = Some(l);
+                            host.refresh_status().await;
+                        }
+                        Err(e) => {
+                            tracing::error!(client = %fp.short(), "{e}");
+                            refuse(
+                                &conn,
+                                &mut send,
+                                error_msg("internal", e.clone()),
+                                close::PROTOCOL,
+                                "stream failed",
+                            )
+                            .await;
+                            break 'session e;
+                        }
+                    }
+                }
+                HostAction::Reconfigure { bitrate_kbps, .. } => {
+                    if let Some(l) = &live
+                        && let Some(dp) = &l.data_plane
+                    {
+                        dp.control().bitrate_bps.store(
+                            u64::from(bitrate_kbps) * 1000,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        tracing::info!(client = %fp.short(), bitrate_kbps, "bitrate reconfigured");
+                    }
+                }
+                HostAction::Keyframe { lost_frame } => {
+                    if let Some(l) = &live
+                        && let Some(dp) = &l.data_plane
+                    {
+                        dp.control()
+                            .force_keyframe
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(client = %fp.short(), lost_frame, "keyframe requested");
+                    }
+                }
+                HostAction::StartProbe { kbps, duration_ms } => {
+                    if let Some(l) = &live {
+                        match l.start_probe(&host, &conn, kbps, duration_ms) {
+                            Ok(task) => {
+                                probes.spawn(task);
+                            }
+                            Err(e) => tracing::warn!("speed test failed to start: {e}"),
+                        }
+                    }
+                }
+                HostAction::Stats(s) => {
+                    tracing::debug!(client = %fp.short(), frames = s.frames_received, lost = s.frames_lost, "client stats");
+                }
+                HostAction::RefInvalidate {
+                    first_frame,
+                    last_frame,
+                } => {
+                    // The synthetic source has no references; an encoder would get this.
+                    tracing::debug!(client = %fp.short(), first_frame, last_frame, "reference invalidation");
+                }
+                HostAction::Close { reason } => {
+                    let _ = send.finish();
+                    break 'session format!("session closed: {reason}");
+                }
+            }
+        }
+        // Wait for the next message, or a finished speed test to report.
+        msg = loop {
+            tokio::select! {
+                m = reader.next() => match m {
+                    Ok(m) => break m,
+                    Err(ReadError::Malformed(e)) => {
+                        let m = error_msg("protocol", format!("malformed control message: {e}"));
+                        refuse(&conn, &mut send, m, close::PROTOCOL, "malformed").await;
+                        break 'session format!("malformed message: {e}");
+                    }
+                    Err(ReadError::Finished) => break 'session "client finished the stream".into(),
+                    Err(ReadError::Lost(e)) => break 'session format!("connection lost: {e}"),
+                },
+                Some(done) = probes.join_next() => {
+                    if let Ok(result) = done {
+                        let m = machine.probe_finished(result);
+                        if let Err(e) = send_msg(&mut send, &m).await {
+                            break 'session format!("send failed: {e}");
+                        }
+                    }
+                }
+            }
+        };
+    };
+    probes.abort_all();
+    if let Some(l) = live {
+        let stats = l.stop(&host).await;
+        tracing::info!(client = %fp.short(), reason = %end_reason, frames_sent = stats.frames_sent, packets = stats.packets_sent, send_drops = stats.send_drop_packets, "session ended");
+    } else {
+        tracing::info!(client = %fp.short(), reason = %end_reason, "session ended before streaming");
+    }
+    host.refresh_status().await;
+}
+
+/// A streaming session's resources.
+struct Live {
+    session_id: u64,
+    client_ip: IpAddr,
+    data_port: u16,
+    bind_ip: IpAddr,
+    data_plane_cfg: punktfunk_wire::DataPlaneConfig,
+    fps: u32,
+    /// None for a speed-test-only session.
+    data_plane: Option<DataPlane>,
+}
+
+impl Live {
+    async fn stop(self, host: &Host) -> punktfunk_dataplane::SenderStats {
+        host.sessions.lock().await.remove(&self.session_id);
+        match self.data_plane {
+            Some(dp) => tokio::task::spawn_blocking(move || dp.stop())
+                .await
+                .unwrap_or_default(),
+            None => Default::default(),
+        }
+    }
+
+    /// Sends probe packets through the real data plane; the task returns what was sent.
+    fn start_probe(
+        &self,
+        _host: &Host,
+        conn: &quinn::Connection,
+        kbps: u32,
+        duration_ms: u32,
+    ) -> Result<impl std::future::Future<Output = ProbeResult> + Send + 'static, String> {
+        let key = export_key(conn, self.session_id, Direction::HostToClient)?;
+        let socket = connect_socket(
+            self.bind_ip,
+            SocketAddr::new(self.client_ip, self.data_port),
+        )
+        .map_err(|e| e.to_string())?;
+        let feed = SyntheticConfig {
+            bitrate_bps: u64::from(kbps) * 1000,
+            fps: self.fps,
+            keyframe_every: u32::MAX,
+            keyframe_factor: 1,
+            max_frame_bytes: self.data_plane_cfg.max_frame_bytes as usize
+                - punktfunk_wire::au::ENVELOPE_LEN,
+        };
+        let limit = Duration::from_millis(duration_ms.into());
+        let mut dp = DataPlane::start(
+            socket,
+            self.data_plane_cfg,
+            key,
+            StreamKind::Probe,
+            feed,
+            Some(limit),
+            Arc::new(AtomicU64::new(0)),
+        )?;
+        Ok(async move {
+            tokio::task::spawn_blocking(move || {
+                dp.join_feed();
+                // Let the send thread drain its queue before counting.
+                std::thread::sleep(Duration::from_millis(50));
+                let s = dp.stop();
+                ProbeResult {
+                    packets_sent: s.packets_sent,
+                    bytes_sent: s.bytes_sent,
+                    send_drops: s.send_drop_packets + s.frames_dropped_queue,
+                    duration_ms,
+                }
+            })
+            .await
+            .unwrap_or_default()
+        })
+    }
+}
+
+fn export_key(
+    conn: &quinn::Connection,
+    session_id: u64,
+    dir: Direction,
+) -> Result<punktfunk_wire::SessionKey, String> {
+    let mut material = [0u8; keys::KEY_MATERIAL_LEN];
+    conn.export_keying_material(
+        &mut material,
+        dir.exporter_label(),
+        &keys::exporter_context(session_id),
+    )
+    .map_err(|_| "TLS exporter failed".to_string())?;
+    keys::session_key_from_material(&material).map_err(|e| format!("key material: {e:?}"))
+}
+
+fn start_stream(
+    host: &Arc<Host>,
+    conn: &quinn::Connection,
+    fp: Fingerprint,
+    resolved: &punktfunk_control::host::ResolvedSession,
+) -> Result<Live, String> {
+    let session_id = resolved.session_id;
+    let mode = resolved.mode;
+    let fps = mode.refresh_mhz.div_ceil(1000).max(1);
+    let data_plane_cfg = resolved.data_plane;
+    let bind_ip: IpAddr = host.config.bind.parse().map_err(|e| format!("bind: {e}"))?;
+    let client_ip = conn.remote_address().ip();
+    let data_port = resolved.data_port;
+    let frames_sent = Arc::new(AtomicU64::new(0));
+    let data_plane = if resolved.probe_only {
+        None
+    } else {
+        let key = export_key(conn, session_id, Direction::HostToClient)?;
+        let socket = connect_socket(bind_ip, SocketAddr::new(client_ip, data_port))
+            .map_err(|e| e.to_string())?;
+        let feed = SyntheticConfig {
+            bitrate_bps: u64::from(resolved.bitrate_kbps) * 1000,
+            fps,
+            max_frame_bytes: data_plane_cfg.max_frame_bytes as usize
+                - punktfunk_wire::au::ENVELOPE_LEN,
+            ..SyntheticConfig::default()
+        };
+        Some(DataPlane::start(
+            socket,
+            data_plane_cfg,
+            key,
+            StreamKind::Video,
+            feed,
+            None,
+            frames_sent.clone(),
+        )?)
+    };
+    let entry = SessionEntry {
+        client_name: resolved.client_name.clone(),
+        fingerprint: fp,
+        mode,
+        bitrate_kbps: resolved.bitrate_kbps,
+        frames_sent,
+        started: Instant::now(),
+        conn: conn.clone(),
+    };
+    let host2 = host.clone();
+    // Registration is async; the session is usable before it completes.
+    tokio::spawn(async move {
+        host2.sessions.lock().await.insert(session_id, entry);
+        host2.refresh_status().await;
+    });
+    tracing::info!(
+        client = %resolved.client_name, fingerprint = %fp.short(), mode = %format!("{}x{}@{}", mode.width, mode.height, fps),
+        bitrate_kbps = resolved.bitrate_kbps, probe_only = resolved.probe_only, "session started"
+    );
+    Ok(Live {
+        session_id,
+        client_ip,
+        data_port,
+        bind_ip,
+        data_plane_cfg,
+        fps,
+        data_plane,
+    })
+}

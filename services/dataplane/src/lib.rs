@@ -115,7 +115,8 @@
 //!
 //! Unoptimized builds: wire's FEC and AES-GCM cost ~0.5 s of CPU per 1 MiB frame without
 //! optimizations, so `netlab::StreamRun::realtime` turns on feed backpressure and a wider loss
-//! deadline under `debug_assertions`; the tests' delivery assertions are the same. With
+//! deadline when `netlab::wire_is_unoptimized()` (and the netns test halves the frame rate);
+//! the tests' delivery assertions are the same. With
 //! `opt-level = 3` for dependencies and `punktfunk-wire` the tests run in real time.
 
 pub mod feed;

@@ -231,22 +231,42 @@ pub struct StreamRun {
     /// Defaults to on in unoptimized builds, where FEC + AES cost ~0.5 s per 1 MiB frame and
     /// real time is out of reach; off with optimizations.
     pub backpressure: bool,
+    /// [`wire_is_unoptimized`] said so when this run was made.
+    pub slow_build: bool,
+}
+
+/// True when punktfunk-wire runs unoptimized (a debug build without a profile override):
+/// packetizing a 256 KiB frame takes ~0.3 ms of CPU optimized and ~50–100 ms without; the
+/// cut is at 10 ms of thread CPU time. Decides test *parameters*, never a pass/fail.
+pub fn wire_is_unoptimized() -> bool {
+    let Ok(mut p) =
+        punktfunk_wire::Packetizer::new(DataPlaneConfig::default(), &lab_key(), StreamKind::Probe)
+    else {
+        return true;
+    };
+    let mut batch = punktfunk_wire::PacketBatch::new();
+    let au = vec![0x5a; 256 << 10];
+    let c0 = crate::sys::thread_cpu_ns();
+    let _ = p.packetize(0, true, &au, &mut batch);
+    crate::sys::thread_cpu_ns() - c0 > 10_000_000
 }
 
 impl StreamRun {
     /// `frames` frames of `source` at its frame rate, default data-plane config with its
     /// frame interval set to match.
     ///
-    /// In unoptimized builds (`debug_assertions`) neither end keeps up with real time (FEC and
+    /// In unoptimized builds ([`wire_is_unoptimized`]) neither end keeps up with real time (FEC and
     /// AES-GCM unoptimized: ~0.5 s of CPU per 1 MiB frame), so the feed uses backpressure and
-    /// the loss deadline is widened from 3 to 60 frame intervals; the delivery assertions
+    /// the loss deadline is widened from 3 to 600 frame intervals (10 s: tests run in parallel on
+    /// 2 cores, where an unoptimized receiver needs ~1 s of wall time for a keyframe); the delivery assertions
     /// stay the same. With optimizations the run is real time with the default deadline.
     pub fn realtime(source: SyntheticConfig, frames: u64) -> Self {
+        let slow = wire_is_unoptimized();
         let interval = 1_000_000_000 / u64::from(source.fps.max(1));
         Self {
             data_plane: DataPlaneConfig {
                 frame_interval_ns: interval,
-                loss_deadline_intervals: if cfg!(debug_assertions) { 60 } else { 3 },
+                loss_deadline_intervals: if slow { 600 } else { 3 },
                 ..DataPlaneConfig::default()
             },
             source,
@@ -254,8 +274,19 @@ impl StreamRun {
             feed_interval_ns: interval,
             mode: ModeChoice::Auto,
             queue_frames: 4,
-            backpressure: cfg!(debug_assertions),
+            backpressure: slow,
+            slow_build: slow,
         }
+    }
+
+    /// Stretches time by `factor`: frames are produced `factor` times less often and the
+    /// data-plane frame interval (pacing spread, loss deadline) grows alike.
+    pub fn slow_down(&mut self, factor: u64) {
+        self.feed_interval_ns = self.feed_interval_ns.saturating_mul(factor.max(1));
+        self.data_plane.frame_interval_ns = self
+            .data_plane
+            .frame_interval_ns
+            .saturating_mul(factor.max(1));
     }
 }
 

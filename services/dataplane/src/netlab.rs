@@ -246,9 +246,14 @@ pub fn wire_is_unoptimized() -> bool {
     };
     let mut batch = punktfunk_wire::PacketBatch::new();
     let au = vec![0x5a; 256 << 10];
-    let c0 = crate::sys::thread_cpu_ns();
-    let _ = p.packetize(0, true, &au, &mut batch);
-    crate::sys::thread_cpu_ns() - c0 > 10_000_000
+    // Best of three (the first pays for allocation and page faults).
+    let mut best = u64::MAX;
+    for i in 0..3 {
+        let c0 = crate::sys::thread_cpu_ns();
+        let _ = p.packetize(i, true, &au, &mut batch);
+        best = best.min(crate::sys::thread_cpu_ns() - c0);
+    }
+    best > 10_000_000
 }
 
 impl StreamRun {

@@ -54,9 +54,9 @@ fn full_queue_drops_and_counts_without_blocking_the_producer() {
         mid.frames_sent
     );
     assert_eq!(accepted + refused, FRAMES);
-    // One frame in the thread's hands, one in the queue (and at most one more if the thread
-    // was done with the first before we finished).
-    assert!((2..=3).contains(&accepted), "accepted {accepted}");
+    // At most one frame in the thread's hands, one in the queue, and one more if the thread
+    // finished the first before we were done (at least the first one always fits).
+    assert!((1..=3).contains(&accepted), "accepted {accepted}");
     assert_eq!(mid.frames_dropped_queue, refused);
 
     let fin = sender.shutdown();

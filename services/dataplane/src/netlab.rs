@@ -38,6 +38,12 @@ pub enum NetlabError {
     Command { cmd: String, stderr: String },
     #[error("{0}")]
     Io(#[from] io::Error),
+    #[error("veth {dev} in {ns} not ready after 5 s: {state}")]
+    NotReady {
+        ns: String,
+        dev: String,
+        state: String,
+    },
 }
 
 /// Which end of the pair.
@@ -58,6 +64,39 @@ pub struct NetnsPair {
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+
+/// Waits until `dev` has carrier, its qdisc is attached (the kernel's linkwatch does that up to
+/// ~1 s after carrier; until then the device drops every packet, which loses mDNS queries and
+/// the first frames) and no IPv6 address is still tentative.
+fn wait_link_ready(ns: &str, dev: &str) -> Result<(), NetlabError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let link = run(&["ip", "-n", ns, "link", "show", "dev", dev])?;
+        let tentative = run(&[
+            "ip",
+            "-n",
+            ns,
+            "-6",
+            "addr",
+            "show",
+            "dev",
+            dev,
+            "tentative",
+        ])?;
+        if link.contains("LOWER_UP") && !link.contains("qdisc noop") && tentative.trim().is_empty()
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(NetlabError::NotReady {
+                ns: ns.to_string(),
+                dev: dev.to_string(),
+                state: format!("{} {}", link.trim(), tentative.trim()),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 fn run(args: &[&str]) -> Result<String, NetlabError> {
     let out = Command::new(args[0])
@@ -122,6 +161,9 @@ impl NetnsPair {
             run(&["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"])?;
             run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        for (ns, dev) in [(&pair.a, "pfva"), (&pair.b, "pfvb")] {
+            wait_link_ready(ns, dev)?;
         }
         Ok(pair)
     }

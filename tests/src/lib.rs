@@ -154,6 +154,8 @@ pub struct Supervisor {
     pub root: tempfile::TempDir,
     pub watchdog_usec: u64,
     pub units: Vec<Unit>,
+    /// Extra environment per daemon (like `Environment=` in a drop-in).
+    pub env: Vec<(&'static str, String, String)>,
 }
 
 /// One daemon under the [`Supervisor`].
@@ -194,6 +196,7 @@ impl Supervisor {
             root,
             watchdog_usec,
             units,
+            env: Vec::new(),
         }
     }
 
@@ -221,6 +224,12 @@ impl Supervisor {
         let runtime_dir = self.runtime_dir();
         let config_home = self.config_home();
         let watchdog = self.watchdog_usec;
+        let extra: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(d, _, _)| *d == name)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
         let unit = self.unit(name);
         assert!(unit.child.is_none(), "{name} is already running");
         let log = std::fs::OpenOptions::new()
@@ -253,6 +262,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        cmd.envs(extra);
         // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe and
         // only touch fd numbers. The sources are the harness's listeners (open in the parent for
         // the spawn); dup2 clears FD_CLOEXEC on the targets 3 and 4. The sources are ≥ 100, so

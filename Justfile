@@ -54,8 +54,8 @@ loss-sweep: setup
 # Run each fuzz target for SECONDS (default 60) and print the execution counts.
 fuzz seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-    services/wire/fuzz/run.sh {{seconds}}
-    services/control/fuzz/run.sh {{seconds}}
+    tests/fuzz/run.sh services/wire/fuzz {{seconds}}
+    tests/fuzz/run.sh services/control/fuzz {{seconds}}
 
 # rustfmt check and clippy with warnings as errors.
 lint:

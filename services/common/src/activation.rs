@@ -188,6 +188,13 @@ fn restrict(path: &Path) -> Result<(), ActivationError> {
     })
 }
 
+/// A close-on-exec Unix socket of `kind` connected to `path`.
+pub(crate) fn connect_unix(path: &Path, kind: SocketType) -> std::io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None)?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(fd)
+}
+
 fn bind_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
@@ -205,11 +212,7 @@ fn clear_stale(daemon: &str, path: &Path, kind: SocketType) -> Result<(), Activa
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    let probe = || -> std::io::Result<()> {
-        let fd = rustix::net::socket_with(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None)?;
-        rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
-        Ok(())
-    };
+    let probe = || connect_unix(path, kind).map(drop);
     match probe() {
         Ok(()) => Err(ActivationError::InUse {
             daemon: daemon.to_string(),

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use punktfunk_proto::common::FdTicket;
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
 /// Most fds one ticket may carry (a ring pair for video and audio is four).
@@ -297,19 +297,11 @@ pub fn redeem(path: &Path, ticket: &FdTicket) -> Result<Vec<OwnedFd>, RedeemErro
     let id: [u8; 16] = ticket.id.as_slice().try_into().map_err(|_| {
         RedeemError::Protocol(format!("a ticket id is 16 bytes, not {}", ticket.id.len()))
     })?;
-    let connect = || -> std::io::Result<OwnedFd> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
-        rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
-        Ok(fd)
-    };
-    let sock = connect().map_err(|source| RedeemError::Connect {
-        path: path.to_path_buf(),
-        source,
+    let sock = crate::activation::connect_unix(path, SocketType::SEQPACKET).map_err(|source| {
+        RedeemError::Connect {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     rustix::net::sockopt::set_socket_timeout(
         &sock,

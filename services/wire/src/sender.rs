@@ -205,8 +205,24 @@ impl Packetizer {
                 data_shards: blk.data as u16,
                 parity_shards: blk.parity as u16,
             };
-            let block_start = p;
-            // Data shards: copy AU bytes straight into the packet payload.
+            let mut enc = if blk.parity > 0 {
+                Some(match &mut self.encoder {
+                    Some(e) => {
+                        e.reset(blk.data as usize, blk.parity as usize, shard)
+                            .map_err(PacketizeError::Fec)?;
+                        e
+                    }
+                    none => none.insert(
+                        ReedSolomonEncoder::new(blk.data as usize, blk.parity as usize, shard)
+                            .map_err(PacketizeError::Fec)?,
+                    ),
+                })
+            } else {
+                None
+            };
+            // Data shards: copy AU bytes straight into the packet payload, hand the plaintext
+            // to the encoder and seal the packet while it is still in cache (one pass over
+            // the frame instead of three).
             for k in 0..blk.data {
                 let pkt = &mut batch.buf[p * stride..(p + 1) * stride];
                 hdr.shard_index = k as u16;
@@ -217,41 +233,28 @@ impl Packetizer {
                 let n = src.len().min(shard);
                 payload[..n].copy_from_slice(&src[..n]);
                 payload[n..].fill(0);
+                if let Some(e) = enc.as_deref_mut() {
+                    e.add_original_shard(&*payload)
+                        .map_err(PacketizeError::Fec)?;
+                }
+                self.sealer.seal_reserved(first_seq + p as u64, pkt)?;
                 p += 1;
             }
             // Parity shards.
-            if blk.parity > 0 {
-                let enc = match &mut self.encoder {
-                    Some(e) => {
-                        e.reset(blk.data as usize, blk.parity as usize, shard)
-                            .map_err(PacketizeError::Fec)?;
-                        e
-                    }
-                    none => none.insert(
-                        ReedSolomonEncoder::new(blk.data as usize, blk.parity as usize, shard)
-                            .map_err(PacketizeError::Fec)?,
-                    ),
-                };
-                for k in 0..blk.data as usize {
-                    let at = (block_start + k) * stride + HEADER_LEN;
-                    enc.add_original_shard(&batch.buf[at..at + shard])
-                        .map_err(PacketizeError::Fec)?;
-                }
-                let result = enc.encode().map_err(PacketizeError::Fec)?;
+            if let Some(e) = enc {
+                let result = e.encode().map_err(PacketizeError::Fec)?;
                 hdr.flags |= FLAG_PARITY;
                 for (j, rec) in result.recovery_iter().enumerate() {
                     let pkt = &mut batch.buf[p * stride..(p + 1) * stride];
                     hdr.shard_index = (blk.data as usize + j) as u16;
                     write_header(&hdr, pkt);
                     pkt[HEADER_LEN..HEADER_LEN + shard].copy_from_slice(rec);
+                    self.sealer.seal_reserved(first_seq + p as u64, pkt)?;
                     p += 1;
                 }
             }
         }
         debug_assert_eq!(p, packets as usize);
-        for (i, pkt) in batch.buf[..p * stride].chunks_exact_mut(stride).enumerate() {
-            self.sealer.seal_reserved(first_seq + i as u64, pkt)?;
-        }
         Ok(FrameSummary {
             packets,
             data_packets: layout.data_shards,

@@ -1,0 +1,15 @@
+//! punktfunk-media: the capture + encode worker (ARCHITECTURE.md §4).
+//!
+//! * [`description`] — typed pipeline descriptions and the encoder ladder (pure, no GStreamer);
+//! * [`counter`] — the machine-readable frame counter drawn into test frames;
+//! * [`nal`] — Annex-B NAL unit parsing (IDR / parameter-set checks);
+//! * [`worker`] — runs a description with GStreamer and writes access units into the AU ring.
+
+pub mod counter;
+pub mod description;
+pub mod nal;
+pub mod worker;
+
+/// Names of the fds in the StartStream ticket, in order (audio only when requested).
+pub const VIDEO_RING_FD_NAMES: [&str; 2] = ["video-ring-memfd", "video-ring-doorbell"];
+pub const AUDIO_RING_FD_NAMES: [&str; 2] = ["audio-ring-memfd", "audio-ring-doorbell"];

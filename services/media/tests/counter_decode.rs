@@ -1,0 +1,123 @@
+//! The frame counter survives x264enc → avdec_h264, and equals the ring's frame index; a mode
+//! change restarts the pipeline with an IDR flagged DISCONTINUITY.
+
+mod common;
+
+use std::time::Duration;
+
+use common::read_n;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use punktfunk_media::counter;
+use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
+use punktfunk_ring::{Consumer, RecordFlags};
+
+fn start(mode: Mode) -> (EncodeWorker, Consumer) {
+    let (worker, fds) = EncodeWorker::start(
+        StreamConfig {
+            source: Source::Test {
+                pattern: "ball".into(),
+            },
+            mode,
+            codec: Codec::H264,
+            bitrate_kbps: 4_000,
+            encoder: Some(EncoderKind::X264),
+        },
+        false,
+    )
+    .expect("start");
+    let consumer = Consumer::attach(fds.video).expect("attach");
+    (worker, consumer)
+}
+
+/// Decodes Annex-B AUs with avdec_h264; returns each decoded frame's counter.
+fn decode_counters(aus: &[Vec<u8>], w: usize, h: usize) -> Vec<Option<u32>> {
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
+         h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 ! \
+         appsink name=sink sync=false",
+    )
+    .expect("decoder pipeline")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .expect("appsink");
+    pipeline.set_state(gst::State::Playing).expect("play");
+    for (i, au) in aus.iter().enumerate() {
+        let mut b = gst::Buffer::from_slice(au.clone());
+        b.get_mut()
+            .expect("fresh buffer")
+            .set_pts(gst::ClockTime::from_mseconds(i as u64 * 16));
+        src.push_buffer(b).expect("push");
+    }
+    src.end_of_stream().expect("eos");
+    let mut out = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buf = sample.buffer().expect("buffer");
+        let map = buf.map_readable().expect("map");
+        out.push(counter::read_from_i420(&map, w, h));
+    }
+    pipeline.set_state(gst::State::Null).expect("stop");
+    out
+}
+
+#[test]
+fn counter_survives_x264_and_avdec_and_matches_frame_index() {
+    let (worker, mut consumer) = start(Mode::new(640, 480, 30));
+    let aus = read_n(&mut consumer, 45, Duration::from_secs(20));
+    worker.stop();
+    let payloads: Vec<Vec<u8>> = aus.iter().map(|a| a.payload.clone()).collect();
+    let decoded = decode_counters(&payloads, 640, 480);
+    assert_eq!(decoded.len(), aus.len(), "every AU decodes to one frame");
+    for (a, c) in aus.iter().zip(&decoded) {
+        assert_eq!(
+            *c,
+            Some(a.frame as u32),
+            "decoded counter vs ring frame index"
+        );
+    }
+}
+
+#[test]
+fn mode_change_restarts_with_idr_and_discontinuity() {
+    let (worker, mut consumer) = start(Mode::new(640, 480, 30));
+    let first = read_n(&mut consumer, 10, Duration::from_secs(20));
+    assert!(first[0].idr(Codec::H264));
+    let restarted = worker
+        .reconfigure(None, Some(Mode::new(800, 600, 30)))
+        .expect("reconfigure");
+    assert!(restarted);
+    assert_eq!(worker.generation(), 2);
+    // Skip what the old pipeline wrote before it stopped; the new one starts with an IDR.
+    let rest = read_n(&mut consumer, 20, Duration::from_secs(20));
+    let k = rest
+        .iter()
+        .position(|a| a.flags.contains(RecordFlags::DISCONTINUITY))
+        .expect("a DISCONTINUITY record after the restart");
+    assert!(
+        rest[k].idr(Codec::H264),
+        "first AU of the new pipeline is an IDR"
+    );
+    assert!(rest[k].frame > first[9].frame, "frame index keeps counting");
+    let decoded = decode_counters(
+        &rest[k..]
+            .iter()
+            .map(|a| a.payload.clone())
+            .collect::<Vec<_>>(),
+        800,
+        600,
+    );
+    assert_eq!(
+        decoded.first().copied().flatten(),
+        Some(rest[k].frame as u32)
+    );
+    worker.stop();
+}

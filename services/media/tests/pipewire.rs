@@ -1,0 +1,121 @@
+//! The PipeWire source against a real PipeWire daemon (TESTING.md "PipeWire capture without a
+//! compositor"): a private pipewire + wireplumber under dbus-run-session, a synthetic
+//! Video/Source node from `pipewiresink mode=provide`, and our pipeline connecting to it through
+//! a remote fd (as session would hand one over) — frames must reach the encoder and the ring.
+//! System-memory caps only: no GPU here, so the dmabuf branch is covered by the description
+//! tests.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::read_n;
+use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
+use punktfunk_ring::Consumer;
+
+const NODE_NAME: &str = "pf-test-screen";
+
+/// The process group running dbus-run-session, pipewire, wireplumber and the source node.
+struct Graph(Child);
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn find_node(runtime: &Path) -> Option<u32> {
+    let out = Command::new("pw-cli")
+        .args(["ls", "Node"])
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("PIPEWIRE_RUNTIME_DIR", runtime)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut id = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("id ") {
+            id = rest.split(',').next().and_then(|n| n.trim().parse().ok());
+        }
+        if l.starts_with("node.name") && l.contains(&format!("\"{NODE_NAME}\"")) {
+            return id;
+        }
+    }
+    None
+}
+
+#[test]
+fn pipewire_node_frames_reach_the_encoder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().to_path_buf();
+    rustix::fs::chmod(&runtime, rustix::fs::Mode::from_raw_mode(0o700)).expect("chmod");
+    let script = format!(
+        "pipewire & sleep 0.5; wireplumber & sleep 0.5; \
+         gst-launch-1.0 -q videotestsrc is-live=true pattern=ball ! \
+         video/x-raw,format=I420,width=640,height=480,framerate=30/1 ! \
+         pipewiresink mode=provide \
+         stream-properties=\"props,media.class=Video/Source,node.name={NODE_NAME}\" & wait"
+    );
+    let _graph = Graph(
+        Command::new("dbus-run-session")
+            .args(["--", "sh", "-c", &script])
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("PIPEWIRE_RUNTIME_DIR", &runtime)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("dbus-run-session (apt: dbus pipewire wireplumber gstreamer1.0-pipewire)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let node = loop {
+        if let Some(id) = find_node(&runtime) {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the synthetic source node did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The remote fd, as the session daemon would pass it (a connection to the PipeWire socket).
+    let remote: OwnedFd = UnixStream::connect(runtime.join("pipewire-0"))
+        .expect("connect to pipewire-0")
+        .into();
+    let (worker, fds) = EncodeWorker::start(
+        StreamConfig {
+            source: Source::PipeWire {
+                fd: Some(remote),
+                node_id: node,
+                dmabuf: false,
+            },
+            mode: Mode::new(640, 480, 30),
+            codec: Codec::H264,
+            bitrate_kbps: 4_000,
+            encoder: Some(EncoderKind::X264),
+        },
+        false,
+    )
+    .expect("start the pipewire pipeline");
+    let mut consumer = Consumer::attach(fds.video).expect("attach");
+    let aus = read_n(&mut consumer, 30, Duration::from_secs(30));
+    assert!(aus[0].idr(Codec::H264), "IDR first");
+    for w in aus.windows(2) {
+        assert!(w[1].frame > w[0].frame);
+    }
+    let s = worker.stats();
+    assert!(s.frames_captured >= 30, "{s:?}");
+    assert_eq!(s.last_error, None);
+    worker.stop();
+}

@@ -330,12 +330,11 @@ impl ReplayWindow {
 mod fast {
     use core::arch::x86_64::*;
 
-    /// Expanded AES-128 key and GHASH key powers H^1..H^16 (byte-reversed domain), H^1 at
-    /// index 0.
+    /// Expanded AES-128 key and GHASH key powers (byte-reversed domain), H^1 at index 0.
     #[derive(Clone)]
     pub(super) struct Gcm {
         rk: [__m128i; 11],
-        h: [__m128i; 16],
+        h: [__m128i; 8],
         /// 16-blocks-per-step path (VAES + VPCLMULQDQ on 512-bit vectors), when available.
         wide: Option<Wide>,
     }
@@ -376,8 +375,8 @@ mod fast {
         fn init(key: &[u8; 16]) -> Self {
             let rk = expand_key(key);
             let h1 = bswap(aes_block(&rk, _mm_setzero_si128()));
-            let mut h = [h1; 16];
-            for i in 1..16 {
+            let mut h = [h1; 8];
+            for i in 1..8 {
                 h[i] = gfmul(h[i - 1], h1);
             }
             Self { rk, h, wide: None }
@@ -385,7 +384,10 @@ mod fast {
 
         #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1,avx512f")]
         fn init_wide(&self) -> Wide {
-            let pow = self.h;
+            let mut pow = [self.h[0]; 16];
+            for i in 1..16 {
+                pow[i] = gfmul(pow[i - 1], self.h[0]);
+            }
             let h = core::array::from_fn(|j| {
                 let lanes = [
                     pow[15 - 4 * j],
@@ -398,20 +400,6 @@ mod fast {
             });
             let rk = core::array::from_fn(|i| _mm512_broadcast_i32x4(self.rk[i]));
             Wide { rk, h }
-        }
-
-        /// GHASH of 1..=16 byte-reversed `blocks` into `y`, with one reduction:
-        /// `(y ⊕ b0)·H^n ⊕ b1·H^(n-1) ⊕ … ⊕ b(n-1)·H`.
-        #[target_feature(enable = "aes,pclmulqdq,ssse3,sse4.1")]
-        fn ghash_many(&self, y: __m128i, blocks: &[__m128i]) -> __m128i {
-            let n = blocks.len().min(16);
-            let z = _mm_setzero_si128();
-            let (mut lo, mut mid, mut hi) = (z, z, z);
-            for (i, b) in blocks[..n].iter().enumerate() {
-                let x = if i == 0 { _mm_xor_si128(*b, y) } else { *b };
-                clmul_acc(x, self.h[n - 1 - i], &mut lo, &mut mid, &mut hi);
-            }
-            reduce(lo, mid, hi)
         }
 
         /// Without the 512-bit path (tests exercise both).
@@ -489,22 +477,20 @@ mod fast {
             let one = _mm_set_epi32(0, 0, 0, 1);
 
             let mut y = _mm_setzero_si128();
-            // Associated data, up to 16 blocks per reduction.
-            let mut g = [_mm_setzero_si128(); 16];
-            let mut gn = 0;
-            for c in aad.chunks(16) {
-                let mut b = [0u8; 16];
-                b[..c.len()].copy_from_slice(c);
-                // SAFETY: 16-byte array.
-                g[gn] = bswap(unsafe { _mm_loadu_si128(b.as_ptr().cast()) });
-                gn += 1;
-                if gn == 16 {
-                    y = self.ghash_many(y, &g);
-                    gn = 0;
-                }
+            // Associated data.
+            let mut chunks = aad.chunks_exact(16);
+            for c in &mut chunks {
+                // SAFETY: `c` is 16 bytes.
+                let x = unsafe { _mm_loadu_si128(c.as_ptr().cast()) };
+                y = gfmul(_mm_xor_si128(y, bswap(x)), self.h[0]);
             }
-            if gn > 0 {
-                y = self.ghash_many(y, &g[..gn]);
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut b = [0u8; 16];
+                b[..rest.len()].copy_from_slice(rest);
+                // SAFETY: 16-byte array.
+                let x = unsafe { _mm_loadu_si128(b.as_ptr().cast()) };
+                y = gfmul(_mm_xor_si128(y, bswap(x)), self.h[0]);
             }
 
             let mut off = 0usize;
@@ -550,9 +536,7 @@ mod fast {
                 y = reduce(lo, mid, hi);
                 off += 128;
             }
-            // Remaining full blocks (< 8), the partial last block and the length block, with
-            // one reduction.
-            let mut gn = 0;
+            // Remaining full blocks and the partial last block.
             while off < len {
                 let n = (len - off).min(16);
                 ctr = _mm_add_epi32(ctr, one);
@@ -575,16 +559,15 @@ mod fast {
                 } else {
                     input
                 };
-                g[gn] = bswap(ct);
-                gn += 1;
+                y = gfmul(_mm_xor_si128(y, bswap(ct)), self.h[0]);
                 off += n;
             }
             let mut lens = [0u8; 16];
             lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
             lens[8..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
             // SAFETY: 16-byte array.
-            g[gn] = bswap(unsafe { _mm_loadu_si128(lens.as_ptr().cast()) });
-            y = self.ghash_many(y, &g[..gn + 1]);
+            let l = unsafe { _mm_loadu_si128(lens.as_ptr().cast()) };
+            y = gfmul(_mm_xor_si128(y, bswap(l)), self.h[0]);
             let tag = _mm_xor_si128(bswap(y), mask);
             let mut out = [0u8; 16];
             // SAFETY: 16-byte array.
@@ -853,7 +836,7 @@ mod tests {
             state as u8
         };
         for len in (0..300).chain([511, 512, 513, 1200, 1201, 1216, 4000]) {
-            for aad_len in [0usize, 1, 16, 20, 32, 33, 256, 300] {
+            for aad_len in [0usize, 1, 16, 20, 32, 33] {
                 let pt: Vec<u8> = (0..len).map(|_| byte()).collect();
                 let aad: Vec<u8> = (0..aad_len).map(|_| byte()).collect();
                 let nonce: [u8; 12] = core::array::from_fn(|_| byte());

@@ -73,7 +73,6 @@ fn main() {
             .collect();
         let pk = median(times);
         report("packetize (FEC+seal)", len, batch.len(), pk, base);
-        breakdown(&cfg, &key, &au, &mut batch, n, base);
 
         // Reassembly with 0 % and 2 % loss.
         for loss in [0.0f64, 0.02] {
@@ -118,94 +117,5 @@ fn report(name: &str, len: usize, packets: usize, ns: u64, base: u64) {
         ns as f64 / 1000.0,
         base as f64 / 1000.0,
         ns as f64 / base.max(1) as f64
-    );
-}
-
-/// Where packetize's time goes: the same work split into its stages, each timed alone on
-/// the same frame (RS encode of every block; sealing every packet of the batch).
-fn breakdown(
-    cfg: &DataPlaneConfig,
-    key: &SessionKey,
-    au: &[u8],
-    batch: &mut PacketBatch,
-    n: usize,
-    base: u64,
-) {
-    let layout = cfg.layout(au.len() as u32).expect("layout");
-    let shard = cfg.shard_bytes as usize;
-    let mut padded = au.to_vec();
-    padded.resize(layout.data_shards as usize * shard, 0);
-    let mut enc = reed_solomon_simd::ReedSolomonEncoder::new(2, 2, shard).expect("encoder");
-    let rs = median(
-        (0..n)
-            .map(|_| {
-                let t = cpu_ns();
-                for b in 0..layout.blocks {
-                    let blk = layout.block(b);
-                    if blk.parity == 0 {
-                        continue;
-                    }
-                    enc.reset(blk.data as usize, blk.parity as usize, shard)
-                        .expect("reset");
-                    let first = blk.first_data_shard as usize;
-                    for s in padded[first * shard..(first + blk.data as usize) * shard]
-                        .chunks_exact(shard)
-                    {
-                        enc.add_original_shard(s).expect("add");
-                    }
-                    let r = enc.encode().expect("encode");
-                    black_box(r.recovery(0));
-                }
-                cpu_ns() - t
-            })
-            .collect(),
-    );
-    report("  of which RS encode", au.len(), batch.len(), rs, base);
-    let mut sealer = Sealer::new(key, StreamKind::Video);
-    let stride = batch.stride();
-    let mut buf = batch.bytes().to_vec();
-    let seal = median(
-        (0..n)
-            .map(|_| {
-                let t = cpu_ns();
-                for p in buf.chunks_exact_mut(stride) {
-                    sealer.seal(p).expect("seal");
-                }
-                cpu_ns() - t
-            })
-            .collect(),
-    );
-    report("  of which seal", au.len(), batch.len(), seal, base);
-    // The same sealing done with aes-gcm 0.11 directly (the implementation before the
-    // one-pass AES-NI/PCLMULQDQ path), as the in-run reference for it.
-    use aes_gcm::aead::inout::InOutBuf;
-    use aes_gcm::{AeadInOut, Aes128Gcm, KeyInit, Nonce};
-    let aead = Aes128Gcm::new(&key.key.into());
-    let mut seq = 0u64;
-    let reference = median(
-        (0..n)
-            .map(|_| {
-                let t = cpu_ns();
-                for p in buf.chunks_exact_mut(stride) {
-                    let (h, rest) = p.split_at_mut(HEADER_LEN);
-                    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-                    let mut nonce = [0u8; 12];
-                    nonce[4..].copy_from_slice(&seq.to_be_bytes());
-                    seq += 1;
-                    let t = aead
-                        .encrypt_inout_detached(&Nonce::from(nonce), h, InOutBuf::from(body))
-                        .expect("seal");
-                    tag.copy_from_slice(&t);
-                }
-                cpu_ns() - t
-            })
-            .collect(),
-    );
-    report(
-        "  seal, aes-gcm 0.11 (ref)",
-        au.len(),
-        batch.len(),
-        reference,
-        base,
     );
 }

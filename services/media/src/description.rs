@@ -329,7 +329,7 @@ impl EncoderKind {
                 // keyint=-1 as "infinite GOP", so it goes in the option string.
                 p(
                     "option-string",
-                    "keyint=-1:scenecut=0:repeat-headers=1:bframes=0",
+                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0",
                 ),
             ],
             EncoderKind::OpenH264 => vec![
@@ -736,7 +736,7 @@ mod tests {
                 ("speed-preset", "ultrafast"),
                 (
                     "option-string",
-                    "keyint=-1:scenecut=0:repeat-headers=1:bframes=0"
+                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0"
                 ),
                 ("bitrate", "8000"),
             ])

@@ -420,8 +420,10 @@ impl PipelineDesc {
                 node_id,
                 dmabuf,
             } => {
+                // DMABuf first when the GPU chain can take it; glupload takes system memory too,
+                // so a compositor that offers only shm still negotiates.
                 let caps = if *dmabuf {
-                    "video/x-raw(memory:DMABuf)".to_string()
+                    "video/x-raw(memory:DMABuf);video/x-raw".to_string()
                 } else {
                     "video/x-raw".to_string()
                 };
@@ -533,6 +535,7 @@ fn quote(v: &str) -> String {
     let plain = !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:+".contains(c));
+    // (`;` separates caps structures and must be quoted.)
     if plain {
         v.to_string()
     } else {
@@ -846,7 +849,7 @@ mod tests {
         );
         assert_eq!(
             props(&n, "capsfilter"),
-            pv(&[("caps", "video/x-raw(memory:DMABuf)")])
+            pv(&[("caps", "video/x-raw(memory:DMABuf);video/x-raw")])
         );
         assert_eq!(
             props(&n, "nvh265enc"),
@@ -865,7 +868,7 @@ mod tests {
         assert!(!factories(&n).iter().any(|f| f == "videoconvert"));
         assert!(d.launch().starts_with(
             "pipewiresrc name=src fd=7 path=42 do-timestamp=true always-copy=false ! \
-             capsfilter name=captured caps=\"video/x-raw(memory:DMABuf)\" ! queue"
+             capsfilter name=captured caps=\"video/x-raw(memory:DMABuf);video/x-raw\" ! queue"
         ));
     }
 

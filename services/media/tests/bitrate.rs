@@ -29,7 +29,8 @@ fn x264_bitrate_drops_live_without_idr_or_restart() {
             source: Source::Test {
                 pattern: "snow".into(),
             },
-            mode: Mode::new(1280, 720, 60),
+            // 30 Hz keeps the noise encode light on 2 busy cores; the rate is per second either way.
+            mode: Mode::new(1280, 720, 30),
             codec: Codec::H264,
             bitrate_kbps: 20_000,
             encoder: Some(EncoderKind::X264),

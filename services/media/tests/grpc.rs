@@ -103,7 +103,12 @@ async fn start_stream_over_grpc_and_read_the_ring() {
         .await
         .expect("StartStream")
         .into_inner();
-    assert_eq!(reply.encoder, "x264enc");
+    // No GPU on CI: the ladder lands on x264enc (a VA/NVENC machine would pick its encoder).
+    assert!(
+        ["nvh264enc", "vah264enc", "x264enc", "openh264enc"].contains(&reply.encoder.as_str()),
+        "{}",
+        reply.encoder
+    );
     let ticket = reply.rings.expect("rings ticket");
     assert_eq!(
         ticket.fd_names,
@@ -120,7 +125,10 @@ async fn start_stream_over_grpc_and_read_the_ring() {
         .expect("health")
         .into_inner()
         .status;
-    assert_eq!(status, "encoding 1280x720@60 H.264 x264enc → ring");
+    assert_eq!(
+        status,
+        format!("encoding 1280x720@60 H.264 {} → ring", reply.encoder)
+    );
 
     let fds: Vec<OwnedFd> =
         tokio::task::spawn_blocking(move || fdchannel::redeem(&fds_path, &ticket))

@@ -72,6 +72,18 @@ impl MediaService {
         })
     }
 
+    /// A stream whose pipeline is still healthy; ABORTED (restart it) if GStreamer failed it.
+    fn get_healthy(&self, id: &str) -> Result<Arc<EncodeWorker>, Status> {
+        let w = self.get(id)?;
+        if let Some(e) = w.failure() {
+            self.update_status();
+            return Err(Status::aborted(format!(
+                "stream {id:?} failed: {e}; stop it and start a new one"
+            )));
+        }
+        Ok(w)
+    }
+
     fn update_status(&self) {
         let streams = self.streams();
         if streams.is_empty() {
@@ -261,13 +273,13 @@ impl Media for MediaService {
         &self,
         req: Request<RequestKeyframeRequest>,
     ) -> Result<Response<RequestKeyframeReply>, Status> {
-        let worker = self.get(&req.into_inner().stream_id)?;
+        let worker = self.get_healthy(&req.into_inner().stream_id)?;
         worker.request_keyframe().map_err(worker_status)?;
         Ok(Response::new(RequestKeyframeReply {}))
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
-        let worker = self.get(&req.into_inner().stream_id)?;
+        let worker = self.get_healthy(&req.into_inner().stream_id)?;
         let s = worker.stats();
         Ok(Response::new(StatsReply {
             fps_in: s.fps_in,

@@ -642,8 +642,17 @@ impl EncodeWorker {
         }
     }
 
+    /// The error that stopped the pipeline, if one did (GStreamer errors are fatal to a
+    /// pipeline: restart the stream).
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.last_error).clone()
+    }
+
     /// One human line for the health status.
     pub fn status_line(&self) -> String {
+        if let Some(e) = self.failure() {
+            return format!("stream failed: {e}");
+        }
         match self.desc() {
             Some(d) => format!(
                 "encoding {} {} {} → ring",

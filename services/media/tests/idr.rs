@@ -36,8 +36,8 @@ fn x264_one_idr_in_10s_then_one_on_request() {
         aus.len(),
         aus.iter().map(|a| a.payload.len()).sum::<usize>()
     );
-    // A 10 s run at 60 fps; allow for a slow start but require more than x264's default GOP (250).
-    assert!(aus.len() > 300, "only {} AUs in 10 s", aus.len());
+    // 10 s at 60 fps; the check only means something past x264's default GOP (250 frames).
+    assert!(aus.len() > 260, "only {} AUs in 10 s", aus.len());
     assert_eq!(idrs, vec![0], "exactly one IDR, the first AU");
     assert!(aus[0].flags.contains(RecordFlags::KEYFRAME));
     assert!(nal::has_parameter_sets(Codec::H264, &aus[0].payload));

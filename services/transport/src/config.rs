@@ -124,7 +124,7 @@ impl DaemonConfig for TransportConfig {
                 ),
             );
         }
-        if self.fec.shard_bytes % 2 != 0 || !(64..=1400).contains(&self.fec.shard_bytes) {
+        if !self.fec.shard_bytes.is_multiple_of(2) || !(64..=1400).contains(&self.fec.shard_bytes) {
             return err(
                 "fec.shard_bytes",
                 format!("{} must be even and in 64..=1400", self.fec.shard_bytes),

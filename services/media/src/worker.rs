@@ -135,6 +135,7 @@ pub struct WorkerStats {
 
 #[derive(Clone, Copy, Debug)]
 struct Stamp {
+    /// Running time of the frame's PTS.
     pts: u64,
     frame: u64,
     captured_ns: u64,
@@ -178,7 +179,12 @@ impl Shared {
     }
 
     /// Source probe: number the frame, draw the counter, stamp capture time.
-    fn on_captured(&self, buf: &mut gst::BufferRef, info: Option<&gst_video::VideoInfo>) {
+    fn on_captured(
+        &self,
+        pad: &gst::Pad,
+        buf: &mut gst::BufferRef,
+        info: Option<&gst_video::VideoInfo>,
+    ) {
         let now = monotonic_ns();
         let frame = self.next_frame.fetch_add(1, Ordering::Relaxed);
         if self.draw_counter.load(Ordering::Relaxed)
@@ -186,13 +192,15 @@ impl Shared {
         {
             draw_counter(buf, info, frame as u32);
         }
-        let Some(pts) = buf.pts() else { return };
+        let Some(pts) = pad_running_time(pad, buf) else {
+            return;
+        };
         let mut s = lock(&self.stamps);
         if s.len() >= STAMP_WINDOW {
             s.pop_front();
         }
         s.push_back(Stamp {
-            pts: pts.nseconds(),
+            pts,
             frame,
             captured_ns: now,
             encode_start_ns: 0,
@@ -200,11 +208,12 @@ impl Shared {
     }
 
     /// Encoder sink probe.
-    fn on_encode_start(&self, buf: &gst::BufferRef) {
+    fn on_encode_start(&self, pad: &gst::Pad, buf: &gst::BufferRef) {
         let now = monotonic_ns();
         self.encoder_in.fetch_add(1, Ordering::Relaxed);
-        let Some(pts) = buf.pts() else { return };
-        let pts = pts.nseconds();
+        let Some(pts) = pad_running_time(pad, buf) else {
+            return;
+        };
         let mut s = lock(&self.stamps);
         if let Some(st) = s.iter_mut().rev().find(|st| st.pts == pts) {
             st.encode_start_ns = now;
@@ -212,10 +221,15 @@ impl Shared {
     }
 
     /// appsink: one AU → one ring record.
-    fn on_au(&self, buf: &gst::BufferRef, flags_extra: RecordFlags) {
+    fn on_au(
+        &self,
+        buf: &gst::BufferRef,
+        segment: Option<&gst::Segment>,
+        flags_extra: RecordFlags,
+    ) {
         let now = monotonic_ns();
         let stamp = buf.pts().and_then(|pts| {
-            let pts = pts.nseconds();
+            let pts = running_time(segment, pts);
             let mut s = lock(&self.stamps);
             let pos = s.iter().position(|st| st.pts == pts)?;
             // Everything older belongs to frames dropped before or inside the encoder.
@@ -263,6 +277,25 @@ impl Shared {
             }
         }
     }
+}
+
+/// The running time of `pts` under `segment` (what stays comparable across the encoder, which may
+/// shift PTS — x264enc moves its output by `min-pts` — but shifts the segment with it).
+fn running_time(segment: Option<&gst::Segment>, pts: gst::ClockTime) -> u64 {
+    segment
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts)
+        .nseconds()
+}
+
+/// The running time of a buffer's PTS on `pad` (its sticky segment).
+fn pad_running_time(pad: &gst::Pad, buf: &gst::BufferRef) -> Option<u64> {
+    let pts = buf.pts()?;
+    let seg = pad
+        .sticky_event::<gst::event::Segment>(0)
+        .map(|e| e.segment().clone());
+    Some(running_time(seg.as_ref(), pts))
 }
 
 /// Writes the counter into the I420 planes of `buf` (copy-on-write if shared).
@@ -466,7 +499,7 @@ impl EncodeWorker {
                         .ok()
                         .map(|i| (caps, i));
                 }
-                shared.on_captured(buffer.make_mut(), info.as_ref().map(|(_, i)| i));
+                shared.on_captured(pad, buffer.make_mut(), info.as_ref().map(|(_, i)| i));
             }
             gst::PadProbeReturn::Ok
         });
@@ -474,9 +507,9 @@ impl EncodeWorker {
             .static_pad("sink")
             .ok_or_else(|| build_err("encoder has no sink pad".into()))?;
         let shared = self.shared.clone();
-        enc_sink.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+        enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, probe| {
             if let Some(gst::PadProbeData::Buffer(buffer)) = probe.data.as_ref() {
-                shared.on_encode_start(buffer);
+                shared.on_encode_start(pad, buffer);
             }
             gst::PadProbeReturn::Ok
         });
@@ -486,7 +519,7 @@ impl EncodeWorker {
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
                     if let Some(buf) = sample.buffer() {
-                        shared.on_au(buf, RecordFlags::empty());
+                        shared.on_au(buf, sample.segment(), RecordFlags::empty());
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -725,7 +758,7 @@ impl AudioWorker {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
                     if let Some(buf) = sample.buffer() {
                         // Every Opus packet decodes on its own.
-                        sh.on_au(buf, RecordFlags::AUDIO);
+                        sh.on_au(buf, sample.segment(), RecordFlags::AUDIO);
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })

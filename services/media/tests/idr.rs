@@ -52,7 +52,15 @@ fn x264_one_idr_in_10s_then_one_on_request() {
         assert!(w[1].frame > w[0].frame, "frame indices increase");
     }
     for a in &aus {
-        assert!(a.captured_ns <= a.encode_start_ns && a.encode_start_ns <= a.encode_end_ns);
+        // Strict: each stamp comes from a different stage (a fallback to "now" would tie them).
+        assert!(
+            a.captured_ns < a.encode_start_ns && a.encode_start_ns < a.encode_end_ns,
+            "stamps of frame {}: {} {} {}",
+            a.frame,
+            a.captured_ns,
+            a.encode_start_ns,
+            a.encode_end_ns
+        );
         assert!(a.encode_end_ns <= a.written_ns);
     }
 

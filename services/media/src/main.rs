@@ -274,13 +274,19 @@ impl Media for MediaService {
         req: Request<RequestKeyframeRequest>,
     ) -> Result<Response<RequestKeyframeReply>, Status> {
         let worker = self.get_healthy(&req.into_inner().stream_id)?;
-        worker.request_keyframe().map_err(worker_status)?;
+        // Off the async workers: a concurrent restart holds the pipeline lock while it builds.
+        tokio::task::spawn_blocking(move || worker.request_keyframe())
+            .await
+            .map_err(|e| Status::internal(format!("keyframe task failed: {e}")))?
+            .map_err(worker_status)?;
         Ok(Response::new(RequestKeyframeReply {}))
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
         let worker = self.get_healthy(&req.into_inner().stream_id)?;
-        let s = worker.stats();
+        let s = tokio::task::spawn_blocking(move || worker.stats())
+            .await
+            .map_err(|e| Status::internal(format!("stats task failed: {e}")))?;
         Ok(Response::new(StatsReply {
             fps_in: s.fps_in,
             fps_out: s.fps_out,

@@ -213,6 +213,17 @@ async fn stream(
     }
 }
 
+/// Ends a failed pairing attempt with the ceremony's own words.
+async fn refuse_pairing(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    host: &Host,
+    e: &PairingError,
+) {
+    let m = e.to_host_message(&host.host_name);
+    refuse(conn, send, m, close::PAIRING_FAILED, "pairing failed").await;
+}
+
 async fn pairing(
     host: Arc<Host>,
     conn: quinn::Connection,
@@ -248,14 +259,7 @@ async fn pairing(
     ) {
         Ok(m) => m,
         Err(e) => {
-            refuse(
-                &conn,
-                &mut send,
-                e.to_host_message(&host.host_name),
-                close::PAIRING_FAILED,
-                "pairing failed",
-            )
-            .await;
+            refuse_pairing(&conn, &mut send, &host, &e).await;
             return;
         }
     };
@@ -293,14 +297,7 @@ async fn pairing(
             }
             Err(e) => {
                 tracing::warn!(client = %fp.short(), error = %e, "pairing failed");
-                refuse(
-                    &conn,
-                    &mut send,
-                    e.to_host_message(&host.host_name),
-                    close::PAIRING_FAILED,
-                    "pairing failed",
-                )
-                .await;
+                refuse_pairing(&conn, &mut send, &host, &e).await;
                 return;
             }
         }

@@ -399,7 +399,10 @@ async fn session(
                 }
                 HostAction::StartStream(resolved) | HostAction::StartProbeSession(resolved) => {
                     match start_stream(&host, &conn, fp, &resolved) {
-                        Ok(l) => {
+                        Ok((l, entry)) => {
+                            // Registered before anything can end the session, so teardown
+                            // (which removes the entry) always finds it.
+                            host.sessions.lock().await.insert(l.session_id, entry);
                             live = Some(l);
                             host.refresh_status().await;
                         }
@@ -440,7 +443,7 @@ async fn session(
                 }
                 HostAction::StartProbe { kbps, duration_ms } => {
                     if let Some(l) = &live {
-                        match l.start_probe(&host, &conn, kbps, duration_ms) {
+                        match l.start_probe(&conn, kbps, duration_ms) {
                             Ok(task) => {
                                 probes.spawn(task);
                             }
@@ -524,7 +527,6 @@ impl Live {
     /// Sends probe packets through the real data plane; the task returns what was sent.
     fn start_probe(
         &self,
-        _host: &Host,
         conn: &quinn::Connection,
         kbps: u32,
         duration_ms: u32,
@@ -592,7 +594,7 @@ fn start_stream(
     conn: &quinn::Connection,
     fp: Fingerprint,
     resolved: &punktfunk_control::host::ResolvedSession,
-) -> Result<Live, String> {
+) -> Result<(Live, SessionEntry), String> {
     let session_id = resolved.session_id;
     let mode = resolved.mode;
     let fps = mode.refresh_mhz.div_ceil(1000).max(1);
@@ -633,23 +635,20 @@ fn start_stream(
         started: Instant::now(),
         conn: conn.clone(),
     };
-    let host2 = host.clone();
-    // Registration is async; the session is usable before it completes.
-    tokio::spawn(async move {
-        host2.sessions.lock().await.insert(session_id, entry);
-        host2.refresh_status().await;
-    });
     tracing::info!(
         client = %resolved.client_name, fingerprint = %fp.short(), mode = %format!("{}x{}@{}", mode.width, mode.height, fps),
         bitrate_kbps = resolved.bitrate_kbps, probe_only = resolved.probe_only, "session started"
     );
-    Ok(Live {
-        session_id,
-        client_ip,
-        data_port,
-        bind_ip,
-        data_plane_cfg,
-        fps,
-        data_plane,
-    })
+    Ok((
+        Live {
+            session_id,
+            client_ip,
+            data_port,
+            bind_ip,
+            data_plane_cfg,
+            fps,
+            data_plane,
+        },
+        entry,
+    ))
 }

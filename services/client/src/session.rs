@@ -224,7 +224,8 @@ struct Open {
     welcome: Welcome,
     socket: UdpSocket,
     host_verified: bool,
-    connect_started: Instant,
+    /// CLOCK_MONOTONIC ns when connecting began (the zero of `first_frame_ms`).
+    connect_started_ns: u64,
 }
 
 async fn open_session(
@@ -239,7 +240,7 @@ async fn open_session(
     let addr = conn::resolve(host)?;
     let known = KnownHosts::open(dir)?;
     let pinned = known.find(host, &addr.to_string()).map(|(fp, _)| fp);
-    let connect_started = Instant::now();
+    let connect_started_ns = now_ns();
     let (endpoint, connection) = conn::connect(addr, &identity, pinned).await?;
     let socket = data_socket(addr)?;
     let data_port = socket.local_addr().map_err(|e| e.to_string())?.port();
@@ -292,7 +293,7 @@ async fn open_session(
                 welcome,
                 socket,
                 host_verified: pinned.is_some(),
-                connect_started,
+                connect_started_ns,
             });
         }
     }
@@ -442,10 +443,9 @@ pub async fn stream(
         .into_iter()
         .filter_map(|(k, mut v)| report::stage(&mut v).map(|s| (k, s)))
         .collect();
-    let first_frame_ms = verified.first_delivered_ns.map(|d| {
-        let connect_ns = now_ns().saturating_sub(open.connect_started.elapsed().as_nanos() as u64);
-        d.saturating_sub(connect_ns) as f64 / 1e6
-    });
+    let first_frame_ms = verified
+        .first_delivered_ns
+        .map(|d| d.saturating_sub(open.connect_started_ns) as f64 / 1e6);
     let report = StreamReport {
         host: host.to_string(),
         mode: format!(

@@ -57,7 +57,7 @@ use crate::pairing::{MAX_NAME_LEN, bounded};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::control::{
     AudioConfig, ClientMessage, ClockEcho, ClockProbe, FecConfig, Hello, HostMessage, ProbeRequest,
-    ProbeResult, Reconfigure, Stats, Welcome, client_message, host_message,
+    ProbeResult, Reconfigure, Stats, VideoPayload, Welcome, client_message, host_message,
 };
 use punktfunk_wire::{ConfigError, DataPlaneConfig};
 
@@ -118,6 +118,9 @@ pub struct HostPolicy {
     pub audio: Option<AudioConfig>,
     /// `Welcome.session_id` (also the TLS exporter context, see [`crate::keys`]).
     pub session_id: u64,
+    /// What the video frames carry (`Welcome.payload`): encoded AUs, or the synthetic
+    /// generator's verifiable bytes.
+    pub payload: VideoPayload,
     /// `Stats` arriving sooner than this after the last accepted one are dropped.
     pub min_stats_interval_ns: u64,
 }
@@ -151,6 +154,7 @@ impl HostPolicy {
                 sample_rate: 48_000,
             }),
             session_id,
+            payload: VideoPayload::Encoded,
             min_stats_interval_ns: 100_000_000,
         }
     }
@@ -608,6 +612,7 @@ impl HostSession {
             data_addr: self.policy.data_addr.clone(),
             fec: Some(self.policy.fec),
             session_id: self.policy.session_id,
+            payload: self.policy.payload as i32,
         };
         self.state = State::Streaming(Box::new(resolved.clone()));
         let start = if resolved.probe_only {

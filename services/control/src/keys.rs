@@ -76,6 +76,24 @@ pub fn frame_interval_ns(refresh_mhz: u32) -> Option<u64> {
     Some((1_000_000_000_000 + r / 2) / r)
 }
 
+/// Duration of one audio frame (one Opus packet) on the data plane.
+pub const AUDIO_FRAME_NS: u64 = 5_000_000;
+/// Largest audio frame: the AU envelope plus one Opus packet (RFC 6716 caps a packet at 1275
+/// bytes per frame; 4 KiB leaves room for multistream packets).
+pub const AUDIO_MAX_FRAME_BYTES: u32 = 4096;
+
+/// The audio stream's data-plane parameters, derived on both ends from the negotiated video
+/// ones: same shards and FEC, but 5 ms frames, small frames and a deeper window (an audio frame
+/// arrives every 5 ms, so 32 frames in flight cover the same 160 ms of reordering as video).
+pub fn audio_data_plane(video: &DataPlaneConfig) -> DataPlaneConfig {
+    DataPlaneConfig {
+        max_frame_bytes: AUDIO_MAX_FRAME_BYTES.min(video.max_frame_bytes),
+        frames_in_flight: 32,
+        frame_interval_ns: AUDIO_FRAME_NS,
+        ..*video
+    }
+}
+
 /// The negotiated `FecConfig` plus the frame interval as a validated [`DataPlaneConfig`].
 ///
 /// Fields `FecConfig` does not carry (`loss_deadline_intervals`, `max_udp_payload`) take
@@ -157,5 +175,22 @@ mod tests {
         assert_eq!(frame_interval_ns(500_000), Some(2_000_000));
         assert_eq!(frame_interval_ns(1), Some(1_000_000_000_000));
         assert_eq!(frame_interval_ns(0), None);
+    }
+
+    #[test]
+    fn audio_plane_derives_from_video() {
+        let video = DataPlaneConfig {
+            max_frame_bytes: 8 << 20,
+            ..DataPlaneConfig::default()
+        };
+        let a = audio_data_plane(&video);
+        assert_eq!(a.frame_interval_ns, AUDIO_FRAME_NS);
+        assert_eq!(a.max_frame_bytes, AUDIO_MAX_FRAME_BYTES);
+        assert_eq!(a.frames_in_flight, 32);
+        assert_eq!(
+            (a.shard_bytes, a.parity_permille, a.parity_floor),
+            (video.shard_bytes, video.parity_permille, video.parity_floor)
+        );
+        assert!(a.validate().is_ok());
     }
 }

@@ -1,11 +1,12 @@
 //! punktfunk-media: the capture + encode worker (ARCHITECTURE.md §4).
 //!
 //! * [`description`] — typed pipeline descriptions and the encoder ladder (pure, no GStreamer);
-//! * [`counter`] — the machine-readable frame counter drawn into test frames;
+//! * [`counter`] — the machine-readable frame counter drawn into test frames (the
+//!   `punktfunk-framecount` crate, re-exported here: the client reads it back with the same code);
 //! * [`nal`] — Annex-B NAL unit parsing (IDR / parameter-set checks);
 //! * [`worker`] — runs a description with GStreamer and writes access units into the AU ring.
 
-pub mod counter;
+pub use punktfunk_framecount as counter;
 pub mod description;
 pub mod nal;
 pub mod worker;

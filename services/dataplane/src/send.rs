@@ -4,7 +4,7 @@
 use crate::sys::{self, BufferDir, BufferSize, SendScratch};
 use punktfunk_wire::{
     ConfigError, DataPlaneConfig, PaceChunk, PacingConfig, PacketBatch, PacketizeError, Packetizer,
-    SessionKey, StreamKind, pacing_schedule,
+    Sealer, SessionKey, StreamKind, pacing_schedule,
 };
 use std::io;
 use std::net::UdpSocket;
@@ -63,6 +63,10 @@ pub struct SenderConfig {
     /// Optional per-frame reports (send timestamps and CPU by stage); `try_send`, a full
     /// channel loses reports, never blocks.
     pub reports: Option<SyncSender<FrameReport>>,
+    /// First AES-GCM sequence number. A sender that replaces an earlier one of the same kind
+    /// and key (a second speed test in one session) starts at the old one's
+    /// [`SenderStats::next_sequence`], so no nonce is ever used twice.
+    pub first_sequence: u64,
 }
 
 impl SenderConfig {
@@ -83,6 +87,7 @@ impl SenderConfig {
             block_budget: Duration::from_millis(2),
             spin: Duration::from_micros(100),
             reports: None,
+            first_sequence: 0,
         }
     }
 }
@@ -183,6 +188,7 @@ pub const CPU_BUCKETS: usize = 20;
 pub(crate) struct StatsInner {
     mode: AtomicU8,
     packets_sent: AtomicU64,
+    next_sequence: AtomicU64,
     bytes_sent: AtomicU64,
     frames_sent: AtomicU64,
     frames_dropped_queue: AtomicU64,
@@ -213,6 +219,7 @@ impl StatsInner {
                 SendMode::Sendmmsg
             },
             packets_sent: self.packets_sent.load(Relaxed),
+            next_sequence: self.next_sequence.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             frames_sent: self.frames_sent.load(Relaxed),
             frames_dropped_queue: self.frames_dropped_queue.load(Relaxed),
@@ -249,6 +256,9 @@ pub struct SenderStats {
     /// Mode in use now (it can change once, from Gso to Sendmmsg, on a run-time fallback).
     pub mode: SendMode,
     pub packets_sent: u64,
+    /// The sequence number the next sealed packet would get (every sealed packet counts,
+    /// sent or dropped): where a replacement sender of the same kind must start.
+    pub next_sequence: u64,
     /// UDP payload bytes sent.
     pub bytes_sent: u64,
     /// Frames packetized and handed to the socket (possibly with some packets dropped).
@@ -326,7 +336,8 @@ impl SendPipeline {
     /// Sets up the socket (must be connected to the peer; it is made non-blocking and its
     /// SO_SNDBUF grown) and probes UDP GSO.
     pub fn new(socket: UdpSocket, cfg: &SenderConfig) -> Result<Self, SenderError> {
-        let packetizer = Packetizer::new(cfg.data_plane, &cfg.key, cfg.kind)?;
+        let sealer = Sealer::with_initial_sequence(&cfg.key, cfg.kind, cfg.first_sequence);
+        let packetizer = Packetizer::with_sealer(cfg.data_plane, cfg.kind, sealer)?;
         socket.peer_addr().map_err(SenderError::NotConnected)?;
         let fd = socket.as_raw_fd();
         sys::set_nonblocking(fd)?;
@@ -352,6 +363,7 @@ impl SendPipeline {
         );
         let stats = Arc::new(StatsInner::default());
         stats.mode.store(mode_code(mode), Relaxed);
+        stats.next_sequence.store(cfg.first_sequence, Relaxed);
         Ok(Self {
             socket,
             fd,
@@ -406,10 +418,14 @@ impl SendPipeline {
         au: &[u8],
     ) -> Result<FrameReport, PacketizeError> {
         let c0 = sys::thread_cpu_ns();
-        let summary = match self
+        let result = self
             .packetizer
-            .packetize(index, keyframe, au, &mut self.batch)
-        {
+            .packetize(index, keyframe, au, &mut self.batch);
+        // Whatever happened, sealed packets used their sequence numbers.
+        self.stats
+            .next_sequence
+            .store(self.packetizer.sealer().next_sequence(), Relaxed);
+        let summary = match result {
             Ok(s) => s,
             Err(e) => {
                 self.stats.frames_failed.fetch_add(1, Relaxed);

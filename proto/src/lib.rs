@@ -33,6 +33,11 @@ pub mod media {
         tonic::include_proto!("punktfunk.media.v1");
     }
     pub use v1::*;
+
+    /// `StartStreamReply.rings.fd_names`, in order: the video ring, then (with audio) the
+    /// audio ring — each a sealed memfd and its eventfd doorbell.
+    pub const VIDEO_RING_FD_NAMES: [&str; 2] = ["video-ring-memfd", "video-ring-doorbell"];
+    pub const AUDIO_RING_FD_NAMES: [&str; 2] = ["audio-ring-memfd", "audio-ring-doorbell"];
 }
 
 /// `punktfunk-transport`: pairing, clients, sessions.

@@ -74,6 +74,8 @@ impl NativeHost {
             .env("PUNKTFUNK_PORT", self.port.to_string())
             .env("PUNKTFUNK_MDNS", "false")
             .env("PUNKTFUNK_IDLE_TIMEOUT_MS", "2000")
+            // Transport alone, no media daemon: the data-plane generator's verifiable bytes.
+            .env("PUNKTFUNK_SOURCE", "synthetic")
             .env("PUNKTFUNK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -13,13 +13,15 @@ pub enum PairingMode {
     Open,
 }
 
-/// Where frames come from until the media daemon streams.
+/// Where a session's frames come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// The data-plane generator: verifiable bytes at the negotiated bitrate and frame rate.
+    /// The data-plane generator: verifiable bytes at the negotiated bitrate and frame rate, no
+    /// encoder and no audio (measures the network path alone).
     Synthetic,
-    /// videotestsrc through punktfunk-media.
+    /// punktfunk-media's test source (videotestsrc with a frame counter, a sine for audio)
+    /// through the real encoder.
     Test,
     /// A compositor output through punktfunk-session and punktfunk-media.
     Compositor,
@@ -80,7 +82,7 @@ impl Default for TransportConfig {
             bind: "::".into(),
             host_name: String::new(),
             pairing: PairingMode::Required,
-            source: SourceKind::Synthetic,
+            source: SourceKind::Test,
             idle_timeout_ms: 5_000,
             max_bitrate_kbps: 2_000_000,
             mdns: true,
@@ -136,10 +138,10 @@ impl DaemonConfig for TransportConfig {
                 format!("{} is above 1000 (100 %)", self.fec.parity_permille),
             );
         }
-        if self.source != SourceKind::Synthetic {
+        if self.source == SourceKind::Compositor {
             return err(
                 "source",
-                "only \"synthetic\" streams so far; \"test\" and \"compositor\" arrive with the media work".into(),
+                "\"compositor\" needs punktfunk-session's screencasts, which are not built yet: use \"test\" (punktfunk-media's test source) or \"synthetic\"".into(),
             );
         }
         Ok(())

@@ -44,6 +44,9 @@ pub struct Host {
     pub window: Mutex<PairingWindow>,
     pub sessions: Mutex<HashMap<u64, SessionEntry>>,
     pub listen: Mutex<Option<SocketAddr>>,
+    /// `$XDG_RUNTIME_DIR`, where the other daemons' sockets live (None: not set, and then no
+    /// source but the synthetic one works).
+    pub runtime_dir: Option<std::path::PathBuf>,
     next_session: AtomicU64,
 }
 
@@ -54,6 +57,7 @@ impl Host {
         identity: Identity,
         health: Arc<Health>,
         paired: PairedStore,
+        runtime_dir: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
             config,
@@ -64,6 +68,7 @@ impl Host {
             window: Mutex::new(PairingWindow::default()),
             sessions: Mutex::new(HashMap::new()),
             listen: Mutex::new(None),
+            runtime_dir,
             next_session: AtomicU64::new(rand::random::<u32>() as u64),
         }
     }

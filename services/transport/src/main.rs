@@ -5,7 +5,9 @@
 mod api;
 mod config;
 mod host;
+mod media;
 mod pairing;
+mod pump;
 mod quic;
 mod stream;
 
@@ -52,6 +54,7 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
         identity,
         ctx.health.clone(),
         paired,
+        ctx.runtime_dir.clone(),
     ));
 
     let endpoint = quic::bind(&host)?;

@@ -23,8 +23,14 @@ use punktfunk_tls::{Fingerprint, peer_fingerprint};
 use punktfunk_wire::StreamKind;
 use punktfunk_wire::synthetic::SyntheticConfig;
 
+use crate::config::SourceKind;
 use crate::host::{Host, SessionEntry, close};
+use crate::media::{self, MediaPlan, MediaSession, Outputs};
+use crate::pump::PumpShared;
 use crate::stream::{DataPlane, connect_socket};
+use punktfunk_dataplane::{Sender, SenderConfig};
+use punktfunk_proto::control::VideoPayload;
+use punktfunk_proto::media::SourceKind as MediaSource;
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -360,8 +366,14 @@ async fn session(
         max_frame_bytes: host.config.fec.max_frame_bytes,
         frames_in_flight: host.config.fec.frames_in_flight,
     };
-    // The synthetic source has no audio; the media work brings it.
-    policy.audio = None;
+    match host.config.source {
+        SourceKind::Synthetic => {
+            // Verifiable bytes, not a bitstream, and no audio.
+            policy.payload = VideoPayload::Synthetic;
+            policy.audio = None;
+        }
+        SourceKind::Test | SourceKind::Compositor => policy.payload = VideoPayload::Encoded,
+    }
     let mut machine = match HostSession::new(policy) {
         Ok(m) => m,
         Err(e) => {
@@ -398,7 +410,7 @@ async fn session(
                     }
                 }
                 HostAction::StartStream(resolved) | HostAction::StartProbeSession(resolved) => {
-                    match start_stream(&host, &conn, fp, &resolved) {
+                    match start_stream(&host, &conn, fp, &resolved).await {
                         Ok((l, entry)) => {
                             // Registered before anything can end the session, so teardown
                             // (which removes the entry) always finds it.
@@ -420,24 +432,15 @@ async fn session(
                         }
                     }
                 }
-                HostAction::Reconfigure { bitrate_kbps, .. } => {
-                    if let Some(l) = &live
-                        && let Some(dp) = &l.data_plane
-                    {
-                        dp.control().bitrate_bps.store(
-                            u64::from(bitrate_kbps) * 1000,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        tracing::info!(client = %fp.short(), bitrate_kbps, "bitrate reconfigured");
+                HostAction::Reconfigure { mode, bitrate_kbps } => {
+                    if let Some(l) = &live {
+                        l.reconfigure(mode, bitrate_kbps);
+                        tracing::info!(client = %fp.short(), bitrate_kbps, "reconfigured");
                     }
                 }
                 HostAction::Keyframe { lost_frame } => {
-                    if let Some(l) = &live
-                        && let Some(dp) = &l.data_plane
-                    {
-                        dp.control()
-                            .force_keyframe
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(l) = &live {
+                        l.keyframe();
                         tracing::debug!(client = %fp.short(), lost_frame, "keyframe requested");
                     }
                 }
@@ -458,7 +461,11 @@ async fn session(
                     first_frame,
                     last_frame,
                 } => {
-                    // The synthetic source has no references; an encoder would get this.
+                    // Reference invalidation is not in the media API (yet): an IDR repairs
+                    // the same loss, at a higher cost.
+                    if let Some(l) = &live {
+                        l.keyframe();
+                    }
                     tracing::debug!(client = %fp.short(), first_frame, last_frame, "reference invalidation");
                 }
                 HostAction::Close { reason } => {
@@ -494,7 +501,7 @@ async fn session(
     probes.abort_all();
     if let Some(l) = live {
         let stats = l.stop(&host).await;
-        tracing::info!(client = %fp.short(), reason = %end_reason, frames_sent = stats.frames_sent, packets = stats.packets_sent, send_drops = stats.send_drop_packets, "session ended");
+        tracing::info!(client = %fp.short(), reason = %end_reason, frames_sent = stats.frames_sent, packets = stats.packets_sent, send_drops = stats.send_drop_packets, queue_drops = stats.frames_dropped_queue, "session ended");
     } else {
         tracing::info!(client = %fp.short(), reason = %end_reason, "session ended before streaming");
     }
@@ -509,18 +516,76 @@ struct Live {
     bind_ip: IpAddr,
     data_plane_cfg: punktfunk_wire::DataPlaneConfig,
     fps: u32,
-    /// None for a speed-test-only session.
-    data_plane: Option<DataPlane>,
+    /// What feeds the video sender: nothing for a speed-test-only session.
+    source: Feed,
+    /// Where the next speed test's sender starts its sequence (one key per session and kind:
+    /// a restarted sequence would reuse AES-GCM nonces).
+    probe_sequence: Arc<AtomicU64>,
+}
+
+enum Feed {
+    None,
+    /// The data-plane generator (sender + feed thread).
+    Synthetic(DataPlane),
+    /// punktfunk-media's stream, pumped into these senders.
+    Media {
+        media: MediaSession,
+        video: Arc<Sender>,
+        audio: Option<Arc<Sender>>,
+    },
 }
 
 impl Live {
+    fn keyframe(&self) {
+        match &self.source {
+            Feed::Synthetic(dp) => dp
+                .control()
+                .force_keyframe
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Feed::Media { media, .. } => media.send(media::Command::Keyframe),
+            Feed::None => {}
+        }
+    }
+
+    fn reconfigure(&self, mode: punktfunk_proto::common::Mode, bitrate_kbps: u32) {
+        match &self.source {
+            Feed::Synthetic(dp) => dp.control().bitrate_bps.store(
+                u64::from(bitrate_kbps) * 1000,
+                std::sync::atomic::Ordering::Relaxed,
+            ),
+            Feed::Media { media, .. } => media.send(media::Command::Reconfigure {
+                bitrate_kbps,
+                mode: Some(mode),
+            }),
+            Feed::None => {}
+        }
+    }
+
     async fn stop(self, host: &Host) -> punktfunk_dataplane::SenderStats {
         host.sessions.lock().await.remove(&self.session_id);
-        match self.data_plane {
-            Some(dp) => tokio::task::spawn_blocking(move || dp.stop())
+        match self.source {
+            Feed::Synthetic(dp) => tokio::task::spawn_blocking(move || dp.stop())
                 .await
                 .unwrap_or_default(),
-            None => Default::default(),
+            Feed::Media {
+                media,
+                video,
+                audio,
+            } => {
+                // Pumps first (they hold sender clones), then the senders drain and stop.
+                media.stop().await;
+                tokio::task::spawn_blocking(move || {
+                    if let Some(a) = audio.and_then(|a| Arc::try_unwrap(a).ok()) {
+                        a.shutdown();
+                    }
+                    Arc::try_unwrap(video)
+                        .map(Sender::shutdown)
+                        .unwrap_or_else(|v| v.stats())
+                })
+                .await
+                .unwrap_or_default()
+            }
+            Feed::None => Default::default(),
         }
     }
 
@@ -546,21 +611,17 @@ impl Live {
                 - punktfunk_wire::au::ENVELOPE_LEN,
         };
         let limit = Duration::from_millis(duration_ms.into());
-        let mut dp = DataPlane::start(
-            socket,
-            self.data_plane_cfg,
-            key,
-            StreamKind::Probe,
-            feed,
-            Some(limit),
-            Arc::new(AtomicU64::new(0)),
-        )?;
+        let sequence = self.probe_sequence.clone();
+        let mut cfg = SenderConfig::new(self.data_plane_cfg, key, StreamKind::Probe);
+        cfg.first_sequence = sequence.load(std::sync::atomic::Ordering::Relaxed);
+        let mut dp = DataPlane::start(socket, cfg, feed, Some(limit), Arc::new(AtomicU64::new(0)))?;
         Ok(async move {
             tokio::task::spawn_blocking(move || {
                 dp.join_feed();
                 // Let the send thread drain its queue before counting.
                 std::thread::sleep(Duration::from_millis(50));
                 let s = dp.stop();
+                sequence.store(s.next_sequence, std::sync::atomic::Ordering::Relaxed);
                 ProbeResult {
                     packets_sent: s.packets_sent,
                     bytes_sent: s.bytes_sent,
@@ -589,7 +650,7 @@ fn export_key(
     keys::session_key_from_material(&material).map_err(|e| format!("key material: {e:?}"))
 }
 
-fn start_stream(
+async fn start_stream(
     host: &Arc<Host>,
     conn: &quinn::Connection,
     fp: Fingerprint,
@@ -602,13 +663,13 @@ fn start_stream(
     let bind_ip: IpAddr = host.config.bind.parse().map_err(|e| format!("bind: {e}"))?;
     let client_ip = conn.remote_address().ip();
     let data_port = resolved.data_port;
+    let client_addr = SocketAddr::new(client_ip, data_port);
     let frames_sent = Arc::new(AtomicU64::new(0));
-    let data_plane = if resolved.probe_only {
-        None
-    } else {
+    let source = if resolved.probe_only {
+        Feed::None
+    } else if host.config.source == SourceKind::Synthetic {
         let key = export_key(conn, session_id, Direction::HostToClient)?;
-        let socket = connect_socket(bind_ip, SocketAddr::new(client_ip, data_port))
-            .map_err(|e| e.to_string())?;
+        let socket = connect_socket(bind_ip, client_addr).map_err(|e| e.to_string())?;
         let feed = SyntheticConfig {
             bitrate_bps: u64::from(resolved.bitrate_kbps) * 1000,
             fps,
@@ -616,15 +677,23 @@ fn start_stream(
                 - punktfunk_wire::au::ENVELOPE_LEN,
             ..SyntheticConfig::default()
         };
-        Some(DataPlane::start(
+        Feed::Synthetic(DataPlane::start(
             socket,
-            data_plane_cfg,
-            key,
-            StreamKind::Video,
+            SenderConfig::new(data_plane_cfg, key, StreamKind::Video),
             feed,
             None,
             frames_sent.clone(),
         )?)
+    } else {
+        start_media(
+            host,
+            conn,
+            resolved,
+            client_addr,
+            bind_ip,
+            frames_sent.clone(),
+        )
+        .await?
     };
     let entry = SessionEntry {
         client_name: resolved.client_name.clone(),
@@ -637,7 +706,8 @@ fn start_stream(
     };
     tracing::info!(
         client = %resolved.client_name, fingerprint = %fp.short(), mode = %format!("{}x{}@{}", mode.width, mode.height, fps),
-        bitrate_kbps = resolved.bitrate_kbps, probe_only = resolved.probe_only, "session started"
+        codec = resolved.codec.as_str_name(), bitrate_kbps = resolved.bitrate_kbps, audio = resolved.audio.is_some(),
+        probe_only = resolved.probe_only, "session started"
     );
     Ok((
         Live {
@@ -647,8 +717,76 @@ fn start_stream(
             bind_ip,
             data_plane_cfg,
             fps,
-            data_plane,
+            source,
+            probe_sequence: Arc::new(AtomicU64::new(0)),
         },
         entry,
     ))
+}
+
+/// Senders for video (paced) and audio (unpaced: 5 ms Opus packets go out at once), and the
+/// media stream feeding them.
+async fn start_media(
+    host: &Arc<Host>,
+    conn: &quinn::Connection,
+    resolved: &punktfunk_control::host::ResolvedSession,
+    client_addr: SocketAddr,
+    bind_ip: IpAddr,
+    frames_sent: Arc<AtomicU64>,
+) -> Result<Feed, String> {
+    let runtime_dir = host.runtime_dir.clone().ok_or(
+        "XDG_RUNTIME_DIR is not set, so the media worker cannot be reached (run the host as a systemd user service)",
+    )?;
+    let key = export_key(conn, resolved.session_id, Direction::HostToClient)?;
+    let video_socket = connect_socket(bind_ip, client_addr).map_err(|e| e.to_string())?;
+    let video = Arc::new(
+        Sender::spawn(
+            video_socket,
+            SenderConfig::new(resolved.data_plane, key.clone(), StreamKind::Video),
+        )
+        .map_err(|e| format!("cannot start the data plane: {e}"))?,
+    );
+    let video_state = Arc::new(PumpShared {
+        frames_sent,
+        ..Default::default()
+    });
+    let audio = match resolved.audio {
+        Some(_) => {
+            let socket = connect_socket(bind_ip, client_addr).map_err(|e| e.to_string())?;
+            let mut cfg = SenderConfig::new(
+                keys::audio_data_plane(&resolved.data_plane),
+                key,
+                StreamKind::Audio,
+            );
+            cfg.pacing = None;
+            cfg.queue_frames = 32;
+            let sender = Sender::spawn(socket, cfg)
+                .map_err(|e| format!("cannot start the audio data plane: {e}"))?;
+            Some((Arc::new(sender), Arc::new(PumpShared::default())))
+        }
+        None => None,
+    };
+    let plan = MediaPlan {
+        source: match host.config.source {
+            SourceKind::Test => MediaSource::Test,
+            _ => MediaSource::Pipewire,
+        },
+        mode: resolved.mode,
+        codec: resolved.codec,
+        bitrate_kbps: resolved.bitrate_kbps,
+        audio: audio.is_some(),
+    };
+    let outputs = Outputs {
+        video: video.clone(),
+        video_state,
+        audio: audio.clone(),
+    };
+    let media = MediaSession::start(runtime_dir, plan, outputs)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Feed::Media {
+        media,
+        video,
+        audio: audio.map(|(s, _)| s),
+    })
 }

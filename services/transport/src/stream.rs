@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use punktfunk_dataplane::{Frame, Sender, SenderConfig, SenderStats};
 use punktfunk_wire::au::{AuTiming, FLAG_DISCONTINUITY, FLAG_KEYFRAME};
 use punktfunk_wire::synthetic::{self, SyntheticConfig, SyntheticSource};
-use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock every stage timestamp uses).
 pub use punktfunk_dataplane::sys::monotonic_ns as now_ns;
@@ -51,18 +50,16 @@ pub fn connect_socket(bind_ip: std::net::IpAddr, client: SocketAddr) -> std::io:
 }
 
 impl DataPlane {
-    /// Starts sending `kind` frames to `client` and, with `feed = Some(cfg)`, the synthetic
-    /// source at `cfg.bitrate_bps`/`cfg.fps` for `limit` (None: until stopped).
+    /// Starts a sender with `cfg` and the synthetic source at `feed.bitrate_bps`/`feed.fps`
+    /// for `limit` (None: until stopped).
     pub fn start(
         socket: UdpSocket,
-        data_plane: DataPlaneConfig,
-        key: SessionKey,
-        kind: StreamKind,
+        cfg: SenderConfig,
         feed: SyntheticConfig,
         limit: Option<Duration>,
         frames_sent: Arc<AtomicU64>,
     ) -> Result<Self, String> {
-        let cfg = SenderConfig::new(data_plane, key, kind);
+        let kind = cfg.kind;
         let sender = Arc::new(
             Sender::spawn(socket, cfg).map_err(|e| format!("cannot start the data plane: {e}"))?,
         );

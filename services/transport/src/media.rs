@@ -1,0 +1,442 @@
+//! One client session's link to punktfunk-media: start a capture+encode stream at the
+//! negotiated mode/codec/bitrate, pump its AU rings into the session's senders, steer it
+//! (keyframes, bitrate, mode), stop it when the session ends — and keep the client's session
+//! alive when media dies: the supervisor notices the silence, waits for media to be back
+//! (systemd restarts it), starts a new stream and marks the next frame as a discontinuity.
+//!
+//! The async part is control only (gRPC calls, a 100 ms liveness tick); frames move on the
+//! pump threads ([`crate::pump`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use punktfunk_common::{fdchannel, paths, uds};
+use punktfunk_dataplane::Sender;
+use punktfunk_proto::common::{Codec, Mode};
+use punktfunk_proto::media::media_client::MediaClient;
+use punktfunk_proto::media::{
+    AUDIO_RING_FD_NAMES, ReconfigureRequest, RequestKeyframeRequest, SourceKind,
+    StartStreamRequest, StatsRequest, StopStreamRequest, VIDEO_RING_FD_NAMES,
+};
+use punktfunk_ring::{Consumer, RingFds};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::pump::{Pump, PumpConfig, PumpEvent, PumpShared};
+use crate::stream::now_ns;
+
+/// How long to wait for media's socket and for a unary call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// StartStream builds and starts a GStreamer pipeline: allow more.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// No record for this long while streaming: ask media whether the stream is alive.
+const SILENCE: Duration = Duration::from_millis(600);
+/// Between attempts to start a stream on a media daemon that is not back yet.
+const RETRY: Duration = Duration::from_millis(200);
+/// Keyframe requests closer together than this are one request (a burst of losses).
+const KEYFRAME_COALESCE: Duration = Duration::from_millis(50);
+
+/// What to ask media for.
+#[derive(Clone, Debug)]
+pub struct MediaPlan {
+    pub source: SourceKind,
+    pub mode: Mode,
+    pub codec: Codec,
+    pub bitrate_kbps: u32,
+    pub audio: bool,
+}
+
+/// The session's data-plane outputs the pumps feed.
+pub struct Outputs {
+    pub video: Arc<Sender>,
+    pub video_state: Arc<PumpShared>,
+    pub audio: Option<(Arc<Sender>, Arc<PumpShared>)>,
+}
+
+/// Steering from the session task.
+#[derive(Debug)]
+pub enum Command {
+    Keyframe,
+    Reconfigure {
+        bitrate_kbps: u32,
+        mode: Option<Mode>,
+    },
+}
+
+/// A media stream under supervision; dropping it without [`MediaSession::stop`] aborts the
+/// supervisor (the stream then ends when media notices nothing reads it — prefer `stop`).
+pub struct MediaSession {
+    commands: mpsc::UnboundedSender<Command>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(
+        "the media worker is not reachable at {path}: {why} (check `systemctl --user status punktfunk-media`)"
+    )]
+    Unreachable { path: PathBuf, why: String },
+    #[error("the media worker refused the stream: {0}")]
+    Refused(String),
+    #[error("cannot take over the media worker's AU rings: {0}")]
+    Rings(String),
+}
+
+/// A started media stream: its id and the pumps reading its rings.
+struct Running {
+    client: MediaClient<Channel>,
+    stream_id: String,
+    pumps: Vec<Pump>,
+    started_ns: u64,
+}
+
+impl MediaSession {
+    /// Starts the first stream (errors are the client's to see) and the supervisor.
+    pub async fn start(
+        runtime_dir: PathBuf,
+        plan: MediaPlan,
+        outputs: Outputs,
+    ) -> Result<Self, MediaError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let running = start_stream(&runtime_dir, &plan, &outputs, &events_tx, false).await?;
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let sup = Supervisor {
+            runtime_dir,
+            plan,
+            outputs,
+            events_tx,
+            restarts: 0,
+        };
+        let task = tokio::spawn(sup.run(running, commands_rx, events_rx, stop_rx));
+        Ok(Self {
+            commands,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+
+    /// Stops the media stream and the pumps; returns when both are gone.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+struct Supervisor {
+    runtime_dir: PathBuf,
+    plan: MediaPlan,
+    outputs: Outputs,
+    events_tx: mpsc::UnboundedSender<PumpEvent>,
+    /// Media restarts survived so far.
+    restarts: u64,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        first: Running,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<PumpEvent>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut running = Some(first);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_keyframe_ns = 0u64;
+        loop {
+            let Some(r) = running.as_mut() else {
+                // Media is gone: wait for it to come back, still obeying stop.
+                tokio::select! {
+                    _ = &mut stop => return,
+                    r = self.restart() => {
+                        running = Some(r);
+                        continue;
+                    }
+                }
+            };
+            let mut lost = false;
+            tokio::select! {
+                _ = &mut stop => {
+                    let mut r = running.take().expect("checked above");
+                    r.pumps.clear();
+                    let req = StopStreamRequest { stream_id: r.stream_id.clone() };
+                    match tokio::time::timeout(CALL_TIMEOUT, r.client.stop_stream(req)).await {
+                        Ok(Ok(_)) => tracing::info!(stream_id = r.stream_id, "media stream stopped"),
+                        Ok(Err(e)) => tracing::debug!(stream_id = r.stream_id, error = %e.message(), "media StopStream failed (it may have restarted)"),
+                        Err(_) => tracing::warn!(stream_id = r.stream_id, "media StopStream timed out"),
+                    }
+                    return;
+                }
+                Some(c) = commands.recv() => match c {
+                    Command::Keyframe => {
+                        let now = now_ns();
+                        if now.saturating_sub(last_keyframe_ns) >= KEYFRAME_COALESCE.as_nanos() as u64 {
+                            last_keyframe_ns = now;
+                            lost = !request_keyframe(r).await;
+                        }
+                    }
+                    Command::Reconfigure { bitrate_kbps, mode } => {
+                        self.plan.bitrate_kbps = bitrate_kbps;
+                        if let Some(m) = mode {
+                            self.plan.mode = m;
+                        }
+                        let req = ReconfigureRequest { stream_id: r.stream_id.clone(), bitrate_kbps, mode };
+                        match tokio::time::timeout(START_TIMEOUT, r.client.reconfigure(req)).await {
+                            Ok(Ok(reply)) => tracing::info!(bitrate_kbps, restarted = reply.into_inner().restarted, "media reconfigured"),
+                            Ok(Err(e)) => { tracing::warn!(error = %e.message(), "media Reconfigure failed"); lost = true; }
+                            Err(_) => lost = true,
+                        }
+                    }
+                },
+                Some(ev) = events.recv() => match ev {
+                    PumpEvent::NeedKeyframe => {
+                        let now = now_ns();
+                        if now.saturating_sub(last_keyframe_ns) >= KEYFRAME_COALESCE.as_nanos() as u64 {
+                            last_keyframe_ns = now;
+                            lost = !request_keyframe(r).await;
+                        }
+                    }
+                    PumpEvent::Ended => lost = !self.alive(r).await,
+                },
+                _ = tick.tick() => {
+                    let last = self.outputs.video_state.last_record_ns.load(Ordering::Relaxed).max(r.started_ns);
+                    if now_ns().saturating_sub(last) > SILENCE.as_nanos() as u64 {
+                        lost = !self.alive(r).await;
+                        if !lost {
+                            // Alive but silent (a stalled source): do not ask again at once.
+                            self.outputs.video_state.last_record_ns.store(now_ns(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            if lost && let Some(r) = running.take() {
+                tracing::warn!(
+                    stream_id = r.stream_id,
+                    "the media worker stopped delivering; keeping the client connected and waiting for media to come back"
+                );
+                drop(r.pumps);
+            }
+        }
+    }
+
+    /// Whether media still knows and runs our stream.
+    async fn alive(&self, r: &mut Running) -> bool {
+        let req = StatsRequest {
+            stream_id: r.stream_id.clone(),
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, r.client.stats(req)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e.message(), "media Stats failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Starts a new stream, retrying until media answers; marks the restart for the client.
+    async fn restart(&mut self) -> Running {
+        let t0 = now_ns();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match start_stream(
+                &self.runtime_dir,
+                &self.plan,
+                &self.outputs,
+                &self.events_tx,
+                true,
+            )
+            .await
+            {
+                Ok(r) => {
+                    self.restarts += 1;
+                    tracing::info!(
+                        stream_id = r.stream_id,
+                        attempts,
+                        waited_ms = (now_ns() - t0) / 1_000_000,
+                        restarts = self.restarts,
+                        "media stream restarted; the client sees a discontinuity"
+                    );
+                    return r;
+                }
+                Err(e) => {
+                    if attempts == 1 || attempts.is_multiple_of(25) {
+                        tracing::info!(attempts, "media not back yet: {e}");
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// Asks for an IDR; false when media did not answer (it may be gone).
+async fn request_keyframe(r: &mut Running) -> bool {
+    let req = RequestKeyframeRequest {
+        stream_id: r.stream_id.clone(),
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, r.client.request_keyframe(req)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e.message(), "media RequestKeyframe failed");
+            !matches!(
+                e.code(),
+                tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Aborted
+            )
+        }
+        Err(_) => false,
+    }
+}
+
+async fn connect(runtime_dir: &Path) -> Result<MediaClient<Channel>, MediaError> {
+    let path = paths::grpc_socket(runtime_dir, "media");
+    let channel = uds::connect(&path, CALL_TIMEOUT)
+        .await
+        .map_err(|e| MediaError::Unreachable {
+            path: path.clone(),
+            why: e.source.to_string(),
+        })?;
+    Ok(MediaClient::new(channel))
+}
+
+/// StartStream, ring redemption and pumps.
+///
+/// `restart`: the next frames follow a gap, so the first of each kind is flagged
+/// discontinuous (set before the pumps start, so no frame can slip past it).
+async fn start_stream(
+    runtime_dir: &Path,
+    plan: &MediaPlan,
+    outputs: &Outputs,
+    events: &mpsc::UnboundedSender<PumpEvent>,
+    restart: bool,
+) -> Result<Running, MediaError> {
+    let mut client = connect(runtime_dir).await?;
+    let audio = plan.audio && outputs.audio.is_some();
+    let req = StartStreamRequest {
+        source: plan.source as i32,
+        mode: Some(plan.mode),
+        codec: plan.codec as i32,
+        bitrate_kbps: plan.bitrate_kbps,
+        audio,
+        ..Default::default()
+    };
+    let reply = match tokio::time::timeout(START_TIMEOUT, client.start_stream(req)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(e)) if e.code() == tonic::Code::Unavailable => {
+            return Err(MediaError::Unreachable {
+                path: paths::grpc_socket(runtime_dir, "media"),
+                why: e.message().to_string(),
+            });
+        }
+        Ok(Err(e)) => return Err(MediaError::Refused(e.message().to_string())),
+        Err(_) => {
+            return Err(MediaError::Unreachable {
+                path: paths::grpc_socket(runtime_dir, "media"),
+                why: format!("StartStream did not answer within {START_TIMEOUT:?}"),
+            });
+        }
+    };
+    let stream_id = reply.stream_id.clone();
+    let ticket = reply
+        .rings
+        .ok_or_else(|| MediaError::Rings("StartStream returned no ring ticket".into()))?;
+    let expected: Vec<&str> = VIDEO_RING_FD_NAMES
+        .iter()
+        .chain(if audio { &AUDIO_RING_FD_NAMES[..] } else { &[] })
+        .copied()
+        .collect();
+    if ticket.fd_names != expected {
+        return Err(MediaError::Rings(format!(
+            "the ticket carries {:?}, expected {expected:?}",
+            ticket.fd_names
+        )));
+    }
+    let fd_path = paths::fd_socket(runtime_dir, "media");
+    let fds = tokio::task::spawn_blocking(move || fdchannel::redeem(&fd_path, &ticket))
+        .await
+        .map_err(|e| MediaError::Rings(e.to_string()))?
+        .map_err(|e| MediaError::Rings(e.to_string()))?;
+    if fds.len() != expected.len() {
+        return Err(MediaError::Rings(format!(
+            "expected {} fds, got {}",
+            expected.len(),
+            fds.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let mut ring = || -> Result<Consumer, MediaError> {
+        let (Some(memfd), Some(doorbell)) = (fds.next(), fds.next()) else {
+            return Err(MediaError::Rings("missing ring fds".into()));
+        };
+        Consumer::attach(RingFds { memfd, doorbell }).map_err(|e| MediaError::Rings(e.to_string()))
+    };
+    let video = ring()?;
+    let audio_ring = if audio { Some(ring()?) } else { None };
+    let pump_err = |e: std::io::Error| MediaError::Rings(format!("cannot start a pump: {e}"));
+    outputs
+        .video_state
+        .discontinuity
+        .store(restart, Ordering::Relaxed);
+    let mut pumps = vec![
+        Pump::start(
+            video,
+            PumpConfig {
+                name: "video",
+                sender: outputs.video.clone(),
+                shared: outputs.video_state.clone(),
+                keyframes: true,
+                events: events.clone(),
+            },
+        )
+        .map_err(pump_err)?,
+    ];
+    if let (Some(ring), Some((sender, shared))) = (audio_ring, &outputs.audio) {
+        shared.discontinuity.store(restart, Ordering::Relaxed);
+        pumps.push(
+            Pump::start(
+                ring,
+                PumpConfig {
+                    name: "audio",
+                    sender: sender.clone(),
+                    shared: shared.clone(),
+                    keyframes: false,
+                    events: events.clone(),
+                },
+            )
+            .map_err(pump_err)?,
+        );
+    }
+    tracing::info!(
+        stream_id,
+        encoder = reply.encoder,
+        audio,
+        "media stream started"
+    );
+    Ok(Running {
+        client,
+        stream_id,
+        pumps,
+        started_ns: now_ns(),
+    })
+}

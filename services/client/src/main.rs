@@ -3,10 +3,17 @@
 //! `discover` lists hosts on the LAN, `pair` runs the PIN ceremony once, `stream` receives,
 //! verifies and measures a stream, `speed-test` measures the data plane's goodput.
 
+mod audio;
 mod conn;
+mod decode;
+mod frames_out;
 mod known_hosts;
 mod report;
 mod session;
+mod snapshot;
+#[cfg(test)]
+mod testenc;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,9 +62,22 @@ enum Command {
         mode: String,
         #[arg(long, default_value_t = 20_000)]
         bitrate: u32,
-        /// Decode the video (needs the media pipeline; not available for the synthetic source).
+        /// Ask for this codec only (h264 or hevc); by default HEVC is preferred, then H.264.
+        #[arg(long)]
+        codec: Option<String>,
+        /// Decode the video (H.264/HEVC from the host's media pipeline; the synthetic source
+        /// is verified byte for byte instead) and read the frame counter of every picture.
         #[arg(long)]
         decode: bool,
+        /// Write one decoded picture (the middle of the run, or the last of a short one) as PNG.
+        #[arg(long, value_name = "FILE.png", requires = "decode")]
+        save_frame: Option<PathBuf>,
+        /// Write one CSV row per received video frame (flags, size, per-stage latency, counter).
+        #[arg(long, value_name = "FILE.csv")]
+        frames_out: Option<PathBuf>,
+        /// Do not ask the host for audio.
+        #[arg(long)]
+        no_audio: bool,
         #[arg(long)]
         json: bool,
     },
@@ -103,14 +123,40 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Discover { timeout_ms, json } => session::discover(timeout_ms, json).await,
             Command::Pair { pin, host } => session::pair(&dir, &name, &pin, &host).await,
-            Command::Stream { host, duration, mode, bitrate, decode, json } => {
-                if decode {
-                    return Err("--decode needs the media pipeline (test source + H.264), which this host build does not stream yet".into());
-                }
-                let mode = session::parse_mode(&mode)?;
-                session::stream(&dir, &name, &host, duration, mode, bitrate, json).await
+            Command::Stream {
+                host,
+                duration,
+                mode,
+                bitrate,
+                codec,
+                decode,
+                save_frame,
+                frames_out,
+                no_audio,
+                json,
+            } => {
+                let opts = session::StreamOptions {
+                    duration,
+                    mode: session::parse_mode(&mode)?,
+                    bitrate,
+                    codecs: match codec {
+                        Some(c) => vec![session::parse_codec(&c)?],
+                        None => session::DEFAULT_CODECS.to_vec(),
+                    },
+                    json,
+                    decode,
+                    save_frame,
+                    frames_out,
+                    audio: !no_audio,
+                };
+                session::stream(&dir, &name, &host, &opts).await
             }
-            Command::SpeedTest { host, kbps, ms, json } => session::speed_test(&dir, &name, &host, kbps, ms, json).await,
+            Command::SpeedTest {
+                host,
+                kbps,
+                ms,
+                json,
+            } => session::speed_test(&dir, &name, &host, kbps, ms, json).await,
         }
     });
     match result {

@@ -1,8 +1,8 @@
 //! The client's commands: discover, pair, stream, speed-test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -14,14 +14,19 @@ use punktfunk_control::keys::{self, Direction};
 use punktfunk_control::pairing::{PairingClient, PairingClientStep, PairingError};
 use punktfunk_dataplane::{Receiver, ReceiverConfig, RxEvent};
 use punktfunk_proto::common::{Codec, Mode};
-use punktfunk_proto::control::{ClientMessage, Stats, Welcome};
+use punktfunk_proto::control::{AudioConfig, ClientMessage, Stats, VideoPayload, Welcome};
 use punktfunk_tls::{Fingerprint, Identity, peer_fingerprint};
 use punktfunk_wire::StreamKind;
-use punktfunk_wire::au::AuTiming;
+use punktfunk_wire::au::{FLAG_DISCONTINUITY, FLAG_KEYFRAME};
 
+use crate::audio::{self, AudioOutcome, AudioPacket};
 use crate::conn::{self, Control};
+use crate::decode::{self, DecodeOutcome, DecoderConfig, DecoderHandle, Picture, VideoCodec};
+use crate::frames_out::{self, FrameRow};
 use crate::known_hosts::{KnownHost, KnownHosts};
-use crate::report::{self, SpeedReport, StreamReport};
+use crate::report::{self, SavedFrame, SpeedReport, StreamReport};
+use crate::snapshot;
+use crate::verify::{self, Payload, RxRecord, Verified};
 
 use punktfunk_dataplane::sys::monotonic_ns as now_ns;
 
@@ -129,58 +134,6 @@ pub async fn pair(dir: &Path, name: &str, pin: &str, host: &str) -> Result<(), S
     }
 }
 
-/// One received frame as the verifier thread sees it.
-struct RxRecord {
-    index: u64,
-    data: Vec<u8>,
-    first_arrival_ns: u64,
-    delivered_ns: u64,
-}
-
-/// What the verifier thread found.
-#[derive(Default)]
-struct Verified {
-    frames: u64,
-    ok: u64,
-    failures: u64,
-    bytes: u64,
-    first_delivered_ns: Option<u64>,
-    /// (timing, first arrival, delivered) per verified frame, bounded.
-    samples: Vec<(AuTiming, u64, u64)>,
-}
-
-const MAX_SAMPLES: usize = 1 << 20;
-
-fn spawn_verifier(rx: mpsc::Receiver<RxRecord>) -> std::thread::JoinHandle<Verified> {
-    std::thread::spawn(move || {
-        let mut v = Verified::default();
-        for r in rx {
-            v.frames += 1;
-            v.bytes += r.data.len() as u64;
-            v.first_delivered_ns.get_or_insert(r.delivered_ns);
-            match AuTiming::parse(&r.data) {
-                Ok((timing, au)) => match punktfunk_wire::synthetic::verify(r.index, au) {
-                    Ok(()) => {
-                        v.ok += 1;
-                        if v.samples.len() < MAX_SAMPLES {
-                            v.samples.push((timing, r.first_arrival_ns, r.delivered_ns));
-                        }
-                    }
-                    Err(e) => {
-                        v.failures += 1;
-                        tracing::warn!(index = r.index, error = %e, "frame failed verification");
-                    }
-                },
-                Err(e) => {
-                    v.failures += 1;
-                    tracing::warn!(index = r.index, error = %e, "frame has no valid AU envelope");
-                }
-            }
-        }
-        v
-    })
-}
-
 fn data_socket(remote: SocketAddr) -> Result<UdpSocket, String> {
     let bind = if remote.is_ipv4() {
         "0.0.0.0:0"
@@ -228,14 +181,23 @@ struct Open {
     connect_started_ns: u64,
 }
 
-async fn open_session(
-    dir: &Path,
-    name: &str,
-    host: &str,
+/// What the `Hello` asks for.
+struct Ask<'a> {
     mode: Mode,
     bitrate: u32,
     probe_only: bool,
-) -> Result<Open, String> {
+    audio: bool,
+    codecs: &'a [Codec],
+}
+
+async fn open_session(dir: &Path, name: &str, host: &str, ask: Ask<'_>) -> Result<Open, String> {
+    let Ask {
+        mode,
+        bitrate,
+        probe_only,
+        audio,
+        codecs,
+    } = ask;
     let identity = Identity::load_or_create(dir, "client", name).map_err(|e| e.to_string())?;
     let addr = conn::resolve(host)?;
     let known = KnownHosts::open(dir)?;
@@ -247,9 +209,14 @@ async fn open_session(
     let mut session = ClientSession::new(ClientRequest {
         name: name.to_string(),
         mode,
-        codecs: vec![Codec::Hevc, Codec::H264],
+        codecs: codecs.to_vec(),
         bitrate_kbps: bitrate,
-        audio: None,
+        // The host's format for the native client: 48 kHz stereo Opus in 5 ms packets.
+        audio: audio.then_some(AudioConfig {
+            enabled: true,
+            channels: 2,
+            sample_rate: 48_000,
+        }),
         data_port,
         compositor: None,
         probe_only,
@@ -299,58 +266,193 @@ async fn open_session(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The codecs this client decodes, most preferred first.
+pub const DEFAULT_CODECS: [Codec; 2] = [Codec::Hevc, Codec::H264];
+
+/// Parses `--codec`: `h264` or `hevc` (also `h265`) asks for that codec only.
+pub fn parse_codec(s: &str) -> Result<Codec, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "h264" | "avc" => Ok(Codec::H264),
+        "hevc" | "h265" => Ok(Codec::Hevc),
+        _ => Err(format!("codec `{s}` is not h264 or hevc")),
+    }
+}
+
+/// What `stream` was asked to do (the CLI's flags).
+pub struct StreamOptions {
+    pub duration: f64,
+    pub mode: Mode,
+    pub bitrate: u32,
+    /// Codecs offered in `Hello`, most preferred first.
+    pub codecs: Vec<Codec>,
+    pub json: bool,
+    /// Decode the video (`--decode`).
+    pub decode: bool,
+    /// Write one decoded picture here (`--save-frame`, needs `decode`).
+    pub save_frame: Option<PathBuf>,
+    /// Write one CSV row per received frame here (`--frames-out`).
+    pub frames_out: Option<PathBuf>,
+    /// Ask the host for audio (default; `--no-audio` clears it).
+    pub audio: bool,
+}
+
+/// Counters the receive callback updates.
+#[derive(Default)]
+struct RxCounters {
+    video_frames: AtomicU64,
+    lost: AtomicU64,
+    overflow: AtomicU64,
+    audio_lost: AtomicU64,
+}
+
+/// What the per-frame threads returned when the stream ended.
+struct Collected {
+    verified: Verified,
+    decoded: Option<DecodeOutcome>,
+    audio: Option<AudioOutcome>,
+}
+
+/// Ends a session that cannot go on before streaming began.
+async fn refuse(open: &mut Open, why: String) -> Result<(), String> {
+    let bye = open.session.goodbye("client cannot use this stream");
+    let _ = open.ctl.send(&bye).await;
+    let _ = open.ctl.send.finish();
+    open.connection.close(0u32.into(), b"done");
+    Err(why)
+}
+
 pub async fn stream(
     dir: &Path,
     name: &str,
     host: &str,
-    duration: f64,
-    mode: Mode,
-    bitrate: u32,
-    json: bool,
+    opts: &StreamOptions,
 ) -> Result<(), String> {
-    let mut open = open_session(dir, name, host, mode, bitrate, false).await?;
+    let ask = Ask {
+        mode: opts.mode,
+        bitrate: opts.bitrate,
+        probe_only: false,
+        audio: opts.audio,
+        codecs: &opts.codecs,
+    };
+    let mut open = open_session(dir, name, host, ask).await?;
     let data_plane = *open
         .session
         .data_plane()
         .ok_or("the host sent no data-plane configuration")?;
     let key = export_key(&open.connection, open.welcome.session_id)?;
+    let payload = match VideoPayload::try_from(open.welcome.payload) {
+        Ok(VideoPayload::Encoded) => Payload::Encoded,
+        // UNSPECIFIED: a host from before Welcome.payload, which only had the synthetic source.
+        _ => Payload::Synthetic,
+    };
+    let codec = match Codec::try_from(open.welcome.codec) {
+        Ok(Codec::H264) => Some(VideoCodec::H264),
+        Ok(Codec::Hevc) => Some(VideoCodec::Hevc),
+        _ => None,
+    };
+    let shown_mode = open.welcome.mode.unwrap_or(opts.mode);
+    let decoder = if opts.decode {
+        let keep_picture = opts.save_frame.as_ref().map(|_| {
+            // The middle of the run by picture count (a short run keeps its last picture).
+            (opts.duration.max(0.0) * f64::from(shown_mode.refresh_mhz) / 1000.0 / 2.0) as u64
+        });
+        let started = match (payload, codec) {
+            (Payload::Synthetic, _) => Err(
+                "--decode: this host streams the synthetic source, which is not a bitstream \
+                 (Welcome.payload); configure its media source to decode"
+                    .to_string(),
+            ),
+            (Payload::Encoded, None) => Err(format!(
+                "--decode: the host's codec ({}) is not one this client decodes (H.264, HEVC)",
+                open.welcome.codec
+            )),
+            (Payload::Encoded, Some(codec)) => decode::spawn(DecoderConfig {
+                codec,
+                keep_picture,
+            }),
+        };
+        match started {
+            Ok(d) => Some(d),
+            Err(e) => return refuse(&mut open, e).await,
+        }
+    } else {
+        None
+    };
+    let audio_cfg = open.welcome.audio.filter(|a| a.enabled && opts.audio);
+    let mut rx_cfg = ReceiverConfig::new(StreamKind::Video, data_plane, key);
+    let audio = match &audio_cfg {
+        Some(a) => {
+            rx_cfg
+                .streams
+                .push((StreamKind::Audio, keys::audio_data_plane(&data_plane)));
+            Some(audio::spawn(a.channels, a.sample_rate)?)
+        }
+        None => None,
+    };
+    let (audio_tx, audio_thread) = audio.unzip();
+    let (decode_tx, decoder) = decoder.unzip();
+
     let (frames_tx, frames_rx) = mpsc::sync_channel::<RxRecord>(1024);
-    let verifier = spawn_verifier(frames_rx);
     let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let lost = Arc::new(AtomicU64::new(0));
-    let overflow = Arc::new(AtomicU64::new(0));
-    let (lost2, overflow2) = (lost.clone(), overflow.clone());
+    let verify_lost_tx = lost_tx.clone();
+    let verifier = verify::spawn(frames_rx, payload, decode_tx, move |index| {
+        let _ = verify_lost_tx.send(index);
+    })?;
+    let counters = Arc::new(RxCounters::default());
+    let c = counters.clone();
     let socket = open.socket.try_clone().map_err(|e| e.to_string())?;
-    let receiver = Receiver::spawn(
-        socket,
-        &ReceiverConfig::new(StreamKind::Video, data_plane, key),
-        move |ev| match ev {
-            RxEvent::Frame(f) => {
-                let rec = RxRecord {
-                    index: f.index,
-                    data: f.data.to_vec(),
-                    first_arrival_ns: f.first_arrival_ns,
-                    delivered_ns: f.delivered_ns,
-                };
-                if frames_tx.try_send(rec).is_err() {
-                    overflow2.fetch_add(1, Ordering::Relaxed);
-                }
+    let receiver = Receiver::spawn(socket, &rx_cfg, move |ev| match ev {
+        RxEvent::Frame(f) if f.kind == StreamKind::Audio => {
+            let packet = AudioPacket {
+                frame: f.data.to_vec(),
+            };
+            if audio_tx
+                .as_ref()
+                .is_some_and(|tx| tx.try_send(packet).is_err())
+            {
+                c.audio_lost.fetch_add(1, Ordering::Relaxed);
             }
-            RxEvent::Lost { index, .. } => {
-                lost2.fetch_add(1, Ordering::Relaxed);
-                let _ = lost_tx.send(index);
+        }
+        RxEvent::Frame(f) => {
+            c.video_frames.fetch_add(1, Ordering::Relaxed);
+            let rec = RxRecord {
+                index: f.index,
+                data: f.data.to_vec(),
+                first_arrival_ns: f.first_arrival_ns,
+                delivered_ns: f.delivered_ns,
+            };
+            if frames_tx.try_send(rec).is_err() {
+                // Dropped here, the frame breaks the decoder's reference chain like a loss.
+                c.overflow.fetch_add(1, Ordering::Relaxed);
+                let _ = lost_tx.send(f.index);
             }
-            RxEvent::Skipped { first, count, .. } => {
-                lost2.fetch_add(count, Ordering::Relaxed);
-                let _ = lost_tx.send(first);
-            }
-        },
-    )
+        }
+        RxEvent::Lost {
+            kind: StreamKind::Audio,
+            ..
+        } => {
+            c.audio_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        RxEvent::Skipped {
+            kind: StreamKind::Audio,
+            count,
+            ..
+        } => {
+            c.audio_lost.fetch_add(count, Ordering::Relaxed);
+        }
+        RxEvent::Lost { index, .. } => {
+            c.lost.fetch_add(1, Ordering::Relaxed);
+            let _ = lost_tx.send(index);
+        }
+        RxEvent::Skipped { first, count, .. } => {
+            c.lost.fetch_add(count, Ordering::Relaxed);
+            let _ = lost_tx.send(first);
+        }
+    })
     .map_err(|e| format!("cannot start the receiver: {e}"))?;
 
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(duration.max(0.0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(opts.duration.max(0.0));
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut clock: Option<ClockEstimate> = None;
     let mut keyframe_requests = 0u64;
@@ -387,8 +489,8 @@ pub async fn stream(
             _ = stats_tick.tick() => {
                 let s = receiver.stats();
                 let stats = Stats {
-                    frames_received: s.wire.frames_completed,
-                    frames_lost: lost.load(Ordering::Relaxed),
+                    frames_received: counters.video_frames.load(Ordering::Relaxed),
+                    frames_lost: counters.lost.load(Ordering::Relaxed),
                     fec_recovered_shards: s.wire.recovered_shards,
                     bytes_received: s.bytes,
                     ..Default::default()
@@ -401,10 +503,27 @@ pub async fn stream(
     let goodbye: ClientMessage = open.session.goodbye("done");
     let _ = open.ctl.send(&goodbye).await;
     let _ = open.ctl.send.finish();
+    // Stopping the receiver drops its senders; each thread then drains and finishes in turn.
     let (rx_stats, _) = receiver.stop();
-    let verified = verifier
-        .join()
-        .map_err(|_| "the verifier thread panicked")?;
+    let collected = tokio::task::spawn_blocking(move || -> Result<Collected, String> {
+        let verified = verifier
+            .join()
+            .map_err(|_| "the verifier thread panicked")?;
+        let decoded = decoder.map(DecoderHandle::join).transpose()?;
+        let audio = audio_thread
+            .map(|t| {
+                t.join()
+                    .map_err(|_| "the audio thread panicked".to_string())
+            })
+            .transpose()?;
+        Ok(Collected {
+            verified,
+            decoded,
+            audio,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     open.connection.close(0u32.into(), b"done");
     end?;
 
@@ -413,31 +532,64 @@ pub async fn stream(
         offset_ns: 0,
         rtt_ns: 0,
     });
-    let us = |a: u64, b: u64| (a as f64 - b as f64) / 1e3;
+    let Collected {
+        verified,
+        decoded,
+        audio,
+    } = collected;
+    let pictures: HashMap<u64, &Picture> = decoded
+        .iter()
+        .flat_map(|d| d.pictures.iter().map(|p| (p.index, p)))
+        .collect();
     let mut stages: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-    for (t, first_arrival, delivered) in &verified.samples {
-        let captured = est.to_client_time(t.captured_ns);
-        let handed = est.to_client_time(t.handed_ns);
-        stages
-            .entry("encode")
-            .or_default()
-            .push(us(t.encode_end_ns, t.encode_start_ns));
-        stages
-            .entry("capture_to_handed")
-            .or_default()
-            .push(us(t.handed_ns, t.captured_ns));
-        stages
-            .entry("handed_to_first_packet")
-            .or_default()
-            .push(us(*first_arrival, handed));
-        stages
-            .entry("first_packet_to_reassembled")
-            .or_default()
-            .push(us(*delivered, *first_arrival));
-        stages
-            .entry("capture_to_reassembled")
-            .or_default()
-            .push(us(*delivered, captured));
+    let mut rows = Vec::new();
+    for info in &verified.infos {
+        let st = info
+            .timing
+            .map(|t| report::frame_stages(&t, info.first_arrival_ns, info.delivered_ns, &est))
+            .unwrap_or_default();
+        let pic = pictures.get(&info.index);
+        let decode_us = pic.map(|p| report::us(p.decoded_ns, p.reassembled_ns));
+        let captured = info
+            .timing
+            .map(|t| t.captured_ns)
+            .filter(|&c| c != 0)
+            .map(|c| est.to_client_time(c));
+        let mut add = |k: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                stages.entry(k).or_default().push(v);
+            }
+        };
+        if info.verified {
+            add("encode", st.encode);
+            add("capture_to_handed", st.capture_to_handed);
+            add("handed_to_first_packet", st.handed_to_first_packet);
+            add(
+                "first_packet_to_reassembled",
+                st.first_packet_to_reassembled,
+            );
+            add("capture_to_reassembled", st.capture_to_reassembled);
+        }
+        add("decode", decode_us);
+        add(
+            "capture_to_decoded",
+            pic.zip(captured).map(|(p, c)| report::us(p.decoded_ns, c)),
+        );
+        if opts.frames_out.is_some() {
+            rows.push(FrameRow {
+                index: info.index,
+                keyframe: info.flags & FLAG_KEYFRAME != 0,
+                discontinuity: info.flags & FLAG_DISCONTINUITY != 0,
+                bytes: info.bytes,
+                capture_to_reassembled_us: st.capture_to_reassembled,
+                encode_us: st.encode,
+                capture_to_handed_us: st.capture_to_handed,
+                handed_to_first_packet_us: st.handed_to_first_packet,
+                first_packet_to_reassembled_us: st.first_packet_to_reassembled,
+                decode_us,
+                counter: pic.and_then(|p| p.counter),
+            });
+        }
     }
     let latency_us = stages
         .into_iter()
@@ -446,20 +598,51 @@ pub async fn stream(
     let first_frame_ms = verified
         .first_delivered_ns
         .map(|d| d.saturating_sub(open.connect_started_ns) as f64 / 1e6);
+    let counter = decoded
+        .as_ref()
+        .map(|d| decode::summarise_counters(&d.pictures));
+    let mut artefact_error = None;
+    let saved_frame = match (&opts.save_frame, decoded.as_ref()) {
+        (Some(path), Some(d)) => match &d.kept {
+            Some(k) => match snapshot::save_png(path, k) {
+                Ok(()) => Some(SavedFrame {
+                    file: path.display().to_string(),
+                    frame: k.index,
+                    counter: k.counter,
+                    width: k.width,
+                    height: k.height,
+                }),
+                Err(e) => {
+                    artefact_error = Some(e);
+                    None
+                }
+            },
+            None => {
+                artefact_error = Some("--save-frame: no picture was decoded".into());
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some(path) = &opts.frames_out
+        && let Err(e) = frames_out::write_file(path, &rows)
+    {
+        artefact_error.get_or_insert(e);
+    }
     let report = StreamReport {
         host: host.to_string(),
         mode: format!(
             "{}x{}@{}",
-            mode.width,
-            mode.height,
-            f64::from(mode.refresh_mhz) / 1000.0
+            opts.mode.width,
+            opts.mode.height,
+            f64::from(opts.mode.refresh_mhz) / 1000.0
         ),
         bitrate_kbps: open.welcome.bitrate_kbps,
         duration_s: elapsed,
         frames_received: verified.frames,
         frames_verified: verified.ok,
-        verify_failures: verified.failures + overflow.load(Ordering::Relaxed),
-        frames_lost: lost.load(Ordering::Relaxed),
+        verify_failures: verified.failures + counters.overflow.load(Ordering::Relaxed),
+        frames_lost: counters.lost.load(Ordering::Relaxed),
         keyframe_requests,
         fec_recovered_shards: rx_stats.wire.recovered_shards,
         goodput_mbps: verified.bytes as f64 * 8.0 / elapsed.max(1e-9) / 1e6,
@@ -467,12 +650,44 @@ pub async fn stream(
         skew_corrected: offset.is_some(),
         clock_offset_us: offset.map(|c| c.offset_ns as f64 / 1e3),
         clock_rtt_us: offset.map(|c| c.rtt_ns as f64 / 1e3),
-        decoded_frames: None,
         host_verified: open.host_verified,
+        payload: payload.name(),
+        codec: codec
+            .filter(|_| payload == Payload::Encoded)
+            .map(VideoCodec::name),
+        keyframes: verified.keyframes,
+        discontinuities: verified.discontinuities,
+        gaps: verified.gaps.clone(),
+        decoded_frames: decoded.as_ref().map(|d| d.decoded),
+        decoded_fraction: decoded
+            .as_ref()
+            .map(|d| d.decoded as f64 / verified.frames.max(1) as f64),
+        decode_errors: decoded.as_ref().map(|d| d.errors + d.unmatched),
+        decode_skipped: decoded
+            .as_ref()
+            .map(|d| d.skipped + verified.decoder_overflow),
+        decoder_restarts: decoded.as_ref().map(|d| d.restarts),
+        counter_first: counter.as_ref().and_then(|c| c.first),
+        counter_last: counter.as_ref().and_then(|c| c.last),
+        counter_strictly_increasing: counter.as_ref().map(|c| c.strictly_increasing),
+        counter_resets: counter.as_ref().map(|c| c.resets),
+        counter_unreadable: counter.as_ref().map(|c| c.unreadable),
+        saved_frame,
+        audio_packets: audio.as_ref().map(|a| a.packets),
+        audio_decoded: audio.as_ref().map(|a| a.decoded),
+        audio_decode_errors: audio.as_ref().map(|a| a.decode_errors),
+        audio_lost: audio
+            .as_ref()
+            .map(|_| counters.audio_lost.load(Ordering::Relaxed)),
+        audio_rms: audio.as_ref().and_then(|a| a.rms),
         latency_us,
     };
-    print_stream(&report, json);
-    Ok(())
+    print_stream(&report, opts.json);
+    artefact_error.map_or(Ok(()), Err)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
 
 fn print_stream(r: &StreamReport, json: bool) {
@@ -497,6 +712,13 @@ fn print_stream(r: &StreamReport, json: bool) {
         r.fec_recovered_shards
     );
     println!(
+        "payload {}{}, {} keyframes, {} discontinuities",
+        r.payload,
+        r.codec.map(|c| format!(" ({c})")).unwrap_or_default(),
+        r.keyframes,
+        r.discontinuities
+    );
+    println!(
         "goodput {:.2} Mbit/s, first frame {} ms, clock {}",
         r.goodput_mbps,
         r.first_frame_ms
@@ -507,6 +729,68 @@ fn print_stream(r: &StreamReport, json: bool) {
             _ => "not synchronised".into(),
         }
     );
+    if let Some(d) = r.decoded_frames {
+        println!(
+            "decoded {}/{} ({:.1} %), {} decode errors, {} frames skipped waiting for a keyframe",
+            d,
+            r.frames_received,
+            100.0 * r.decoded_fraction.unwrap_or(0.0),
+            r.decode_errors.unwrap_or(0),
+            r.decode_skipped.unwrap_or(0)
+        );
+        let range = match (r.counter_first, r.counter_last) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "unreadable".into(),
+        };
+        println!(
+            "counter {range}, strictly increasing {} ({} resets at discontinuities, {} unreadable)",
+            yes_no(r.counter_strictly_increasing.unwrap_or(false)),
+            r.counter_resets.unwrap_or(0),
+            r.counter_unreadable.unwrap_or(0)
+        );
+    }
+    if let Some(s) = &r.saved_frame {
+        println!(
+            "saved frame {} ({}x{}, counter {}) to {}",
+            s.frame,
+            s.width,
+            s.height,
+            s.counter.map_or_else(|| "-".into(), |c| c.to_string()),
+            s.file
+        );
+    }
+    if let Some(p) = r.audio_packets {
+        println!(
+            "audio {} packets, {} decoded, {} errors, {} lost, rms {}",
+            p,
+            r.audio_decoded.unwrap_or(0),
+            r.audio_decode_errors.unwrap_or(0),
+            r.audio_lost.unwrap_or(0),
+            r.audio_rms
+                .map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    if r.gaps.is_empty() {
+        println!("gaps none");
+    } else {
+        let list: Vec<String> = r
+            .gaps
+            .iter()
+            .map(|g| {
+                format!(
+                    "after frame {}: {:.1} ms{}",
+                    g.after_frame,
+                    g.ms,
+                    if g.discontinuity {
+                        " (discontinuity)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        println!("gaps {}", list.join("; "));
+    }
     println!(
         "{:<30} {:>10} {:>10} {:>10}",
         "latency (µs)", "p50", "p99", "max"
@@ -529,7 +813,14 @@ pub async fn speed_test(
         height: 720,
         refresh_mhz: 60_000,
     };
-    let mut open = open_session(dir, name, host, mode, kbps.clamp(500, 2_000_000), true).await?;
+    let ask = Ask {
+        mode,
+        bitrate: kbps.clamp(500, 2_000_000),
+        probe_only: true,
+        audio: false,
+        codecs: &DEFAULT_CODECS,
+    };
+    let mut open = open_session(dir, name, host, ask).await?;
     let data_plane = *open
         .session
         .data_plane()
@@ -632,5 +923,13 @@ mod tests {
         assert_eq!((m.width, m.height, m.refresh_mhz), (1920, 1080, 59_940));
         assert!(super::parse_mode("1920x1080").is_err());
         assert!(super::parse_mode("axb@60").is_err());
+    }
+
+    #[test]
+    fn codecs_parse() {
+        use punktfunk_proto::common::Codec;
+        assert_eq!(super::parse_codec("H264"), Ok(Codec::H264));
+        assert_eq!(super::parse_codec("h265"), Ok(Codec::Hevc));
+        assert!(super::parse_codec("av1").is_err());
     }
 }

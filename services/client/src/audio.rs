@@ -6,8 +6,10 @@ use std::thread::JoinHandle;
 
 use punktfunk_wire::au::AuTiming;
 
-/// Packets waiting in front of the audio thread (160 ms of 5 ms packets).
-pub const CHANNEL_PACKETS: usize = 32;
+/// Packets waiting in front of the audio thread (1.28 s of 5 ms packets, a few hundred bytes
+/// each): a stream starts with a burst of what the host's audio ring held, which a 32-packet
+/// channel was seen to overflow on a busy 2-core machine.
+pub const CHANNEL_PACKETS: usize = 256;
 /// Largest Opus frame: 120 ms at 48 kHz, per channel.
 const MAX_SAMPLES_PER_CHANNEL: usize = 5760;
 

@@ -637,6 +637,17 @@ mod tests {
     }
 
     #[test]
+    fn decodes_x265_one_to_one() {
+        let aus = testenc::encode_hevc(640, 360, 30);
+        assert_eq!(aus.len(), 30);
+        assert!(aus[0].keyframe);
+        let out = testenc::decode_codec(VideoCodec::Hevc, &aus, &[], None);
+        assert_eq!((out.pushed, out.decoded, out.errors), (30, 30, 0));
+        let counters: Vec<Option<u32>> = out.pictures.iter().map(|p| p.counter).collect();
+        assert_eq!(counters, (0..30).map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_lost_frame_skips_to_the_next_keyframe() {
         let aus = testenc::encode_h264(640, 360, 60, 20);
         let keys: Vec<u64> = (0..60u64).filter(|&i| aus[i as usize].keyframe).collect();

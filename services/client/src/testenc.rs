@@ -50,12 +50,33 @@ pub fn frame(w: usize, h: usize, n: u32) -> Vec<u8> {
 /// Encodes frames with counters 0..n with x264enc (zerolatency, ultrafast, IDR every
 /// `key_int_max` frames at most), Annex-B, one AU per buffer.
 pub fn encode_h264(w: usize, h: usize, n: u32, key_int_max: u32) -> Vec<Au> {
+    encode(
+        w,
+        h,
+        n,
+        &format!(
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int_max} bitrate=2000 ! \
+             h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+        ),
+    )
+}
+
+/// The same with x265enc (HEVC).
+pub fn encode_hevc(w: usize, h: usize, n: u32) -> Vec<Au> {
+    encode(
+        w,
+        h,
+        n,
+        "x265enc tune=zerolatency speed-preset=ultrafast bitrate=2000 ! \
+         h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au",
+    )
+}
+
+fn encode(w: usize, h: usize, n: u32, encoder: &str) -> Vec<Au> {
     gst::init().expect("gst init");
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src format=time caps=video/x-raw,format=I420,width={w},height={h},framerate=30/1 ! \
-         x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int_max} bitrate=2000 ! \
-         h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
-         appsink name=sink sync=false"
+         {encoder} ! appsink name=sink sync=false"
     ))
     .expect("encoder pipeline")
     .downcast::<gst::Pipeline>()
@@ -90,10 +111,19 @@ pub fn encode_h264(w: usize, h: usize, n: u32, key_int_max: u32) -> Vec<Au> {
     out
 }
 
-/// Feeds the AUs (frame index = position) through a real decoder; `lose` are never sent.
+/// Feeds the AUs (frame index = position) through a real H.264 decoder; `lose` are never sent.
 pub fn decode(aus: &[Au], lose: &[u64], keep: Option<u64>) -> DecodeOutcome {
+    decode_codec(VideoCodec::H264, aus, lose, keep)
+}
+
+pub fn decode_codec(
+    codec: VideoCodec,
+    aus: &[Au],
+    lose: &[u64],
+    keep: Option<u64>,
+) -> DecodeOutcome {
     let (tx, handle) = decode::spawn(DecoderConfig {
-        codec: VideoCodec::H264,
+        codec,
         keep_picture: keep,
     })
     .expect("decoder");

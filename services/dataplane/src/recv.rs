@@ -335,7 +335,10 @@ impl ReceiveLoop {
             self.stats.bytes.fetch_add(bytes, Relaxed);
             self.stats.batches.fetch_add(1, Relaxed);
             total += n;
-            self.poll_events(now, on_event);
+            // Completions only (a deadline of 0 gives nothing up): after a stall the rest of
+            // a frame may still be in the socket buffer, behind this batch. Deadlines are
+            // judged once the socket is drained (the caller's `poll_events`).
+            self.poll_events(0, on_event);
         }
         Ok(total)
     }

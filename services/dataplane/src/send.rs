@@ -602,6 +602,28 @@ impl Sender {
         }
     }
 
+    /// Like [`try_send`](Sender::try_send), but when the queue is full waits up to `budget`
+    /// (polling every 100 µs) for the send thread to make room before dropping. For feeds that
+    /// hand over bursts — an encoder catching up after a stall delivers several AUs at once,
+    /// which the send thread clears in microseconds — where dropping the fifth of a burst
+    /// would cost the client an IDR. Only the feed's own thread waits; the producer behind it
+    /// (the AU ring) never blocks.
+    pub fn send_within(&self, frame: Frame, budget: Duration) -> Result<(), TrySendError> {
+        let deadline = std::time::Instant::now() + budget;
+        let mut frame = frame;
+        loop {
+            match self.try_send(frame) {
+                Err(TrySendError::Full(f)) if std::time::Instant::now() < deadline => {
+                    // Not dropped (yet): retried.
+                    self.uncount_queue_drop();
+                    frame = f;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Undoes one `frames_dropped_queue` count (a backpressure feed retries the frame).
     pub(crate) fn uncount_queue_drop(&self) {
         self.stats.frames_dropped_queue.fetch_sub(1, Relaxed);

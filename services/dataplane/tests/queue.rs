@@ -104,3 +104,55 @@ fn unconnected_socket_is_refused() {
         Err(punktfunk_dataplane::SenderError::NotConnected(_))
     ));
 }
+
+/// A burst of small frames (an encoder catching up) larger than the queue: `try_send` alone
+/// drops the overflow although the send thread clears each frame in microseconds;
+/// `send_within` waits for room and delivers all of them, and a hopelessly slow sender still
+/// drops once the budget is spent.
+#[test]
+fn send_within_absorbs_a_burst_and_still_drops_when_hopeless() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let key = SessionKey {
+        key: [7; 16],
+        salt: [1, 2, 3, 4],
+    };
+    let sender_with = |pacing: Option<PacingConfig>| {
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.connect(sink.local_addr().expect("addr"))
+            .expect("connect");
+        let mut cfg = SenderConfig::new(DataPlaneConfig::default(), key.clone(), StreamKind::Video);
+        cfg.queue_frames = 2;
+        cfg.pacing = pacing;
+        Sender::spawn(tx, cfg).expect("sender")
+    };
+    let burst = |sender: &Sender, budget_ms: u64| {
+        (0..64u64)
+            .filter(|&i| {
+                let mut buf = sender.buffer();
+                fill(i, 3_000, &mut buf);
+                sender
+                    .send_within(
+                        Frame::new(i, i == 0, buf),
+                        std::time::Duration::from_millis(budget_ms),
+                    )
+                    .is_ok()
+            })
+            .count() as u64
+    };
+
+    let fast = sender_with(None);
+    assert_eq!(burst(&fast, 50), 64, "a fast sender takes the whole burst");
+    let stats = fast.shutdown();
+    assert_eq!(stats.frames_dropped_queue, 0);
+    assert_eq!(stats.frames_sent, 64);
+
+    // One packet every 0.75 s: nothing frees room within 1 ms.
+    let slow = sender_with(Some(PacingConfig {
+        burst_bytes: 1,
+        spread_permille: 750,
+        frame_interval_ns: 1_000_000_000,
+    }));
+    let accepted = burst(&slow, 1);
+    assert!(accepted < 64, "a stuck sender cannot take everything");
+    assert_eq!(slow.stats().frames_dropped_queue, 64 - accepted);
+}

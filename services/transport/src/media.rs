@@ -35,6 +35,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const SILENCE: Duration = Duration::from_millis(600);
 /// Between attempts to start a stream on a media daemon that is not back yet.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long the video pump waits for room in a full send queue before dropping a frame:
+/// a quarter of a 60 Hz frame, so a burst of AUs after an encoder stall gets through while a
+/// send path that is really behind still drops (and asks for an IDR) without delaying the
+/// frames behind it much.
+const VIDEO_SEND_BUDGET: Duration = Duration::from_millis(4);
+/// Audio frames are 5 ms apart.
+const AUDIO_SEND_BUDGET: Duration = Duration::from_millis(2);
+/// Audio older than this when the pump reads it is skipped (stale: see PumpConfig::max_age).
+const AUDIO_MAX_AGE: Duration = Duration::from_millis(60);
 /// Keyframe requests closer together than this are one request (a burst of losses).
 const KEYFRAME_COALESCE: Duration = Duration::from_millis(50);
 
@@ -406,6 +415,8 @@ async fn start_stream(
                 sender: outputs.video.clone(),
                 shared: outputs.video_state.clone(),
                 keyframes: true,
+                send_budget: VIDEO_SEND_BUDGET,
+                max_age: None,
                 events: events.clone(),
             },
         )
@@ -421,6 +432,8 @@ async fn start_stream(
                     sender: sender.clone(),
                     shared: shared.clone(),
                     keyframes: false,
+                    send_budget: AUDIO_SEND_BUDGET,
+                    max_age: Some(AUDIO_MAX_AGE),
                     events: events.clone(),
                 },
             )

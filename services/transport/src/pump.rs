@@ -41,6 +41,8 @@ pub struct PumpShared {
     pub frames_sent: Arc<AtomicU64>,
     /// Frames dropped at the send queue.
     pub frames_dropped: AtomicU64,
+    /// Records skipped as too old (see [`PumpConfig::max_age`]).
+    pub stale_skipped: AtomicU64,
     /// Set by the supervisor when a new media stream starts: the next frame is flagged
     /// discontinuous (the client reports the gap).
     pub discontinuity: AtomicBool,
@@ -60,6 +62,14 @@ pub struct PumpConfig {
     pub shared: Arc<PumpShared>,
     /// Whether lost frames call for a keyframe (video) or not (audio: every packet decodes).
     pub keyframes: bool,
+    /// Records captured longer ago than this are skipped before they get a wire index (audio:
+    /// a backlog that built up before the pump started, or behind a stall, is stale sound the
+    /// client should not queue behind; every Opus packet decodes alone). `None`: send all
+    /// (video: later frames reference earlier ones).
+    pub max_age: Option<Duration>,
+    /// How long a frame may wait for room in a full send queue before it is dropped (see
+    /// [`Sender::send_within`]: bursts after an encoder stall clear in microseconds).
+    pub send_budget: Duration,
     pub events: tokio::sync::mpsc::UnboundedSender<PumpEvent>,
 }
 
@@ -134,6 +144,13 @@ fn run(mut consumer: Consumer, cfg: &PumpConfig, stop: &AtomicBool) {
                 let _ = cfg.events.send(PumpEvent::Ended);
                 return;
             }
+            if let Some(age) = cfg.max_age
+                && read_ns.saturating_sub(meta.captured_ns) > age.as_nanos() as u64
+            {
+                record.release();
+                cfg.shared.stale_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let restarted = cfg.shared.discontinuity.swap(false, Ordering::Relaxed);
             let flags = envelope_flags(meta.flags, record.dropped_before(), restarted);
             // A ring gap broke the references; a restart starts with an IDR anyway.
@@ -155,7 +172,10 @@ fn run(mut consumer: Consumer, cfg: &PumpConfig, stop: &AtomicBool) {
             data.extend_from_slice(record.payload());
             record.release();
             let index = cfg.shared.next_index.fetch_add(1, Ordering::Relaxed);
-            match cfg.sender.try_send(Frame::new(index, keyframe, data)) {
+            match cfg
+                .sender
+                .send_within(Frame::new(index, keyframe, data), cfg.send_budget)
+            {
                 Ok(()) => {
                     cfg.shared.frames_sent.fetch_add(1, Ordering::Relaxed);
                 }

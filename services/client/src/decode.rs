@@ -345,6 +345,26 @@ impl DecoderHandle {
     }
 }
 
+/// Initialises GStreamer and loads the parser and decoder plugins of both codecs, before the
+/// client connects: the registry scan and plugin loading take tens of milliseconds of CPU,
+/// which on a small machine would otherwise land exactly while the host starts streaming.
+pub fn preload() -> Result<(), String> {
+    gst::init().map_err(|e| format!("GStreamer does not initialise: {e}"))?;
+    for name in [
+        "h264parse",
+        "avdec_h264",
+        "h265parse",
+        "avdec_h265",
+        "videoconvert",
+    ] {
+        if let Some(f) = gst::ElementFactory::find(name) {
+            // A missing plugin is reported by `spawn`, with the codec it is needed for.
+            let _ = f.load();
+        }
+    }
+    Ok(())
+}
+
 /// Builds the pipeline (so a missing plugin is reported at once) and starts the decoder
 /// thread. Frames go in through the returned sender, in index order; the thread drains and
 /// finishes when every sender is dropped.

@@ -327,6 +327,9 @@ pub async fn stream(
     host: &str,
     opts: &StreamOptions,
 ) -> Result<(), String> {
+    if opts.decode {
+        decode::preload()?;
+    }
     let ask = Ask {
         mode: opts.mode,
         bitrate: opts.bitrate,

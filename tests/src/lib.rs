@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 pub mod native;
+pub mod plot;
+pub mod stack;
 
 pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;
 

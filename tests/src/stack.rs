@@ -1,0 +1,106 @@
+//! The whole appliance on loopback: the four daemons under the [`Supervisor`] (socket
+//! activation, notify sockets, watchdog), transport on a free UDP port without mDNS, and a
+//! reference client paired with a real PIN. Used by the media-session tests, `just demo` and
+//! the end-to-end latency bench.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::native::free_udp_port;
+use crate::{DAEMONS, Supervisor, bin};
+
+pub struct Stack {
+    pub sup: Supervisor,
+    pub port: u16,
+    pub client_name: String,
+}
+
+impl Stack {
+    /// Starts the daemons with `env` extras (`(daemon, KEY, value)`) and waits for READY=1
+    /// from each; returns when all four serve.
+    pub fn start(env: &[(&'static str, &str, &str)]) -> Self {
+        let mut sup = Supervisor::new(4_000_000);
+        let port = free_udp_port();
+        sup.env
+            .push(("transport", "PUNKTFUNK_PORT".into(), port.to_string()));
+        sup.env
+            .push(("transport", "PUNKTFUNK_MDNS".into(), "false".into()));
+        for (d, k, v) in env {
+            sup.env.push((d, k.to_string(), v.to_string()));
+        }
+        let t0 = Instant::now();
+        sup.start_all();
+        for name in DAEMONS {
+            sup.wait_ready(name, t0);
+        }
+        Self {
+            sup,
+            port,
+            client_name: "stack-client".into(),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn client_dir(&self) -> PathBuf {
+        self.sup.root.path().join("client")
+    }
+
+    /// A `punktfunk-client` command with this stack's client identity.
+    pub fn client(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("punktfunk-client"));
+        c.arg("--config-dir")
+            .arg(self.client_dir())
+            .arg("--name")
+            .arg(&self.client_name)
+            .args(args)
+            .env("PUNKTFUNK_LOG", "warn");
+        c
+    }
+
+    /// Arms pairing with `punktfunkctl pair` and pairs the client with the PIN it printed.
+    pub fn pair(&self) -> Result<String, String> {
+        let out = self.sup.ctl(&["pair", "--json"]);
+        let pin = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["pin"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                format!(
+                    "punktfunkctl pair failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let out = self
+            .client(&["pair", "--pin", &pin, &self.host()])
+            .output()
+            .map_err(|e| format!("cannot run punktfunk-client: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pairing failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(pin)
+    }
+
+    /// A daemon's log so far (for assertion messages).
+    pub fn log(&mut self, daemon: &str) -> String {
+        std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default()
+    }
+
+    /// SIGTERMs every daemon and waits for each (5 s); returns `(name, exit status)`.
+    pub fn stop(&mut self) -> Vec<(&'static str, Option<std::process::ExitStatus>, Duration)> {
+        DAEMONS
+            .iter()
+            .map(|&name| {
+                let t = Instant::now();
+                self.sup.signal(name, rustix::process::Signal::TERM);
+                let s = self.sup.wait_exit(name, Duration::from_secs(5));
+                (name, s, t.elapsed())
+            })
+            .collect()
+    }
+}

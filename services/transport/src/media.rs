@@ -187,7 +187,7 @@ impl Supervisor {
             tokio::select! {
                 _ = &mut stop => {
                     let mut r = running.take().expect("checked above");
-                    r.pumps.clear();
+                    stop_pumps(std::mem::take(&mut r.pumps)).await;
                     let req = StopStreamRequest { stream_id: r.stream_id.clone() };
                     match tokio::time::timeout(CALL_TIMEOUT, r.client.stop_stream(req)).await {
                         Ok(Ok(_)) => tracing::info!(stream_id = r.stream_id, "media stream stopped"),
@@ -243,7 +243,7 @@ impl Supervisor {
                     stream_id = r.stream_id,
                     "the media worker stopped delivering; keeping the client connected and waiting for media to come back"
                 );
-                drop(r.pumps);
+                stop_pumps(r.pumps).await;
             }
         }
     }
@@ -298,6 +298,11 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Stops pump threads off the async workers (each join waits up to one 50 ms ring poll).
+async fn stop_pumps(pumps: Vec<Pump>) {
+    let _ = tokio::task::spawn_blocking(move || drop(pumps)).await;
 }
 
 /// Asks for an IDR; false when media did not answer (it may be gone).

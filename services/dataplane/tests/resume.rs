@@ -11,6 +11,16 @@ use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 const FRAMES: u64 = 5;
 
+/// Default parameters, but a 1 s frame interval: this test is about sequence numbers, and a
+/// loaded machine must not turn a late receive thread into a loss deadline.
+fn config() -> DataPlaneConfig {
+    DataPlaneConfig {
+        frame_interval_ns: 1_000_000_000,
+        frames_in_flight: 16,
+        ..DataPlaneConfig::default()
+    }
+}
+
 fn key() -> SessionKey {
     SessionKey {
         key: [7; 16],
@@ -23,7 +33,7 @@ fn key() -> SessionKey {
 fn send_batch(rx_addr: std::net::SocketAddr, first: u64, first_sequence: u64) -> u64 {
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
     tx.connect(rx_addr).expect("connect");
-    let mut cfg = SenderConfig::new(DataPlaneConfig::default(), key(), StreamKind::Probe);
+    let mut cfg = SenderConfig::new(config(), key(), StreamKind::Probe);
     cfg.pacing = None;
     cfg.first_sequence = first_sequence;
     let sender = Sender::spawn(tx, cfg).expect("sender");
@@ -51,7 +61,7 @@ fn replacement_sender_resumes_the_sequence() {
     let (tx, rx) = mpsc::channel();
     let receiver = Receiver::spawn(
         sock,
-        &ReceiverConfig::new(StreamKind::Probe, DataPlaneConfig::default(), key()),
+        &ReceiverConfig::new(StreamKind::Probe, config(), key()),
         move |ev| {
             if let RxEvent::Frame(f) = ev {
                 let _ = tx.send(f.index);

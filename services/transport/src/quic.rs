@@ -614,6 +614,9 @@ impl Live {
         let sequence = self.probe_sequence.clone();
         let mut cfg = SenderConfig::new(self.data_plane_cfg, key, StreamKind::Probe);
         cfg.first_sequence = sequence.load(std::sync::atomic::Ordering::Relaxed);
+        // A probe measures throughput, not latency: a deeper queue rides out a scheduler
+        // hiccup of the send thread instead of counting it as a send drop.
+        cfg.queue_frames = 8;
         let mut dp = DataPlane::start(socket, cfg, feed, Some(limit), Arc::new(AtomicU64::new(0)))?;
         Ok(async move {
             tokio::task::spawn_blocking(move || {

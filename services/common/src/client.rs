@@ -41,16 +41,22 @@ pub enum ProbeError {
     Connect(#[from] uds::ConnectError),
     #[error("{0}")]
     Call(#[from] tonic::Status),
+    #[error("no answer within {} ms: the daemon may be stuck", .0.as_millis())]
+    TimedOut(Duration),
 }
 
-/// Connects to the socket at `path` and asks `daemon` for its health.
+/// Connects to the socket at `path` and asks `daemon` for its health; `timeout` bounds the
+/// connect and the call each.
 pub async fn probe(
     path: &Path,
     daemon: &str,
     timeout: Duration,
 ) -> Result<HealthReply, ProbeError> {
     let channel = uds::connect(path, timeout).await?;
-    Ok(health(channel, daemon).await?)
+    match tokio::time::timeout(timeout, health(channel, daemon)).await {
+        Ok(reply) => Ok(reply?),
+        Err(_) => Err(ProbeError::TimedOut(timeout)),
+    }
 }
 
 #[cfg(test)]

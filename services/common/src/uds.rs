@@ -69,14 +69,17 @@ pub struct ConnectError {
     pub source: tonic::transport::Error,
 }
 
-/// A gRPC channel to the daemon socket at `path`. Connects eagerly, so a daemon that is not
-/// running is an error here rather than on the first call.
-pub async fn connect(path: &Path, timeout: Duration) -> Result<Channel, ConnectError> {
+/// A gRPC channel to the daemon socket at `path`. Connects eagerly (within
+/// `connect_timeout`), so a daemon that is not running is an error here rather than on the
+/// first call.
+///
+/// The channel has **no** per-request timeout: each call gets the deadline it was designed
+/// with, as `tokio::time::timeout` around it (a StartStream that builds a pipeline may take
+/// seconds, a Health call should not).
+pub async fn connect(path: &Path, connect_timeout: Duration) -> Result<Channel, ConnectError> {
     let target = path.to_path_buf();
     // The URI is required by the HTTP/2 layer but never resolved: the connector dials the socket.
-    let endpoint = Endpoint::from_static("http://punktfunk.local")
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let endpoint = Endpoint::from_static("http://punktfunk.local").connect_timeout(connect_timeout);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let target = target.clone();

@@ -13,6 +13,17 @@ pub const CODE_UNSUPPORTED_MODE: &str = "unsupported-mode";
 pub const CODE_UNSUPPORTED_CODEC: &str = "unsupported-codec";
 /// `Error.code` for an unpaired client (sent by the transport shell before any session).
 pub const CODE_PAIRING_REQUIRED: &str = "pairing-required";
+/// `Error.code` when the media worker refused the stream (this mode, codec or bitrate): final,
+/// asking again the same way will not help.
+pub const CODE_MEDIA_REFUSED: &str = "media-refused";
+/// `Error.code` when the host's encoders are busy: every encode budget is in use (try a smaller
+/// mode, or later).
+pub const CODE_CAPACITY: &str = "capacity";
+/// `Error.code` when the media worker is not running or did not answer in time (try again
+/// shortly; the host's supervisor restarts it).
+pub const CODE_MEDIA_UNAVAILABLE: &str = "media-unavailable";
+/// `Error.code` for a fault of the host itself (misconfiguration, a failed socket).
+pub const CODE_INTERNAL: &str = "internal";
 
 /// The peer broke the protocol; the session ends. The host shell sends
 /// [`crate::host::HostSession::error_message`] and closes the connection; the client shell

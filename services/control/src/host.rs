@@ -31,7 +31,9 @@
 //!   refused. A missing mode is refused.
 //! * Bitrate: clamped to `policy.min_bitrate_kbps ..= policy.max_bitrate_kbps` (by default
 //!   [`MIN_BITRATE_KBPS`] ..= [`MAX_BITRATE_KBPS`]); 0 means `policy.default_bitrate_kbps`.
-//! * Codec: the client's most preferred codec the host supports; unknown values ignored.
+//! * Codec: the **host's** most preferred codec among those the client offers (the client
+//!   lists what it can decode; the host knows what its encoders cost: a host without a hardware
+//!   HEVC encoder puts H.264 first); unknown values ignored.
 //! * Audio: enabled if the client asks and the host has audio; channels = min(client, host)
 //!   (0 = host's), sample rate = host's.
 //! * `Reconfigure`: a missing mode / zero bitrate keeps the current value; an unacceptable mode
@@ -97,8 +99,8 @@ pub const MAX_COMPOSITOR_LEN: usize = 64;
 pub struct HostPolicy {
     /// Sent in `Welcome.host_name`.
     pub host_name: String,
-    /// Codecs the host can encode. The client's preference order decides among them; the
-    /// first entry is used for probe-only sessions without a common codec.
+    /// Codecs the host can encode, most preferred first: the first one the client also offers
+    /// is chosen, and the first entry is used for probe-only sessions without a common codec.
     pub codecs: Vec<Codec>,
     /// Lower bitrate clamp (≥ [`MIN_BITRATE_KBPS`]).
     pub min_bitrate_kbps: u32,
@@ -551,11 +553,17 @@ impl HostSession {
             Err(_) if h.probe_only => PROBE_ONLY_MODE,
             Err(why) => return self.refuse(CODE_UNSUPPORTED_MODE, why),
         };
-        let codec = h
+        let offered: Vec<Codec> = h
             .codecs
             .iter()
             .filter_map(|&c| Codec::try_from(c).ok())
-            .find(|c| *c != Codec::Unspecified && self.policy.codecs.contains(c))
+            .collect();
+        let codec = self
+            .policy
+            .codecs
+            .iter()
+            .copied()
+            .find(|c| offered.contains(c))
             .or_else(|| {
                 h.probe_only
                     .then(|| self.policy.codecs.first().copied())

@@ -91,7 +91,7 @@ fn hello_welcome_happy_path() {
     assert_eq!(
         w.codec,
         Codec::Hevc as i32,
-        "client's first codec the host has"
+        "the host's first codec the client offers"
     );
     assert_eq!(w.bitrate_kbps, 50_000);
     assert_eq!(
@@ -231,6 +231,27 @@ fn version_mismatch_is_refused() {
     assert_eq!(code, "unsupported-version");
     assert!(msg.contains("punktfunk/1"), "{msg}");
     assert!(s.is_closed());
+}
+
+#[test]
+fn the_hosts_codec_order_decides() {
+    // A software-only host prefers H.264 even when the client lists HEVC first.
+    let mut p = policy();
+    p.codecs = vec![Codec::H264, Codec::Hevc];
+    let mut s = HostSession::new(p).unwrap();
+    let actions = s.on_message(1, hello_with(|_| {})).unwrap();
+    assert_eq!(welcome_of(&actions).codec, Codec::H264 as i32);
+    // A codec the client cannot decode is skipped.
+    let mut p = policy();
+    p.codecs = vec![Codec::Av1, Codec::Hevc];
+    let mut s = HostSession::new(p).unwrap();
+    let actions = s
+        .on_message(
+            1,
+            hello_with(|h| h.codecs = vec![Codec::H264 as i32, Codec::Hevc as i32]),
+        )
+        .unwrap();
+    assert_eq!(welcome_of(&actions).codec, Codec::Hevc as i32);
 }
 
 #[test]

@@ -259,10 +259,17 @@ where
             return ExitCode::from(1);
         }
     };
-    match f(TransportClient::new(channel)).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(s) => {
+    match tokio::time::timeout(timeout, f(TransportClient::new(channel))).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(s)) => {
             eprintln!("punktfunkctl: {}", s.message());
+            ExitCode::from(1)
+        }
+        Err(_) => {
+            eprintln!(
+                "punktfunkctl: punktfunk-transport did not answer within {:.1} s; it may be stuck: see `journalctl --user -u punktfunk-transport`, restart it with `systemctl --user restart punktfunk-transport`, or allow longer with --timeout",
+                timeout.as_secs_f64()
+            );
             ExitCode::from(1)
         }
     }
@@ -279,6 +286,7 @@ fn explain(e: &ProbeError) -> String {
             format!("no answer on {}: {root}", c.path.display())
         }
         ProbeError::Call(s) => format!("{:?}: {}", s.code(), s.message()),
+        e @ ProbeError::TimedOut(_) => e.to_string(),
     }
 }
 

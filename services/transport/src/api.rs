@@ -45,12 +45,12 @@ impl Transport for TransportApi {
             Duration::from_secs(secs.into()).min(MAX_WINDOW)
         };
         let pin = punktfunk_control::pairing::generate_pin();
-        let armed = self.host.window.lock().await.arm(pin, Instant::now(), ttl);
+        let armed = self.host.arm_pairing(pin, Instant::now(), ttl);
         tracing::info!(
             expires_s = ttl.as_secs(),
             "pairing armed: the PIN admits one attempt"
         );
-        self.host.refresh_status().await;
+        self.host.refresh_status();
         Ok(Response::new(ArmPairingReply {
             pin: armed.pin,
             expires_s: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
@@ -63,10 +63,7 @@ impl Transport for TransportApi {
     ) -> Result<Response<ListClientsReply>, Status> {
         let clients = self
             .host
-            .paired
-            .lock()
-            .await
-            .list()
+            .paired_clients()
             .into_iter()
             .map(to_proto)
             .collect();
@@ -75,12 +72,12 @@ impl Transport for TransportApi {
 
     async fn unpair(&self, req: Request<UnpairRequest>) -> Result<Response<UnpairReply>, Status> {
         let who = req.into_inner().client;
-        let removed = self.host.paired.lock().await.remove(&who);
-        match removed {
-            Ok((fp, client)) => {
-                let ended = self.host.end_sessions_of(&fp, "unpaired on the host").await;
+        // Stored first: a failed write leaves the client paired and its sessions running, and
+        // the caller is told so.
+        match self.host.unpair(&who) {
+            Ok((fp, client, ended)) => {
                 tracing::info!(client = %client.name, fingerprint = %fp.short(), sessions_ended = ended, "unpaired");
-                self.host.refresh_status().await;
+                self.host.refresh_status();
                 Ok(Response::new(UnpairReply {
                     removed: Some(to_proto(client)),
                 }))
@@ -88,7 +85,9 @@ impl Transport for TransportApi {
             Err(e @ (pairing::StoreError::NoMatch(_) | pairing::StoreError::Ambiguous(_))) => {
                 Err(Status::not_found(e.to_string()))
             }
-            Err(e) => Err(Status::internal(e.to_string())),
+            Err(e) => Err(Status::internal(format!(
+                "{e}; nothing changed: the client is still paired"
+            ))),
         }
     }
 
@@ -97,7 +96,7 @@ impl Transport for TransportApi {
         _: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsReply>, Status> {
         Ok(Response::new(ListSessionsReply {
-            sessions: self.host.session_infos().await,
+            sessions: self.host.session_infos(),
         }))
     }
 }

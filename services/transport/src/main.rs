@@ -59,7 +59,7 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
 
     let endpoint = quic::bind(&host)?;
     let local = endpoint.local_addr()?;
-    *host.listen.lock().await = Some(local);
+    host.set_listen(local);
     tracing::info!(%local, "punktfunk/1 listening");
     tokio::spawn(quic::serve(host.clone(), endpoint));
 
@@ -71,10 +71,10 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            h.refresh_status().await;
+            h.refresh_status();
         }
     });
-    host.refresh_status().await;
+    host.refresh_status();
     Ok(tonic::service::Routes::new(TransportServer::new(
         api::TransportApi { host },
     )))

@@ -80,6 +80,8 @@ pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The supervisor's final word when media refuses a restarted stream.
+    refused: mpsc::UnboundedReceiver<MediaError>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +90,62 @@ pub enum MediaError {
         "the media worker is not reachable at {path}: {why} (check `systemctl --user status punktfunk-media`)"
     )]
     Unreachable { path: PathBuf, why: String },
-    #[error("the media worker refused the stream: {0}")]
-    Refused(String),
+    #[error(
+        "the media worker did not answer {call}: timed out after {} s (check `systemctl --user status punktfunk-media`)",
+        after.as_secs()
+    )]
+    TimedOut { call: &'static str, after: Duration },
+    /// Media answered, and said no: asking again the same way will not help.
+    #[error("the media worker refused the stream: {message}")]
+    Refused { code: tonic::Code, message: String },
     #[error("cannot take over the media worker's AU rings: {0}")]
     Rings(String),
+}
+
+impl MediaError {
+    /// Sorts a failed call: an answer that says no is a refusal; anything else means media
+    /// is not (or not yet) there.
+    fn from_status(runtime_dir: &Path, status: tonic::Status) -> Self {
+        if is_refusal(status.code()) {
+            MediaError::Refused {
+                code: status.code(),
+                message: status.message().to_string(),
+            }
+        } else {
+            MediaError::Unreachable {
+                path: paths::grpc_socket(runtime_dir, "media"),
+                why: status.message().to_string(),
+            }
+        }
+    }
+
+    /// The `Error.code` a client is told.
+    pub fn client_code(&self) -> &'static str {
+        use punktfunk_control::error::{
+            CODE_CAPACITY, CODE_INTERNAL, CODE_MEDIA_REFUSED, CODE_MEDIA_UNAVAILABLE,
+        };
+        match self {
+            MediaError::Refused {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            } => CODE_CAPACITY,
+            MediaError::Refused { .. } => CODE_MEDIA_REFUSED,
+            MediaError::Unreachable { .. } | MediaError::TimedOut { .. } => CODE_MEDIA_UNAVAILABLE,
+            MediaError::Rings(_) => CODE_INTERNAL,
+        }
+    }
+}
+
+/// gRPC codes with which media refuses a request on its merits (mode, codec, bitrate, budget).
+fn is_refusal(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::OutOfRange
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::PermissionDenied
+    )
 }
 
 /// A started media stream: its id and the pumps reading its rings.
@@ -113,11 +167,13 @@ impl MediaSession {
         let running = start_stream(&runtime_dir, &plan, &outputs, &events_tx, false).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (refused_tx, refused) = mpsc::unbounded_channel();
         let sup = Supervisor {
             runtime_dir,
             plan,
             outputs,
             events_tx,
+            refused: refused_tx,
             restarts: 0,
         };
         let task = tokio::spawn(sup.run(running, commands_rx, events_rx, stop_rx));
@@ -125,7 +181,17 @@ impl MediaSession {
             commands,
             stop: Some(stop_tx),
             task: Some(task),
+            refused,
         })
+    }
+
+    /// Resolves when media refused to restart the stream (final: the session should end and
+    /// tell the client why); pending forever otherwise.
+    pub async fn refused(&mut self) -> MediaError {
+        match self.refused.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
     }
 
     pub fn send(&self, c: Command) {
@@ -156,6 +222,7 @@ struct Supervisor {
     plan: MediaPlan,
     outputs: Outputs,
     events_tx: mpsc::UnboundedSender<PumpEvent>,
+    refused: mpsc::UnboundedSender<MediaError>,
     /// Media restarts survived so far.
     restarts: u64,
 }
@@ -177,22 +244,27 @@ impl Supervisor {
                 // Media is gone: wait for it to come back, still obeying stop.
                 tokio::select! {
                     _ = &mut stop => return,
-                    r = self.restart() => {
-                        running = Some(r);
-                        continue;
+                    r = self.restart() => match r {
+                        Ok(r) => {
+                            running = Some(r);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!("media refused to restart the stream: {e}");
+                            let _ = self.refused.send(e);
+                            // Wait for the session to stop us.
+                            let _ = (&mut stop).await;
+                            return;
+                        }
                     }
                 }
             };
             let mut lost = false;
             tokio::select! {
                 _ = &mut stop => {
-                    let mut r = running.take().expect("checked above");
-                    stop_pumps(std::mem::take(&mut r.pumps)).await;
-                    let req = StopStreamRequest { stream_id: r.stream_id.clone() };
-                    match tokio::time::timeout(CALL_TIMEOUT, r.client.stop_stream(req)).await {
-                        Ok(Ok(_)) => tracing::info!(stream_id = r.stream_id, "media stream stopped"),
-                        Ok(Err(e)) => tracing::debug!(stream_id = r.stream_id, error = %e.message(), "media StopStream failed (it may have restarted)"),
-                        Err(_) => tracing::warn!(stream_id = r.stream_id, "media StopStream timed out"),
+                    if let Some(r) = running.take() {
+                        stop_pumps(r.pumps).await;
+                        stop_remote(r.client, r.stream_id).await;
                     }
                     return;
                 }
@@ -205,16 +277,7 @@ impl Supervisor {
                         }
                     }
                     Command::Reconfigure { bitrate_kbps, mode } => {
-                        self.plan.bitrate_kbps = bitrate_kbps;
-                        if let Some(m) = mode {
-                            self.plan.mode = m;
-                        }
-                        let req = ReconfigureRequest { stream_id: r.stream_id.clone(), bitrate_kbps, mode };
-                        match tokio::time::timeout(START_TIMEOUT, r.client.reconfigure(req)).await {
-                            Ok(Ok(reply)) => tracing::info!(bitrate_kbps, restarted = reply.into_inner().restarted, "media reconfigured"),
-                            Ok(Err(e)) => { tracing::warn!(error = %e.message(), "media Reconfigure failed"); lost = true; }
-                            Err(_) => lost = true,
-                        }
+                        lost = !self.reconfigure(r, bitrate_kbps, mode).await;
                     }
                 },
                 Some(ev) = events.recv() => match ev {
@@ -244,6 +307,9 @@ impl Supervisor {
                     "the media worker stopped delivering; keeping the client connected and waiting for media to come back"
                 );
                 stop_pumps(r.pumps).await;
+                // Tell media to drop the stream we gave up on, without waiting: a stalled media
+                // answers late or never, and then its lease on the ring reaps the stream.
+                tokio::spawn(stop_remote(r.client, r.stream_id));
             }
         }
     }
@@ -263,8 +329,53 @@ impl Supervisor {
         }
     }
 
+    /// Asks media for a new bitrate/mode; false when media is gone. A request media refuses
+    /// (a mode or bitrate it cannot do) leaves the running stream as it was.
+    async fn reconfigure(
+        &mut self,
+        r: &mut Running,
+        bitrate_kbps: u32,
+        mode: Option<Mode>,
+    ) -> bool {
+        let req = ReconfigureRequest {
+            stream_id: r.stream_id.clone(),
+            bitrate_kbps,
+            mode,
+        };
+        match tokio::time::timeout(START_TIMEOUT, r.client.reconfigure(req)).await {
+            Ok(Ok(reply)) => {
+                self.plan.bitrate_kbps = bitrate_kbps;
+                if let Some(m) = mode {
+                    self.plan.mode = m;
+                }
+                tracing::info!(
+                    bitrate_kbps,
+                    restarted = reply.into_inner().restarted,
+                    "media reconfigured"
+                );
+                true
+            }
+            Ok(Err(e)) if is_refusal(e.code()) => {
+                tracing::warn!(bitrate_kbps, error = %e.message(), "media refused the reconfiguration; the stream goes on as it was");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e.message(), "media Reconfigure failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "media Reconfigure timed out after {} s",
+                    START_TIMEOUT.as_secs()
+                );
+                false
+            }
+        }
+    }
+
     /// Starts a new stream, retrying until media answers; marks the restart for the client.
-    async fn restart(&mut self) -> Running {
+    /// A refusal is final (media is back but will not run this stream).
+    async fn restart(&mut self) -> Result<Running, MediaError> {
         let t0 = now_ns();
         let mut attempts = 0u32;
         loop {
@@ -287,8 +398,9 @@ impl Supervisor {
                         restarts = self.restarts,
                         "media stream restarted; the client sees a discontinuity"
                     );
-                    return r;
+                    return Ok(r);
                 }
+                Err(e @ MediaError::Refused { .. }) => return Err(e),
                 Err(e) => {
                     if attempts == 1 || attempts.is_multiple_of(25) {
                         tracing::info!(attempts, "media not back yet: {e}");
@@ -297,6 +409,24 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// Asks media to stop `stream_id` (a media that restarted no longer knows it: fine).
+async fn stop_remote(mut client: MediaClient<Channel>, stream_id: String) {
+    let req = StopStreamRequest {
+        stream_id: stream_id.clone(),
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, client.stop_stream(req)).await {
+        Ok(Ok(_)) => tracing::info!(stream_id, "media stream stopped"),
+        Ok(Err(e)) => {
+            tracing::debug!(stream_id, error = %e.message(), "media StopStream failed (it may have restarted)")
+        }
+        Err(_) => tracing::warn!(
+            stream_id,
+            "media StopStream timed out after {} s; media's lease reaps the stream",
+            CALL_TIMEOUT.as_secs()
+        ),
     }
 }
 
@@ -357,17 +487,11 @@ async fn start_stream(
     };
     let reply = match tokio::time::timeout(START_TIMEOUT, client.start_stream(req)).await {
         Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(e)) if e.code() == tonic::Code::Unavailable => {
-            return Err(MediaError::Unreachable {
-                path: paths::grpc_socket(runtime_dir, "media"),
-                why: e.message().to_string(),
-            });
-        }
-        Ok(Err(e)) => return Err(MediaError::Refused(e.message().to_string())),
+        Ok(Err(e)) => return Err(MediaError::from_status(runtime_dir, e)),
         Err(_) => {
-            return Err(MediaError::Unreachable {
-                path: paths::grpc_socket(runtime_dir, "media"),
-                why: format!("StartStream did not answer within {START_TIMEOUT:?}"),
+            return Err(MediaError::TimedOut {
+                call: "StartStream",
+                after: START_TIMEOUT,
             });
         }
     };

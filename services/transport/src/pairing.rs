@@ -92,12 +92,11 @@ impl PairedStore {
     }
 
     pub fn list(&self) -> Vec<PairedClient> {
-        let mut v: Vec<PairedClient> = self.by_fp.values().cloned().collect();
-        v.sort_by(|a, b| a.paired_at.cmp(&b.paired_at).then(a.name.cmp(&b.name)));
-        v
+        sorted(&self.by_fp)
     }
 
-    /// Adds (or renames) a client and saves.
+    /// Adds (or renames) a client. The file is written first: if that fails, nothing changes
+    /// in memory either, so what the host answered is what holds.
     pub fn add(
         &mut self,
         fp: Fingerprint,
@@ -113,8 +112,9 @@ impl PairedStore {
                 .unwrap_or(0),
             protocol: protocol.to_string(),
         };
-        self.by_fp.insert(fp, client.clone());
-        self.save()?;
+        let mut next = self.by_fp.clone();
+        next.insert(fp, client.clone());
+        self.commit(next)?;
         Ok(client)
     }
 
@@ -137,35 +137,39 @@ impl PairedStore {
             [one] => *one,
             _ => return Err(StoreError::Ambiguous(who.to_string())),
         };
-        let removed = self
-            .by_fp
+        let mut next = self.by_fp.clone();
+        let removed = next
             .remove(&fp)
             .ok_or_else(|| StoreError::NoMatch(who.to_string()))?;
-        self.save()?;
+        self.commit(next)?;
         Ok((fp, removed))
     }
 
-    fn save(&self) -> Result<(), StoreError> {
-        let file = StoreFile {
-            clients: self.list(),
-        };
-        let text = toml::to_string(&file).map_err(|e| StoreError::Write {
-            path: self.path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
-        }
-        punktfunk_tls::write_private(&self.path, text.as_bytes()).map_err(|source| {
-            StoreError::Write {
-                path: self.path.clone(),
-                source,
-            }
-        })
+    /// Writes `next` to the file, then (only on success) makes it the state in memory.
+    fn commit(&mut self, next: BTreeMap<Fingerprint, PairedClient>) -> Result<(), StoreError> {
+        save(&self.path, sorted(&next))?;
+        self.by_fp = next;
+        Ok(())
     }
+}
+
+fn sorted(by_fp: &BTreeMap<Fingerprint, PairedClient>) -> Vec<PairedClient> {
+    let mut v: Vec<PairedClient> = by_fp.values().cloned().collect();
+    v.sort_by(|a, b| a.paired_at.cmp(&b.paired_at).then(a.name.cmp(&b.name)));
+    v
+}
+
+fn save(path: &Path, clients: Vec<PairedClient>) -> Result<(), StoreError> {
+    let write_err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = toml::to_string(&StoreFile { clients })
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+    }
+    punktfunk_tls::write_private(path, text.as_bytes()).map_err(write_err)
 }
 
 /// An armed PIN.
@@ -254,6 +258,35 @@ mod tests {
         let (fp, _) = s.remove("02020202").unwrap();
         assert_eq!(fp, b);
         assert!(PairedStore::open(dir.path()).unwrap().list().is_empty());
+    }
+
+    /// Makes every later write of the store fail, even for root: its temporary file's name is
+    /// taken by a directory.
+    fn break_writes(dir: &Path) {
+        std::fs::create_dir(dir.join("paired-clients.tmp")).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PairedStore::open(dir.path()).unwrap();
+        let (a, b) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        s.add(a, "deck", "punktfunk/1").unwrap();
+        break_writes(dir.path());
+        assert!(matches!(
+            s.add(b, "laptop", "punktfunk/1"),
+            Err(StoreError::Write { .. })
+        ));
+        assert!(
+            !s.is_paired(&b),
+            "an unstored pairing must not admit the client"
+        );
+        assert!(matches!(s.remove("deck"), Err(StoreError::Write { .. })));
+        assert!(
+            s.is_paired(&a),
+            "an unstored unpair must leave the client paired"
+        );
+        assert_eq!(PairedStore::open(dir.path()).unwrap().list().len(), 1);
     }
 
     #[test]

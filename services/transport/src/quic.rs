@@ -188,7 +188,10 @@ async fn stream(
             refuse(
                 &conn,
                 &mut send,
-                error_msg("protocol", format!("malformed control message: {e}")),
+                error_msg(
+                    punktfunk_control::error::CODE_PROTOCOL,
+                    format!("malformed control message: {e}"),
+                ),
                 close::PROTOCOL,
                 "malformed",
             )
@@ -204,7 +207,7 @@ async fn stream(
         Some(client_message::Msg::Hello(_)) => session(host, conn, fp, send, reader, first).await,
         _ => {
             let m = error_msg(
-                "protocol",
+                punktfunk_control::error::CODE_PROTOCOL,
                 "the first message on a stream must be Hello (a session) or PairStart (pairing)",
             );
             refuse(
@@ -238,11 +241,21 @@ async fn pairing(
     mut reader: Reader,
     first: ClientMessage,
 ) {
-    // One attempt per armed PIN: taking it closes the window, right or wrong.
-    let pin = match host.window.lock().await.take(Instant::now()) {
+    let remote = conn.remote_address();
+    let client_name = match &first.msg {
+        Some(client_message::Msg::PairStart(p)) => p.client_name.clone(),
+        _ => String::new(),
+    };
+    let failed = |reason: &str| host.pairing_failed(remote, &client_name, reason);
+    // One attempt per armed PIN: taking it closes the window, right or wrong. The status line
+    // is refreshed after the window's lock is released (Host never nests its locks).
+    let taken = host.take_pin(Instant::now());
+    host.refresh_status();
+    let pin = match taken {
         Ok(pin) => pin,
         Err(closed) => {
-            tracing::warn!(client = %fp.short(), "pairing attempt refused: {closed}");
+            failed(&closed.to_string());
+            host.refresh_status();
             let m = PairingError::Rejected(closed.to_string()).to_host_message(&host.host_name);
             refuse(
                 &conn,
@@ -252,11 +265,9 @@ async fn pairing(
                 "pairing not armed",
             )
             .await;
-            host.refresh_status().await;
             return;
         }
     };
-    host.refresh_status().await;
     let mut machine = match PairingHost::new(
         &pin,
         host.identity.fingerprint.0,
@@ -265,6 +276,7 @@ async fn pairing(
     ) {
         Ok(m) => m,
         Err(e) => {
+            failed(&e.to_string());
             refuse_pairing(&conn, &mut send, &host, &e).await;
             return;
         }
@@ -274,35 +286,16 @@ async fn pairing(
         match machine.on_message(msg) {
             Ok(PairingHostStep::Reply(reply)) => {
                 if send_msg(&mut send, &reply).await.is_err() {
+                    failed("the client left during the ceremony");
                     return;
                 }
             }
             Ok(PairingHostStep::Paired { reply, client }) => {
-                let stored = host.paired.lock().await.add(
-                    Fingerprint(client.client_fp),
-                    &client.client_name,
-                    "punktfunk/1",
-                );
-                match stored {
-                    Ok(c) => {
-                        tracing::info!(client = %c.name, fingerprint = %Fingerprint(client.client_fp).short(), "paired");
-                        let _ = send_msg(&mut send, &reply).await;
-                        let _ = send.finish();
-                        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-                    }
-                    Err(e) => {
-                        tracing::error!("{e}");
-                        let m = PairingError::Rejected(format!(
-                            "the host could not store the pairing: {e}"
-                        ))
-                        .to_host_message(&host.host_name);
-                        refuse(&conn, &mut send, m, close::PAIRING_FAILED, "store failed").await;
-                    }
-                }
+                finish_pairing(&host, &conn, &mut send, reply, client).await;
                 return;
             }
             Err(e) => {
-                tracing::warn!(client = %fp.short(), error = %e, "pairing failed");
+                failed(&e.to_string());
                 refuse_pairing(&conn, &mut send, &host, &e).await;
                 return;
             }
@@ -310,13 +303,43 @@ async fn pairing(
         msg = match reader.next().await {
             Ok(m) => m,
             Err(ReadError::Malformed(e)) => {
+                failed(&format!("malformed pairing message: {e}"));
                 let m = PairingError::Rejected(format!("malformed pairing message: {e}"))
                     .to_host_message(&host.host_name);
                 refuse(&conn, &mut send, m, close::PAIRING_FAILED, "malformed").await;
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                failed("the client left during the ceremony");
+                return;
+            }
         };
+    }
+}
+
+/// Stores a client whose ceremony succeeded, then tells it so; a failed write refuses it
+/// (nothing was admitted: the store changes memory only after the file is written).
+async fn finish_pairing(
+    host: &Host,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reply: HostMessage,
+    client: punktfunk_control::pairing::Paired,
+) {
+    let client_fp = Fingerprint(client.client_fp);
+    match host.add_paired(client_fp, &client.client_name, "punktfunk/1") {
+        Ok(c) => {
+            tracing::info!(client = %c.name, fingerprint = %client_fp.short(), "paired");
+            let _ = send_msg(send, &reply).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        }
+        Err(e) => {
+            tracing::error!(client = %client.client_name, "pairing not stored: {e}");
+            let m = PairingError::Rejected(format!("the host could not store the pairing: {e}"))
+                .to_host_message(&host.host_name);
+            refuse(conn, send, m, close::PAIRING_FAILED, "store failed").await;
+        }
     }
 }
 
@@ -328,7 +351,7 @@ async fn session(
     mut reader: Reader,
     first: ClientMessage,
 ) {
-    if !host.may_stream(&fp).await {
+    if !host.may_stream(&fp) {
         tracing::warn!(client = %fp.short(), remote = %conn.remote_address(), "refused an unpaired client");
         let m = error_msg(
             "pairing-required",
@@ -381,7 +404,10 @@ async fn session(
             refuse(
                 &conn,
                 &mut send,
-                error_msg("internal", format!("host misconfigured: {}", e.0)),
+                error_msg(
+                    punktfunk_control::error::CODE_INTERNAL,
+                    format!("host misconfigured: {}", e.0),
+                ),
                 close::PROTOCOL,
                 "policy",
             )
@@ -414,21 +440,21 @@ async fn session(
                         Ok((l, entry)) => {
                             // Registered before anything can end the session, so teardown
                             // (which removes the entry) always finds it.
-                            host.sessions.lock().await.insert(l.session_id, entry);
+                            host.insert_session(l.session_id, entry);
                             live = Some(l);
-                            host.refresh_status().await;
+                            host.refresh_status();
                         }
                         Err(e) => {
-                            tracing::error!(client = %fp.short(), "{e}");
+                            tracing::warn!(client = %fp.short(), code = e.code, "session refused: {}", e.message);
                             refuse(
                                 &conn,
                                 &mut send,
-                                error_msg("internal", e.clone()),
-                                close::PROTOCOL,
-                                "stream failed",
+                                error_msg(e.code, e.message.clone()),
+                                close::REFUSED,
+                                e.code,
                             )
                             .await;
-                            break 'session e;
+                            break 'session e.message;
                         }
                     }
                 }
@@ -480,13 +506,18 @@ async fn session(
                 m = reader.next() => match m {
                     Ok(m) => break m,
                     Err(ReadError::Malformed(e)) => {
-                        let m = error_msg("protocol", format!("malformed control message: {e}"));
+                        let m = error_msg(punktfunk_control::error::CODE_PROTOCOL, format!("malformed control message: {e}"));
                         refuse(&conn, &mut send, m, close::PROTOCOL, "malformed").await;
                         break 'session format!("malformed message: {e}");
                     }
                     Err(ReadError::Finished) => break 'session "client finished the stream".into(),
                     Err(ReadError::Lost(e)) => break 'session format!("connection lost: {e}"),
                 },
+                e = media_refused(&mut live) => {
+                    let m = error_msg(e.client_code(), e.to_string());
+                    refuse(&conn, &mut send, m, close::REFUSED, e.client_code()).await;
+                    break 'session e.to_string();
+                }
                 Some(done) = probes.join_next() => {
                     if let Ok(result) = done {
                         let m = machine.probe_finished(result);
@@ -505,7 +536,46 @@ async fn session(
     } else {
         tracing::info!(client = %fp.short(), reason = %end_reason, "session ended before streaming");
     }
-    host.refresh_status().await;
+    host.refresh_status();
+}
+
+/// Why a session could not start, as the client is told: a machine-readable `Error.code` (one
+/// of `punktfunk_control::error`'s) and a human message.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn internal(message: impl Into<String>) -> Self {
+        Self {
+            code: punktfunk_control::error::CODE_INTERNAL,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Self::internal(message)
+    }
+}
+
+impl From<media::MediaError> for Refusal {
+    fn from(e: media::MediaError) -> Self {
+        Self {
+            code: e.client_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Resolves when media refused to restart this session's stream; never without one.
+async fn media_refused(live: &mut Option<Live>) -> media::MediaError {
+    match live.as_mut().map(|l| &mut l.source) {
+        Some(Feed::Media { media, .. }) => media.refused().await,
+        _ => std::future::pending().await,
+    }
 }
 
 /// A streaming session's resources.
@@ -562,7 +632,7 @@ impl Live {
     }
 
     async fn stop(self, host: &Host) -> punktfunk_dataplane::SenderStats {
-        host.sessions.lock().await.remove(&self.session_id);
+        host.remove_session(self.session_id);
         match self.source {
             Feed::Synthetic(dp) => tokio::task::spawn_blocking(move || dp.stop())
                 .await
@@ -658,7 +728,7 @@ async fn start_stream(
     conn: &quinn::Connection,
     fp: Fingerprint,
     resolved: &punktfunk_control::host::ResolvedSession,
-) -> Result<(Live, SessionEntry), String> {
+) -> Result<(Live, SessionEntry), Refusal> {
     let session_id = resolved.session_id;
     let mode = resolved.mode;
     let fps = mode.refresh_mhz.div_ceil(1000).max(1);
@@ -736,10 +806,12 @@ async fn start_media(
     client_addr: SocketAddr,
     bind_ip: IpAddr,
     frames_sent: Arc<AtomicU64>,
-) -> Result<Feed, String> {
-    let runtime_dir = host.runtime_dir.clone().ok_or(
-        "XDG_RUNTIME_DIR is not set, so the media worker cannot be reached (run the host as a systemd user service)",
-    )?;
+) -> Result<Feed, Refusal> {
+    let runtime_dir = host.runtime_dir.clone().ok_or_else(|| {
+        Refusal::internal(
+            "XDG_RUNTIME_DIR is not set, so the media worker cannot be reached (run the host as a systemd user service)",
+        )
+    })?;
     let key = export_key(conn, resolved.session_id, Direction::HostToClient)?;
     let video_socket = connect_socket(bind_ip, client_addr).map_err(|e| e.to_string())?;
     let video = Arc::new(
@@ -747,7 +819,7 @@ async fn start_media(
             video_socket,
             SenderConfig::new(resolved.data_plane, key.clone(), StreamKind::Video),
         )
-        .map_err(|e| format!("cannot start the data plane: {e}"))?,
+        .map_err(|e| Refusal::internal(format!("cannot start the data plane: {e}")))?,
     );
     let video_state = Arc::new(PumpShared {
         frames_sent,
@@ -763,8 +835,9 @@ async fn start_media(
             );
             cfg.pacing = None;
             cfg.queue_frames = 32;
-            let sender = Sender::spawn(socket, cfg)
-                .map_err(|e| format!("cannot start the audio data plane: {e}"))?;
+            let sender = Sender::spawn(socket, cfg).map_err(|e| {
+                Refusal::internal(format!("cannot start the audio data plane: {e}"))
+            })?;
             Some((Arc::new(sender), Arc::new(PumpShared::default())))
         }
         None => None,
@@ -784,9 +857,7 @@ async fn start_media(
         video_state,
         audio: audio.clone(),
     };
-    let media = MediaSession::start(runtime_dir, plan, outputs)
-        .await
-        .map_err(|e| e.to_string())?;
+    let media = MediaSession::start(runtime_dir, plan, outputs).await?;
     Ok(Feed::Media {
         media,
         video,

@@ -114,6 +114,19 @@ struct Book {
     spent: HashMap<[u8; 16], (Refusal, Instant)>,
 }
 
+/// What became of a ticket ([`TicketBook::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketState {
+    /// Issued, still redeemable.
+    Live,
+    /// Redeemed (its fds were handed over).
+    Redeemed,
+    /// Expired unredeemed (its fds were closed).
+    Expired,
+    /// Never issued here, or spent so long ago that it was forgotten.
+    Unknown,
+}
+
 /// The tickets a daemon has issued and not yet seen redeemed.
 pub struct TicketBook {
     ttl: Duration,
@@ -174,6 +187,23 @@ impl TicketBook {
             .get(id)
             .map(|(r, _)| *r)
             .unwrap_or(Refusal::Unknown))
+    }
+
+    /// What became of ticket `id` (as issued in [`FdTicket::id`]).
+    pub fn state(&self, id: &[u8]) -> TicketState {
+        let Ok(id) = <[u8; 16]>::try_from(id) else {
+            return TicketState::Unknown;
+        };
+        let mut book = self.lock();
+        expire(&mut book, Instant::now());
+        if book.live.contains_key(&id) {
+            return TicketState::Live;
+        }
+        match book.spent.get(&id) {
+            Some((Refusal::AlreadyRedeemed, _)) => TicketState::Redeemed,
+            Some(_) => TicketState::Expired,
+            None => TicketState::Unknown,
+        }
     }
 
     /// Tickets issued and not yet redeemed or expired.
@@ -385,6 +415,22 @@ mod tests {
         let id2: [u8; 16] = t2.id.as_slice().try_into().unwrap();
         assert_eq!(book.redeem(&id2).unwrap_err(), Refusal::Expired);
         assert_eq!(book.outstanding(), 0);
+    }
+
+    #[test]
+    fn book_tells_what_became_of_a_ticket() {
+        let book = TicketBook::new(Duration::from_millis(50));
+        let t = book.issue(vec![memfd_with(b"x")], &["m"]).unwrap();
+        let unredeemed = book.issue(vec![memfd_with(b"y")], &["m"]).unwrap();
+        assert_eq!(book.state(&t.id), TicketState::Live);
+        let id: [u8; 16] = t.id.as_slice().try_into().unwrap();
+        book.redeem(&id).unwrap();
+        assert_eq!(book.state(&t.id), TicketState::Redeemed);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(book.state(&unredeemed.id), TicketState::Expired);
+        assert_eq!(book.state(&t.id), TicketState::Redeemed);
+        assert_eq!(book.state(&[7; 16]), TicketState::Unknown);
+        assert_eq!(book.state(b"short"), TicketState::Unknown);
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! - [`uds`]: gRPC over Unix sockets with `SO_PEERCRED` checks, and the client connector;
 //! - [`fdchannel`]: one-time tickets and SCM_RIGHTS over SOCK_SEQPACKET;
 //! - [`health`], [`client`]: what `Health` reports and how to ask for it;
-//! - [`paths`]: XDG locations.
+//! - [`paths`]: XDG locations;
+//! - [`alloc`]: bounding glibc's malloc arenas (call [`alloc::limit_arenas`] first in `main`).
 
 pub mod activation;
+pub mod alloc;
 pub mod client;
 pub mod config;
 pub mod daemon;

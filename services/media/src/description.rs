@@ -264,6 +264,14 @@ impl EncoderKind {
         matches!(self, EncoderKind::NvH264 | EncoderKind::NvH265)
     }
 
+    /// A GPU encoder (NVENC, VA-API); the others encode on the CPU.
+    pub fn is_hardware(self) -> bool {
+        matches!(
+            self,
+            EncoderKind::NvH264 | EncoderKind::NvH265 | EncoderKind::VaH264 | EncoderKind::VaH265
+        )
+    }
+
     /// The parser that follows the encoder (`config-interval=-1`: SPS/PPS(/VPS) before every IDR).
     pub fn parser(self) -> &'static str {
         match self.codec() {
@@ -637,6 +645,25 @@ mod tests {
         );
         assert_eq!(choose_encoder(Codec::Hevc, &set(&["x264enc"])), None);
         assert_eq!(choose_encoder(Codec::H264, &HashSet::new()), None);
+    }
+
+    #[test]
+    fn gpu_rungs_are_hardware_cpu_rungs_are_not() {
+        let hardware: Vec<EncoderKind> = H264_LADDER
+            .iter()
+            .chain(&HEVC_LADDER)
+            .copied()
+            .filter(|k| k.is_hardware())
+            .collect();
+        assert_eq!(
+            hardware,
+            [
+                EncoderKind::NvH264,
+                EncoderKind::VaH264,
+                EncoderKind::NvH265,
+                EncoderKind::VaH265
+            ]
+        );
     }
 
     #[test]

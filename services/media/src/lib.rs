@@ -4,10 +4,16 @@
 //! * [`counter`] — the machine-readable frame counter drawn into test frames (the
 //!   `punktfunk-framecount` crate, re-exported here: the client reads it back with the same code);
 //! * [`nal`] — Annex-B NAL unit parsing (IDR / parameter-set checks);
-//! * [`worker`] — runs a description with GStreamer and writes access units into the AU ring.
+//! * [`worker`] — runs a description with GStreamer and writes access units into the AU ring;
+//! * [`lease`] — when a stream has lost its consumer (reaped without StopStream);
+//! * [`admission`] — the encode budget a new stream or a bigger mode must fit;
+//! * [`config`] — `media.toml`.
 
 pub use punktfunk_framecount as counter;
+pub mod admission;
+pub mod config;
 pub mod description;
+pub mod lease;
 pub mod nal;
 pub mod worker;
 

@@ -5,39 +5,116 @@
 //! for the ring fds on our fd channel. The per-frame path runs on GStreamer's streaming threads;
 //! the gRPC handlers only start, stop and steer pipelines (on tokio's blocking pool, since state
 //! changes block).
+//!
+//! A stream lives until StopStream or until its lease runs out ([`punktfunk_media::lease`]): a
+//! reaper task checks every stream's ring ticket and ring counters every
+//! [`lease::REAP_INTERVAL`] and stops orphans the way StopStream does. StartStream and a
+//! Reconfigure to a bigger mode are admitted against the encode budget
+//! ([`punktfunk_media::admission`]); Capabilities reports the ladder and the budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use punktfunk_common::config::BaseConfig;
 use punktfunk_common::daemon::{self, Context};
-use punktfunk_common::fdchannel::{self, TicketBook};
+use punktfunk_common::fdchannel::{self, TicketBook, TicketState};
 use punktfunk_common::health::Health;
-use punktfunk_common::paths;
-use punktfunk_media::description::{Codec as MCodec, Mode as MMode};
-use punktfunk_media::worker::{self, EncodeWorker, Source, StreamConfig, WorkerError};
+use punktfunk_common::{alloc, paths};
+use punktfunk_media::admission::{Budget, Load, Refusal};
+use punktfunk_media::config::MediaConfig;
+use punktfunk_media::description::{Codec as MCodec, Mode as MMode, choose_encoder};
+use punktfunk_media::lease::{self, Lease, Orphaned, Ticket};
+use punktfunk_media::worker::{
+    self, EncodeWorker, Source, StreamConfig, WorkerError, pick_encoder,
+};
 use punktfunk_media::{AUDIO_RING_FD_NAMES, VIDEO_RING_FD_NAMES};
 use punktfunk_proto::common::{Codec, HealthReply, HealthRequest};
 use punktfunk_proto::media::media_server::{Media, MediaServer};
 use punktfunk_proto::media::*;
 use tonic::{Request, Response, Status};
 
-/// Streams one media daemon runs at once.
+/// Streams one media daemon runs at once, whatever their encoders (hardware encoders have no
+/// other limit here; software ones also share the pixel budget).
 const MAX_STREAMS: usize = 4;
 /// Bitrate when the request says 0.
 const DEFAULT_BITRATE_KBPS: u32 = 20_000;
 const MAX_BITRATE_KBPS: u32 = 500_000;
 
+/// One running stream.
+struct Stream {
+    worker: Arc<EncodeWorker>,
+    /// What it takes from the budget (its current mode).
+    load: Load,
+    /// The id of its ring ticket (to learn whether it was redeemed).
+    ticket: Vec<u8>,
+    lease: Lease,
+}
+
+#[derive(Default)]
+struct Streams {
+    running: HashMap<String, Stream>,
+    /// Admitted starts whose pipelines are being built, by reservation number.
+    starting: HashMap<u64, Load>,
+}
+
+impl Streams {
+    /// The loads of every running and starting stream but `except`.
+    fn loads(&self, except: Option<&str>) -> Vec<Load> {
+        self.running
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != except)
+            .map(|(_, s)| s.load)
+            .chain(self.starting.values().copied())
+            .collect()
+    }
+}
+
 struct MediaService {
     health: Arc<Health>,
     tickets: Arc<TicketBook>,
     runtime_dir: Option<PathBuf>,
-    streams: Mutex<HashMap<String, Arc<EncodeWorker>>>,
+    streams: Mutex<Streams>,
     next_id: AtomicU64,
+    next_reservation: AtomicU64,
+    budget: Budget,
+    cpus: usize,
+    /// The ladder's encoders GStreamer has (looked up once at start).
+    encoders: HashSet<String>,
+}
+
+/// An admitted start, counted against the budget until it runs or fails (drop releases it).
+struct Reservation<'a> {
+    svc: &'a MediaService,
+    id: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.svc.streams().starting.remove(&self.id);
+    }
+}
+
+fn refusal_status(r: Refusal) -> Status {
+    Status::resource_exhausted(r.to_string())
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!(
+        "no stream {id:?} on this media daemon (it was stopped, reaped as orphaned, or the \
+         daemon restarted)"
+    ))
+}
+
+fn ticket_of(state: TicketState) -> Ticket {
+    match state {
+        TicketState::Live => Ticket::Pending,
+        TicketState::Redeemed => Ticket::Redeemed,
+        TicketState::Expired | TicketState::Unknown => Ticket::Expired,
+    }
 }
 
 fn worker_status(e: WorkerError) -> Status {
@@ -60,16 +137,120 @@ fn mode_of(m: &punktfunk_proto::common::Mode) -> MMode {
 }
 
 impl MediaService {
-    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<EncodeWorker>>> {
+    fn streams(&self) -> MutexGuard<'_, Streams> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &str) -> Result<Arc<EncodeWorker>, Status> {
-        self.streams().get(id).cloned().ok_or_else(|| {
-            Status::not_found(format!(
-                "no stream {id:?} on this media daemon (it was stopped, or the daemon restarted)"
-            ))
+        self.streams()
+            .running
+            .get(id)
+            .map(|s| s.worker.clone())
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Admits a stream of `load` (counting running and starting streams) and holds its place.
+    fn reserve(&self, load: Load) -> Result<Reservation<'_>, Status> {
+        let mut streams = self.streams();
+        self.budget
+            .admit(&streams.loads(None), load)
+            .map_err(refusal_status)?;
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        streams.starting.insert(id, load);
+        Ok(Reservation { svc: self, id })
+    }
+
+    /// Turns an admitted start into a running stream.
+    fn commit(&self, reservation: Reservation<'_>, stream_id: String, stream: Stream) {
+        let mut streams = self.streams();
+        streams.starting.remove(&reservation.id);
+        streams.running.insert(stream_id, stream);
+    }
+
+    /// Admits a mode change of stream `id` to `mode` and charges it at once (so concurrent
+    /// starts see it). Returns the worker.
+    fn admit_mode(&self, id: &str, mode: Option<MMode>) -> Result<Arc<EncodeWorker>, Status> {
+        let mut streams = self.streams();
+        let others = streams.loads(Some(id));
+        let stream = streams.running.get_mut(id).ok_or_else(|| not_found(id))?;
+        if let Some(mode) = mode {
+            let load = Load {
+                mode,
+                ..stream.load
+            };
+            self.budget.fits(&others, load).map_err(refusal_status)?;
+            stream.load = load;
+        }
+        Ok(stream.worker.clone())
+    }
+
+    /// Removes stream `id` and stops it (the consumer sees its rings closed); then gives the
+    /// freed memory back to the kernel.
+    async fn stop(&self, id: &str) -> Result<(), Status> {
+        let stream = self
+            .streams()
+            .running
+            .remove(id)
+            .ok_or_else(|| not_found(id))?;
+        self.update_status();
+        let worker = stream.worker;
+        tokio::task::spawn_blocking(move || {
+            worker.stop();
+            drop(worker);
+            alloc::trim();
         })
+        .await
+        .map_err(|e| Status::internal(format!("stop task failed: {e}")))
+    }
+
+    /// One lease check of every stream (see [`lease`] for the call order); returns the orphans.
+    fn check_leases(&self, now: Instant) -> Vec<(String, Orphaned)> {
+        let mut streams = self.streams();
+        let mut orphans = Vec::new();
+        for (id, s) in streams.running.iter_mut() {
+            s.lease
+                .handle_ticket(now, ticket_of(self.tickets.state(&s.ticket)));
+            s.lease.handle_pipeline(now, s.worker.is_alive());
+            s.lease.handle_rings(now, s.worker.ring_progress());
+            if let Some(why) = s.lease.poll_orphaned(now) {
+                orphans.push((id.clone(), why));
+            }
+        }
+        orphans
+    }
+
+    /// Stops orphaned streams every [`lease::REAP_INTERVAL`], for the daemon's life.
+    async fn reap(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(lease::REAP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (id, why) in self.check_leases(Instant::now()) {
+                tracing::warn!(
+                    stream_id = id,
+                    reason = %why,
+                    "stopping orphaned stream {id}: {why}"
+                );
+                if let Err(e) = self.stop(&id).await {
+                    tracing::debug!(stream_id = id, error = %e, "orphan already gone");
+                }
+            }
+        }
+    }
+
+    /// What the ladder does with `codec`.
+    fn capability(&self, codec: Codec) -> CodecCapability {
+        let kind = match codec {
+            Codec::H264 => choose_encoder(MCodec::H264, &self.encoders),
+            Codec::Hevc => choose_encoder(MCodec::Hevc, &self.encoders),
+            Codec::Av1 | Codec::Unspecified => None,
+        };
+        CodecCapability {
+            codec: codec as i32,
+            available: kind.is_some(),
+            hardware: kind.is_some_and(|k| k.is_hardware()),
+            encoder: kind.map(|k| k.element().to_string()).unwrap_or_default(),
+        }
     }
 
     /// A stream whose pipeline is still healthy; ABORTED (restart it) if GStreamer failed it.
@@ -86,10 +267,14 @@ impl MediaService {
 
     fn update_status(&self) {
         let streams = self.streams();
-        if streams.is_empty() {
+        if streams.running.is_empty() {
             self.health.set_status("idle: no streams");
         } else {
-            let mut lines: Vec<String> = streams.values().map(|w| w.status_line()).collect();
+            let mut lines: Vec<String> = streams
+                .running
+                .values()
+                .map(|s| s.worker.status_line())
+                .collect();
             lines.sort();
             self.health.set_status(lines.join("; "));
         }
@@ -159,11 +344,8 @@ impl Media for MediaService {
             }
             b => b,
         };
-        if self.streams().len() >= MAX_STREAMS {
-            return Err(Status::resource_exhausted(format!(
-                "{MAX_STREAMS} streams are running; stop one first"
-            )));
-        }
+        let encoder = pick_encoder(codec, &self.encoders).map_err(worker_status)?;
+        let reservation = self.reserve(Load::new(mode, encoder))?;
         let source = match SourceKind::try_from(req.source) {
             Ok(SourceKind::Test) => Source::Test {
                 pattern: "ball".into(),
@@ -189,7 +371,7 @@ impl Media for MediaService {
             mode,
             codec,
             bitrate_kbps,
-            encoder: None,
+            encoder: Some(encoder),
         };
         let audio = req.audio;
         let (worker, fds) = tokio::task::spawn_blocking(move || EncodeWorker::start(config, audio))
@@ -208,14 +390,20 @@ impl Media for MediaService {
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream_id = format!("media-{}-{n}", std::process::id());
-        let encoder = worker.encoder().element().to_string();
+        let stream = Stream {
+            worker: Arc::new(worker),
+            load: Load::new(mode, encoder),
+            ticket: ticket.id.clone(),
+            lease: Lease::new(Instant::now(), lease::LEASE),
+        };
+        let encoder = encoder.element();
         tracing::info!(stream_id, encoder, mode = %mode.label(), bitrate_kbps, audio, "stream started");
-        self.streams().insert(stream_id.clone(), Arc::new(worker));
+        self.commit(reservation, stream_id.clone(), stream);
         self.update_status();
         Ok(Response::new(StartStreamReply {
             stream_id,
             rings: Some(ticket),
-            encoder,
+            encoder: encoder.to_string(),
         }))
     }
 
@@ -224,14 +412,7 @@ impl Media for MediaService {
         req: Request<StopStreamRequest>,
     ) -> Result<Response<StopStreamReply>, Status> {
         let id = req.into_inner().stream_id;
-        let worker = self
-            .streams()
-            .remove(&id)
-            .ok_or_else(|| Status::not_found(format!("no stream {id:?} on this media daemon")))?;
-        self.update_status();
-        tokio::task::spawn_blocking(move || worker.stop())
-            .await
-            .map_err(|e| Status::internal(format!("stop task failed: {e}")))?;
+        self.stop(&id).await?;
         tracing::info!(stream_id = id, "stream stopped");
         Ok(Response::new(StopStreamReply {}))
     }
@@ -241,7 +422,6 @@ impl Media for MediaService {
         req: Request<ReconfigureRequest>,
     ) -> Result<Response<ReconfigureReply>, Status> {
         let req = req.into_inner();
-        let worker = self.get(&req.stream_id)?;
         let bitrate = match req.bitrate_kbps {
             0 => None,
             b if b > MAX_BITRATE_KBPS => {
@@ -261,6 +441,7 @@ impl Media for MediaService {
             m.validate()
                 .map_err(|e| Status::invalid_argument(format!("invalid mode: {e}")))?;
         }
+        let worker = self.admit_mode(&req.stream_id, mode)?;
         let restarted = tokio::task::spawn_blocking(move || worker.reconfigure(bitrate, mode))
             .await
             .map_err(|e| Status::internal(format!("reconfigure task failed: {e}")))?
@@ -296,22 +477,60 @@ impl Media for MediaService {
             ring_dropped: s.ring_dropped,
         }))
     }
+
+    async fn capabilities(
+        &self,
+        _: Request<CapabilitiesRequest>,
+    ) -> Result<Response<CapabilitiesReply>, Status> {
+        let loads = self.streams().loads(None);
+        Ok(Response::new(CapabilitiesReply {
+            codecs: [Codec::H264, Codec::Hevc, Codec::Av1]
+                .into_iter()
+                .map(|c| self.capability(c))
+                .collect(),
+            max_streams: u32::try_from(self.budget.max_streams).unwrap_or(u32::MAX),
+            streams: u32::try_from(loads.len()).unwrap_or(u32::MAX),
+            software_budget_pixels_per_second: self
+                .budget
+                .software_pixels_per_second
+                .unwrap_or(u64::MAX),
+            software_in_use_pixels_per_second: Budget::software_in_use(&loads),
+            cpus: u32::try_from(self.cpus).unwrap_or(u32::MAX),
+        }))
+    }
 }
 
 fn main() -> ExitCode {
-    daemon::run::<BaseConfig, _, _>("media", |ctx: Context<BaseConfig>| async move {
+    // Before any thread exists (see punktfunk_common::alloc).
+    let arenas_capped = alloc::limit_arenas();
+    daemon::run::<MediaConfig, _, _>("media", move |ctx: Context<MediaConfig>| async move {
         // GStreamer must load before we say READY: a broken install is a start failure.
         worker::init()?;
         let encoders = worker::available_encoders()?;
-        tracing::info!(?encoders, "encoders available");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let budget = Budget::new(MAX_STREAMS, ctx.config.software_mpixels_per_cpu, cpus);
+        tracing::info!(
+            ?encoders,
+            cpus,
+            software_budget_pixels_per_second = ?budget.software_pixels_per_second,
+            max_streams = MAX_STREAMS,
+            arenas_capped,
+            max_arenas = alloc::MAX_ARENAS,
+            "encoders available"
+        );
         ctx.health.set_status("idle: no streams");
-        let svc = MediaServer::new(MediaService {
+        let svc = Arc::new(MediaService {
             health: ctx.health,
             tickets: ctx.tickets,
             runtime_dir: ctx.runtime_dir,
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams::default()),
             next_id: AtomicU64::new(1),
+            next_reservation: AtomicU64::new(1),
+            budget,
+            cpus,
+            encoders,
         });
-        Ok(tonic::service::Routes::new(svc))
+        tokio::spawn(svc.clone().reap());
+        Ok(tonic::service::Routes::new(MediaServer::from_arc(svc)))
     })
 }

@@ -17,7 +17,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -33,6 +33,7 @@ use crate::counter;
 use crate::description::{
     Codec, EncoderKind, Mode, PipelineDesc, SourceDesc, choose_encoder, ladder, names,
 };
+use crate::lease::RingProgress;
 
 /// Video ring: 32 MiB of data, AUs up to 8 MiB (a 4K IDR at high rate fits).
 pub const VIDEO_RING_CAPACITY: usize = 32 << 20;
@@ -86,6 +87,19 @@ pub fn available_encoders() -> Result<HashSet<String>, WorkerError> {
         .filter(|e| gst::ElementFactory::find(e).is_some())
         .map(str::to_string)
         .collect())
+}
+
+/// The ladder's best encoder for `codec` among `available` ([`available_encoders`]), or
+/// [`WorkerError::NoEncoder`] naming what was tried.
+pub fn pick_encoder(codec: Codec, available: &HashSet<String>) -> Result<EncoderKind, WorkerError> {
+    choose_encoder(codec, available).ok_or_else(|| WorkerError::NoEncoder {
+        codec: codec.name(),
+        tried: ladder(codec)
+            .iter()
+            .map(|k| k.element())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// Where frames come from, as the worker holds it.
@@ -379,17 +393,7 @@ impl EncodeWorker {
         config.mode.validate().map_err(WorkerError::Mode)?;
         let encoder = match config.encoder {
             Some(e) => e,
-            None => {
-                let avail = available_encoders()?;
-                choose_encoder(config.codec, &avail).ok_or_else(|| WorkerError::NoEncoder {
-                    codec: config.codec.name(),
-                    tried: ladder(config.codec)
-                        .iter()
-                        .map(|k| k.element())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?
-            }
+            None => pick_encoder(config.codec, &available_encoders()?)?,
         };
         let (producer, video_fds) = Ring::create(VIDEO_RING_CAPACITY, VIDEO_RING_MAX_RECORD)
             .map_err(|e| WorkerError::Ring(e.to_string()))?;
@@ -661,6 +665,36 @@ impl EncodeWorker {
             keyframes: s.keyframes.load(Ordering::Relaxed),
             generation: self.generation(),
             last_error: lock(&s.last_error).clone(),
+        }
+    }
+
+    /// What the consumer has read, summed over the video and the audio ring (for the lease:
+    /// a read of either ring is progress).
+    pub fn ring_progress(&self) -> RingProgress {
+        let rings = [Some(&self.shared), self.audio.as_ref().map(|a| &a.shared)];
+        rings
+            .into_iter()
+            .flatten()
+            .filter_map(|s| lock(&s.producer).as_ref().map(Producer::stats))
+            .fold(RingProgress::default(), |acc, r| RingProgress {
+                records_read: acc.records_read + r.records_read,
+                unread: acc.unread + r.lag_records,
+            })
+    }
+
+    /// True while the video pipeline runs and GStreamer has reported no error (false after a
+    /// failure, or when a mode change could not build its new pipeline).
+    ///
+    /// Never waits: while a mode change holds the pipeline (building can take seconds), the
+    /// stream counts as alive.
+    pub fn is_alive(&self) -> bool {
+        if self.failure().is_some() {
+            return false;
+        }
+        match self.running.try_lock() {
+            Ok(running) => running.is_some(),
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Poisoned(p)) => p.into_inner().is_some(),
         }
     }
 

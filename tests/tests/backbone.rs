@@ -372,6 +372,30 @@ fn malformed_config_exits_78_naming_file_and_key() {
 }
 
 #[test]
+fn unwritable_state_exits_78_naming_the_path() {
+    let root = tempfile::tempdir().unwrap();
+    let (runtime, config) = (root.path().join("run"), root.path().join("config"));
+    std::fs::create_dir_all(&runtime).unwrap();
+    // The identity cannot be written (even by root): its temporary file's name is a directory.
+    let state = config.join("punktfunk");
+    std::fs::create_dir_all(state.join("host.tmp")).unwrap();
+    let mut child = start_by_hand("transport", &runtime, &config);
+    let status = punktfunk_tests::wait_timeout(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(78),
+        "EX_CONFIG, so systemd does not retry: {err}"
+    );
+    assert!(
+        err.contains(&state.display().to_string()),
+        "names the path: {err}"
+    );
+    assert!(!err.contains("key=\"\""), "no empty key field: {err}");
+}
+
+#[test]
 fn fd_channel_moves_a_memfd_between_processes_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut peer = Command::new(bin("pf-fdpeer"))

@@ -98,6 +98,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A daemon's own files under its config dir cannot be created or read (an unwritable
+    /// directory, a corrupt state file). Restarting will not help either, so it ends the daemon
+    /// with [`EX_CONFIG`] too, naming the path and what to do.
+    pub fn files(path: &Path, message: impl fmt::Display) -> Self {
+        Self {
+            source: path.display().to_string(),
+            key: None,
+            message: message.to_string(),
+        }
+    }
+}
+
 /// A loaded configuration and the file it came from (which may not exist).
 #[derive(Debug)]
 pub struct Loaded<T> {

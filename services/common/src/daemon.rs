@@ -74,7 +74,7 @@ where
     {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(key = e.key.as_deref().unwrap_or(""), "{e}");
+            log_config_error(&e);
             activation::remove_bound(&listeners.origin);
             return ExitCode::from(EX_CONFIG);
         }
@@ -106,6 +106,14 @@ where
     // Do not wait for blocking tasks (an fd-channel peer, a stuck call): exit is the deadline.
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
+}
+
+/// Logs an invalid configuration; the key is a field only when one is to blame.
+fn log_config_error(e: &config::ConfigError) {
+    match &e.key {
+        Some(key) => tracing::error!(key = %key, "{e}"),
+        None => tracing::error!("{e}"),
+    }
 }
 
 async fn serve<C, F, Fut>(
@@ -155,6 +163,13 @@ where
     };
     let routes = match build(ctx).await {
         Ok(r) => r,
+        // The daemon's files or settings are at fault: a restart would fail the same way.
+        Err(e) if e.downcast_ref::<config::ConfigError>().is_some() => {
+            if let Some(c) = e.downcast_ref::<config::ConfigError>() {
+                log_config_error(c);
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot set up the service");
             return ExitCode::from(EX_SOFTWARE);

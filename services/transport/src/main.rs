@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use punktfunk_common::config::ConfigError;
 use punktfunk_common::daemon::{self, Context};
 use punktfunk_common::paths;
 use punktfunk_proto::transport::transport_server::TransportServer;
@@ -40,8 +41,17 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
     } else {
         config.host_name.trim().to_string()
     };
-    let identity = Identity::load_or_create(&dir, "host", &host_name)?;
-    let paired = pairing::PairedStore::open(&dir)?;
+    // The host's identity and paired clients live in the config dir: if they cannot be created
+    // or read, a restart fails the same way, so this is a configuration error (exit 78).
+    let identity = Identity::load_or_create(&dir, "host", &host_name).map_err(|e| {
+        ConfigError::files(
+            &dir,
+            format!(
+                "{e}; the host keeps its identity here: make the directory writable by this user"
+            ),
+        )
+    })?;
+    let paired = pairing::PairedStore::open(&dir).map_err(|e| ConfigError::files(&dir, e))?;
     if config.pairing == PairingMode::Open {
         tracing::warn!(
             "PAIRING IS OFF (pairing = \"open\" in transport.toml): anyone on the network may stream from this host"

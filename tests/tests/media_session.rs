@@ -270,3 +270,79 @@ fn media_killed_mid_stream_client_stays_connected_and_reports_the_gap() {
         .collect();
     assert_eq!(r["decode_errors"], 0, "{}", notable.join("\n"));
 }
+
+/// Issue #9, defect 6: on a host whose encoders are all software (this machine), the host
+/// offers H.264 first even though the client prefers HEVC, and a session its encode budget
+/// cannot hold is refused with the machine-readable code `capacity` instead of starving every
+/// stream (three HEVC clients used to get 10–13 fps each, and all "succeeded").
+#[test]
+fn software_host_prefers_h264_and_refuses_sessions_past_its_encode_budget() {
+    // A budget that holds exactly one 1280x720@30 stream (27.6 Mpixel/s) on this many CPUs.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let need_mpix: u64 = 1280 * 720 * 30 / 1_000_000 + 1;
+    let per_cpu = need_mpix.div_ceil(cpus).to_string();
+    let mut stack = Stack::start(&[("media", "PUNKTFUNK_SOFTWARE_MPIXELS_PER_CPU", &per_cpu)]);
+    stack.pair().expect("pair");
+    let host = stack.host();
+    // The client's default offer: HEVC first, then H.264.
+    let first = stack
+        .client(&[
+            "stream",
+            &host,
+            "--duration",
+            "8",
+            "--mode",
+            "1280x720@30",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("client");
+    let t = Instant::now();
+    while media_status(&stack).starts_with("idle") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the first session never started: {}",
+            tail(&stack.log("transport"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = stack
+        .client(&[
+            "stream",
+            &host,
+            "--duration",
+            "2",
+            "--mode",
+            "1280x720@30",
+            "--json",
+        ])
+        .output()
+        .expect("client");
+    let refused: Value = serde_json::from_slice(&second.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the refused client printed no report ({e}): {}",
+            String::from_utf8_lossy(&second.stderr)
+        )
+    });
+    assert!(
+        !second.status.success(),
+        "a refused session must fail: {refused:#}"
+    );
+    assert_eq!(refused["error_code"], "capacity", "{refused:#}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("budget")),
+        "the reason names the limit: {refused:#}"
+    );
+
+    let out = first.wait_with_output().expect("first client");
+    let r = report(&out, &mut stack);
+    assert_eq!(
+        r["codec"], "h264",
+        "a software-only host offers H.264 first: {r:#}"
+    );
+    assert!(r["frames_received"].as_u64().unwrap_or(0) > 0, "{r:#}");
+}

@@ -223,8 +223,10 @@ fn status_line(
     if let Some(left) = armed {
         line.push_str(&format!("; pairing armed, {} s left", left.as_secs()));
     }
-    if failures > 0 {
-        line.push_str(&format!("; {failures} failed pairing attempts"));
+    match failures {
+        0 => {}
+        1 => line.push_str("; 1 failed pairing attempt"),
+        n => line.push_str(&format!("; {n} failed pairing attempts")),
     }
     line
 }

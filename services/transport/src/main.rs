@@ -27,6 +27,9 @@ use crate::host::Host;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
+    // Before any thread exists: sessions come and go, and each one's threads would otherwise
+    // leave glibc arenas behind (see punktfunk_common::alloc).
+    punktfunk_common::alloc::limit_arenas();
     daemon::run::<TransportConfig, _, _>("transport", setup)
 }
 

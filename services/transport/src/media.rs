@@ -17,8 +17,9 @@ use punktfunk_dataplane::Sender;
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::media::media_client::MediaClient;
 use punktfunk_proto::media::{
-    AUDIO_RING_FD_NAMES, ReconfigureRequest, RequestKeyframeRequest, SourceKind,
-    StartStreamRequest, StatsRequest, StopStreamRequest, VIDEO_RING_FD_NAMES,
+    AUDIO_RING_FD_NAMES, CapabilitiesRequest, CodecCapability, ReconfigureRequest,
+    RequestKeyframeRequest, SourceKind, StartStreamRequest, StatsRequest, StopStreamRequest,
+    VIDEO_RING_FD_NAMES,
 };
 use punktfunk_ring::{Consumer, RingFds};
 use tokio::sync::mpsc;
@@ -453,6 +454,45 @@ async fn request_keyframe(r: &mut Running) -> bool {
     }
 }
 
+/// The codecs to offer a client, most preferred first, from what media's encoder ladder really
+/// has: hardware encoders first (HEVC, then AV1, then H.264: at equal cost the better codec),
+/// then software ones with H.264 first (x264 serves three 720p60 streams on two cores where x265
+/// serves none at full rate). Media unreachable: the software order, H.264 first.
+pub async fn codec_preference(runtime_dir: &Path) -> Vec<Codec> {
+    let caps = async {
+        let mut client = connect(runtime_dir).await.ok()?;
+        tokio::time::timeout(CALL_TIMEOUT, client.capabilities(CapabilitiesRequest {}))
+            .await
+            .ok()?
+            .ok()
+    };
+    match caps.await {
+        Some(reply) => order_codecs(&reply.into_inner().codecs),
+        None => vec![Codec::H264, Codec::Hevc],
+    }
+}
+
+/// The ordering rule of [`codec_preference`] (pure, tested).
+fn order_codecs(caps: &[CodecCapability]) -> Vec<Codec> {
+    const HARDWARE: [Codec; 3] = [Codec::Hevc, Codec::Av1, Codec::H264];
+    const SOFTWARE: [Codec; 2] = [Codec::H264, Codec::Hevc];
+    let has = |codec: Codec, hardware: bool| {
+        caps.iter()
+            .any(|c| c.codec == codec as i32 && c.available && c.hardware == hardware)
+    };
+    let mut order: Vec<Codec> = HARDWARE.into_iter().filter(|&c| has(c, true)).collect();
+    let software: Vec<Codec> = SOFTWARE
+        .into_iter()
+        .filter(|&c| has(c, false) && !order.contains(&c))
+        .collect();
+    order.extend(software);
+    if order.is_empty() {
+        // Nothing available: offer H.264 so the refusal comes from media, with its reason.
+        order.push(Codec::H264);
+    }
+    order
+}
+
 async fn connect(runtime_dir: &Path) -> Result<MediaClient<Channel>, MediaError> {
     let path = paths::grpc_socket(runtime_dir, "media");
     let channel = uds::connect(&path, CALL_TIMEOUT)
@@ -581,4 +621,44 @@ async fn start_stream(
         pumps,
         started_ns: now_ns(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(codec: Codec, available: bool, hardware: bool) -> CodecCapability {
+        CodecCapability {
+            codec: codec as i32,
+            available,
+            hardware,
+            encoder: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_software_only_host_prefers_h264() {
+        let caps = [
+            cap(Codec::H264, true, false),
+            cap(Codec::Hevc, true, false),
+            cap(Codec::Av1, false, false),
+        ];
+        assert_eq!(order_codecs(&caps), vec![Codec::H264, Codec::Hevc]);
+    }
+
+    #[test]
+    fn hardware_encoders_come_first() {
+        let caps = [
+            cap(Codec::H264, true, true),
+            cap(Codec::Hevc, true, true),
+            cap(Codec::Av1, true, true),
+        ];
+        assert_eq!(
+            order_codecs(&caps),
+            vec![Codec::Hevc, Codec::Av1, Codec::H264]
+        );
+        let caps = [cap(Codec::H264, true, true), cap(Codec::Hevc, true, false)];
+        assert_eq!(order_codecs(&caps), vec![Codec::H264, Codec::Hevc]);
+        assert_eq!(order_codecs(&[]), vec![Codec::H264]);
+    }
 }

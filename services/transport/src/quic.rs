@@ -395,7 +395,12 @@ async fn session(
             policy.payload = VideoPayload::Synthetic;
             policy.audio = None;
         }
-        SourceKind::Test | SourceKind::Compositor => policy.payload = VideoPayload::Encoded,
+        SourceKind::Test | SourceKind::Compositor => {
+            policy.payload = VideoPayload::Encoded;
+            if let Some(dir) = &host.runtime_dir {
+                policy.codecs = media::codec_preference(dir).await;
+            }
+        }
     }
     let mut machine = match HostSession::new(policy) {
         Ok(m) => m,
@@ -537,6 +542,8 @@ async fn session(
         tracing::info!(client = %fp.short(), reason = %end_reason, "session ended before streaming");
     }
     host.refresh_status();
+    // A session's threads and buffers are gone: hand their memory back to the kernel.
+    let _ = tokio::task::spawn_blocking(punktfunk_common::alloc::trim).await;
 }
 
 /// Why a session could not start, as the client is told: a machine-readable `Error.code` (one

@@ -118,12 +118,22 @@ impl PairingError {
         }
     }
 
+    /// What the host tells the client: the reason itself. A [`PairingError::Rejected`] is sent
+    /// without its "the host refused pairing" prefix, because the client wraps what it receives
+    /// in `Rejected` again (the prefix would appear twice).
+    pub fn host_words(&self) -> String {
+        match self {
+            PairingError::Rejected(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The `PairResult { paired: false }` the host sends for this error before closing.
     pub fn to_host_message(&self, host_name: &str) -> HostMessage {
         HostMessage {
             msg: Some(host_message::Msg::PairResult(PairResult {
                 paired: false,
-                error: self.to_string(),
+                error: self.host_words(),
                 host_name: host_name.to_owned(),
             })),
         }

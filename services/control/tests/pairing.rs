@@ -254,3 +254,23 @@ fn pin_validation_and_generation() {
     assert!(first_digits.iter().all(|&n| n > 100), "{first_digits:?}");
     assert!(distinct.len() > 1990);
 }
+
+#[test]
+fn a_host_refusal_names_the_refusal_once() {
+    // The host wraps its reason in Rejected; the client wraps what arrives in Rejected again.
+    let refusal = PairingError::Rejected("pairing is not armed on the host".into());
+    let (mut c, _) = PairingClient::start("123456", "x", CLIENT_FP, HOST_FP).unwrap();
+    let shown = match c.on_message(refusal.to_host_message("h")) {
+        Err(e @ PairingError::Rejected(_)) => e.to_string(),
+        other => panic!("expected Rejected, got {other:?}"),
+    };
+    assert_eq!(
+        shown,
+        "the host refused pairing: pairing is not armed on the host"
+    );
+    // Other errors travel with their own words.
+    assert_eq!(
+        PairingError::WrongPin.host_words(),
+        PairingError::WrongPin.to_string()
+    );
+}

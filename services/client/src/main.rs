@@ -8,17 +8,22 @@ mod conn;
 mod decode;
 mod frames_out;
 mod known_hosts;
+mod outcome;
 mod report;
 mod session;
 mod snapshot;
 #[cfg(test)]
 mod testenc;
+#[cfg(test)]
+mod testhost;
 mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::outcome::Failure;
 
 #[derive(Parser)]
 #[command(
@@ -119,10 +124,12 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    let result = rt.block_on(async move {
+    let result: Result<(), Failure> = rt.block_on(async move {
         match cli.command {
-            Command::Discover { timeout_ms, json } => session::discover(timeout_ms, json).await,
-            Command::Pair { pin, host } => session::pair(&dir, &name, &pin, &host).await,
+            Command::Discover { timeout_ms, json } => {
+                Ok(session::discover(timeout_ms, json).await?)
+            }
+            Command::Pair { pin, host } => Ok(session::pair(&dir, &name, &pin, &host).await?),
             Command::Stream {
                 host,
                 duration,
@@ -156,18 +163,21 @@ fn main() -> ExitCode {
                 kbps,
                 ms,
                 json,
-            } => session::speed_test(&dir, &name, &host, kbps, ms, json).await,
+            } => Ok(session::speed_test(&dir, &name, &host, kbps, ms, json).await?),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(f) => {
+            eprintln!("punktfunk-client: {}", f.message);
+            ExitCode::from(f.exit)
+        }
     }
 }
 
 fn fail(e: &str) -> ExitCode {
     eprintln!("punktfunk-client: {e}");
-    ExitCode::from(1)
+    ExitCode::from(outcome::EXIT_FAILED)
 }
 
 fn default_dir() -> Result<PathBuf, String> {

@@ -6,6 +6,8 @@ use punktfunk_control::clock::ClockEstimate;
 use punktfunk_wire::au::AuTiming;
 use serde::Serialize;
 
+use crate::outcome::{ClientError, EXIT_FAILED, EXIT_INTERRUPTED, Failure};
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Stage {
     pub p50: f64,
@@ -67,15 +69,20 @@ pub fn frame_stages(
     }
 }
 
-/// A delivery gap between two consecutive received video frames.
+/// A delivery gap between two consecutive received video frames, or (trailing) from the last
+/// one to the end of the run.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Gap {
-    /// Index of the last frame before the gap.
-    pub after_frame: u64,
-    /// Time between the two frames' delivery, ms.
+    /// Index of the last frame before the gap; `None` for a trailing gap of a run in which no
+    /// frame arrived.
+    pub after_frame: Option<u64>,
+    /// Time between the two frames' delivery (trailing: from the last delivery, or from the
+    /// start of the stream, to the end of the run), ms.
     pub ms: f64,
     /// The frame after the gap was flagged DISCONTINUITY by the host.
     pub discontinuity: bool,
+    /// No frame came after this gap: the video stopped before the run ended.
+    pub trailing: bool,
 }
 
 /// The picture `--save-frame` wrote.
@@ -88,12 +95,44 @@ pub struct SavedFrame {
     pub height: u32,
 }
 
-/// The stream report (documented in the README).
-#[derive(Debug, Serialize)]
+/// How a `stream` run ended; decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// Video arrived until the end of the run.
+    #[default]
+    Complete,
+    /// The run failed: refused, unreachable, a local fault, a file it could not write.
+    Failed,
+    /// The video stopped: a trailing gap, or the connection was lost or ended by the host.
+    Interrupted,
+}
+
+impl Ending {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Ending::Complete => 0,
+            Ending::Failed => EXIT_FAILED,
+            Ending::Interrupted => EXIT_INTERRUPTED,
+        }
+    }
+}
+
+/// The stream report (documented in the README). Fields the host decides (`mode`,
+/// `bitrate_kbps`, `payload`) are absent when no `Welcome` arrived.
+#[derive(Debug, Default, Serialize)]
 pub struct StreamReport {
     pub host: String,
-    pub mode: String,
-    pub bitrate_kbps: u32,
+    /// Why the run did not complete, for a human (absent when it did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The host's machine-readable reason, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The mode the host granted (`Welcome.mode`), `WxH@Hz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
     pub duration_s: f64,
     pub frames_received: u64,
     pub frames_verified: u64,
@@ -109,7 +148,8 @@ pub struct StreamReport {
     /// False when this client has not paired with the host (an explicitly open host).
     pub host_verified: bool,
     /// What the video frames carried: "synthetic" or "encoded".
-    pub payload: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'static str>,
     /// The codec of encoded frames ("h264", "hevc").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<&'static str>,
@@ -150,6 +190,80 @@ pub struct StreamReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_rms: Option<f64>,
     pub latency_us: BTreeMap<&'static str, Stage>,
+    /// Not printed: the exit code.
+    #[serde(skip)]
+    pub ending: Ending,
+}
+
+impl StreamReport {
+    /// The report of a run that failed before it could measure anything.
+    pub fn failed(host: &str, e: ClientError) -> Self {
+        Self {
+            host: host.to_string(),
+            error: Some(e.message),
+            error_code: e.code,
+            ending: Ending::Failed,
+            ..Default::default()
+        }
+    }
+
+    /// Records how the run ended: `stream_end` is how the stream loop ended (an error: the
+    /// connection was lost or the host ended the session), `trailing` the time without video
+    /// at the end of the run, `artefact_error` a `--save-frame`/`--frames-out` failure.
+    pub fn conclude(
+        &mut self,
+        stream_end: Result<(), ClientError>,
+        trailing: Option<Gap>,
+        artefact_error: Option<String>,
+    ) {
+        let mut problems = Vec::new();
+        match stream_end {
+            Err(e) => {
+                self.ending = Ending::Interrupted;
+                self.error_code = e.code;
+                problems.push(e.message);
+            }
+            Ok(()) => {
+                if let Some(g) = &trailing {
+                    self.ending = Ending::Interrupted;
+                    problems.push(video_stopped(g));
+                }
+            }
+        }
+        self.gaps.extend(trailing);
+        if let Some(e) = artefact_error {
+            if self.ending == Ending::Complete {
+                self.ending = Ending::Failed;
+            }
+            problems.push(e);
+        }
+        self.error = (!problems.is_empty()).then(|| problems.join("; "));
+    }
+
+    /// `Ok` for a complete run, else the error and exit code for `main`.
+    pub fn outcome(&self) -> Result<(), Failure> {
+        match self.ending {
+            Ending::Complete => Ok(()),
+            ending => Err(Failure {
+                message: self
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the run did not complete".into()),
+                exit: ending.exit_code(),
+            }),
+        }
+    }
+}
+
+/// The error of a run whose video stopped while the connection stayed up.
+fn video_stopped(g: &Gap) -> String {
+    match g.after_frame {
+        Some(_) => format!(
+            "video stopped: no frame arrived in the last {:.1} s of the run",
+            g.ms / 1e3
+        ),
+        None => format!("no video frame arrived in {:.1} s", g.ms / 1e3),
+    }
 }
 
 /// The speed-test report.
@@ -168,6 +282,100 @@ pub struct SpeedReport {
 
 #[cfg(test)]
 mod tests {
+    fn trailing(after_frame: Option<u64>, ms: f64) -> super::Gap {
+        super::Gap {
+            after_frame,
+            ms,
+            discontinuity: false,
+            trailing: true,
+        }
+    }
+
+    #[test]
+    fn a_complete_run_has_no_error_and_exits_0() {
+        let mut r = super::StreamReport::default();
+        r.conclude(Ok(()), None, None);
+        assert_eq!(
+            (r.ending, r.error.as_deref()),
+            (super::Ending::Complete, None)
+        );
+        assert_eq!(r.outcome(), Ok(()));
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("error").is_none() && json.get("error_code").is_none());
+    }
+
+    #[test]
+    fn video_that_stopped_is_an_interruption_with_its_gap() {
+        let mut r = super::StreamReport::default();
+        r.conclude(Ok(()), Some(trailing(Some(59), 2000.0)), None);
+        assert_eq!(r.ending, super::Ending::Interrupted);
+        assert_eq!(r.gaps, vec![trailing(Some(59), 2000.0)]);
+        let e = r.outcome().unwrap_err();
+        assert_eq!(e.exit, super::EXIT_INTERRUPTED);
+        assert!(e.message.contains("video stopped"), "{}", e.message);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["gaps"][0]["trailing"], true);
+        assert_eq!(json["gaps"][0]["after_frame"], 59);
+        // No frame at all.
+        let mut r = super::StreamReport::default();
+        r.conclude(Ok(()), Some(trailing(None, 3000.0)), None);
+        assert!(r.error.unwrap().contains("no video frame arrived in 3.0 s"));
+    }
+
+    #[test]
+    fn a_lost_connection_is_an_interruption_with_the_hosts_code() {
+        let mut r = super::StreamReport::default();
+        let lost = super::ClientError::coded(
+            "the host closed the connection: unpaired (unpaired)".into(),
+            Some("unpaired".into()),
+        );
+        r.conclude(Err(lost), Some(trailing(Some(7), 900.0)), None);
+        assert_eq!(r.ending, super::Ending::Interrupted);
+        assert_eq!(r.error_code.as_deref(), Some("unpaired"));
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the host closed the connection: unpaired (unpaired)")
+        );
+        assert_eq!(r.outcome().unwrap_err().exit, super::EXIT_INTERRUPTED);
+    }
+
+    #[test]
+    fn a_file_that_could_not_be_written_fails_the_run() {
+        let mut r = super::StreamReport::default();
+        r.conclude(
+            Ok(()),
+            None,
+            Some("--save-frame: no picture was decoded".into()),
+        );
+        assert_eq!(r.outcome().unwrap_err().exit, super::EXIT_FAILED);
+        // An interruption stays the exit code's reason; both are in the error.
+        let mut r = super::StreamReport::default();
+        r.conclude(
+            Ok(()),
+            Some(trailing(Some(1), 500.0)),
+            Some("--frames-out: disk full".into()),
+        );
+        let e = r.outcome().unwrap_err();
+        assert_eq!(e.exit, super::EXIT_INTERRUPTED);
+        assert!(e.message.contains("video stopped") && e.message.contains("disk full"));
+    }
+
+    #[test]
+    fn a_failed_run_reports_the_error_without_host_decided_fields() {
+        let e = super::ClientError::coded(
+            "the host refused the session: this host requires pairing".into(),
+            Some("pairing-required".into()),
+        );
+        let r = super::StreamReport::failed("deck:9777", e);
+        assert_eq!(r.outcome().unwrap_err().exit, super::EXIT_FAILED);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["error_code"], "pairing-required");
+        assert_eq!(json["host"], "deck:9777");
+        assert_eq!(json["frames_received"], 0);
+        assert!(json.get("mode").is_none() && json.get("payload").is_none());
+        assert_eq!(json["gaps"], serde_json::json!([]));
+    }
+
     #[test]
     fn percentiles() {
         let mut v: Vec<f64> = (1..=100).map(f64::from).collect();

@@ -24,6 +24,7 @@ use crate::conn::{self, Control};
 use crate::decode::{self, DecodeOutcome, DecoderConfig, DecoderHandle, Picture, VideoCodec};
 use crate::frames_out::{self, FrameRow};
 use crate::known_hosts::{KnownHost, KnownHosts};
+use crate::outcome::{ClientError, Failure};
 use crate::report::{self, SavedFrame, SpeedReport, StreamReport};
 use crate::snapshot;
 use crate::verify::{self, Payload, RxRecord, Verified};
@@ -87,6 +88,17 @@ pub async fn discover(timeout_ms: u64, json: bool) -> Result<(), String> {
 }
 
 pub async fn pair(dir: &Path, name: &str, pin: &str, host: &str) -> Result<(), String> {
+    pair_within(dir, name, pin, host, conn::REPLY_TIMEOUT).await
+}
+
+/// [`pair`], giving up when the host does not answer a pairing message within `reply_timeout`.
+async fn pair_within(
+    dir: &Path,
+    name: &str,
+    pin: &str,
+    host: &str,
+    reply_timeout: Duration,
+) -> Result<(), String> {
     punktfunk_control::pairing::validate_pin(pin).map_err(|e| e.to_string())?;
     let identity = Identity::load_or_create(dir, "client", name).map_err(|e| e.to_string())?;
     let addr = conn::resolve(host)?;
@@ -99,7 +111,7 @@ pub async fn pair(dir: &Path, name: &str, pin: &str, host: &str) -> Result<(), S
     ctl.send(&PairingClient::start_message(start)).await?;
     loop {
         let msg = ctl
-            .next()
+            .reply_within(reply_timeout, "the pairing request")
             .await?
             .ok_or("the host closed the pairing stream without an answer")?;
         match machine.on_message(msg) {
@@ -128,9 +140,18 @@ pub async fn pair(dir: &Path, name: &str, pin: &str, host: &str) -> Result<(), S
             }
             Err(e) => {
                 connection.close(4u32.into(), b"pairing failed");
-                return Err(format!("pairing failed: {e}"));
+                return Err(pairing_failed(&e));
             }
         }
+    }
+}
+
+/// A failed ceremony in words: a refusal says so itself ("the host refused pairing: …"),
+/// anything else gets the "pairing failed" context once.
+fn pairing_failed(e: &PairingError) -> String {
+    match e {
+        PairingError::Rejected(_) => e.to_string(),
+        other => format!("pairing failed: {other}"),
     }
 }
 
@@ -190,7 +211,12 @@ struct Ask<'a> {
     codecs: &'a [Codec],
 }
 
-async fn open_session(dir: &Path, name: &str, host: &str, ask: Ask<'_>) -> Result<Open, String> {
+async fn open_session(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    ask: Ask<'_>,
+) -> Result<Open, ClientError> {
     let Ask {
         mode,
         bitrate,
@@ -225,7 +251,7 @@ async fn open_session(dir: &Path, name: &str, host: &str, ask: Ask<'_>) -> Resul
     ctl.send(&session.hello()).await?;
     loop {
         let msg = ctl
-            .next()
+            .reply("the session request")
             .await?
             .ok_or("the host closed the session without answering")?;
         let mut welcomed = None;
@@ -237,10 +263,10 @@ async fn open_session(dir: &Path, name: &str, host: &str, ask: Ask<'_>) -> Resul
             match action {
                 ClientAction::Welcomed(welcome) => welcomed = Some(welcome),
                 ClientAction::Closed { reason, code } => {
-                    return Err(match code.as_deref() {
-                        Some("pairing-required") => format!("refused: {reason}"),
-                        _ => format!("the host ended the session: {reason}"),
-                    });
+                    return Err(ClientError::coded(
+                        format!("the host refused the session: {reason}"),
+                        code,
+                    ));
                 }
                 ClientAction::Send(m) => ctl.send(&m).await?,
                 _ => {}
@@ -313,20 +339,37 @@ struct Collected {
 }
 
 /// Ends a session that cannot go on before streaming began.
-async fn refuse(open: &mut Open, why: String) -> Result<(), String> {
+async fn refuse(open: &mut Open, why: String) -> ClientError {
     let bye = open.session.goodbye("client cannot use this stream");
     let _ = open.ctl.send(&bye).await;
     let _ = open.ctl.send.finish();
     open.connection.close(0u32.into(), b"done");
-    Err(why)
+    why.into()
 }
 
+/// Streams, verifies and measures; prints the report whatever happened (refused, lost, video
+/// stopped: then with its `error`) and returns the exit code's reason.
 pub async fn stream(
     dir: &Path,
     name: &str,
     host: &str,
     opts: &StreamOptions,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let report = run_stream(dir, name, host, opts)
+        .await
+        .unwrap_or_else(|e| StreamReport::failed(host, e));
+    print_stream(&report, opts.json);
+    report.outcome()
+}
+
+/// One `stream` run. `Err`: it failed before it could measure (refused, unreachable, a local
+/// fault); an interrupted stream is a report with its `error` set.
+async fn run_stream(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    opts: &StreamOptions,
+) -> Result<StreamReport, ClientError> {
     if opts.decode {
         decode::preload()?;
     }
@@ -376,7 +419,7 @@ pub async fn stream(
         };
         match started {
             Ok(d) => Some(d),
-            Err(e) => return refuse(&mut open, e).await,
+            Err(e) => return Err(refuse(&mut open, e).await),
         }
     } else {
         None
@@ -455,11 +498,12 @@ pub async fn stream(
     .map_err(|e| format!("cannot start the receiver: {e}"))?;
 
     let started = Instant::now();
+    let stream_started_ns = now_ns();
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(opts.duration.max(0.0));
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut clock: Option<ClockEstimate> = None;
     let mut keyframe_requests = 0u64;
-    let end: Result<(), String> = loop {
+    let end: Result<(), ClientError> = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break Ok(()),
             m = open.ctl.next() => {
@@ -470,19 +514,19 @@ pub async fn stream(
                 };
                 let actions = match open.session.on_message(now_ns(), msg) {
                     Ok(a) => a,
-                    Err(e) => break Err(format!("protocol error from the host: {e}")),
+                    Err(e) => break Err(format!("protocol error from the host: {e}").into()),
                 };
                 let mut closed = None;
                 for a in actions {
                     match a {
                         ClientAction::Send(m) => { let _ = open.ctl.send(&m).await; }
                         ClientAction::ClockSynced(c) => clock = Some(c),
-                        ClientAction::Closed { reason, .. } => closed = Some(reason),
+                        ClientAction::Closed { reason, code } => closed = Some((reason, code)),
                         _ => {}
                     }
                 }
-                if let Some(r) = closed {
-                    break Err(format!("the host ended the session: {r}"));
+                if let Some((reason, code)) = closed {
+                    break Err(ClientError::coded(format!("the host ended the session: {reason}"), code));
                 }
             }
             Some(index) = lost_rx.recv() => {
@@ -503,6 +547,7 @@ pub async fn stream(
         }
     };
     let elapsed = started.elapsed().as_secs_f64();
+    let ended_ns = now_ns();
     let goodbye: ClientMessage = open.session.goodbye("done");
     let _ = open.ctl.send(&goodbye).await;
     let _ = open.ctl.send.finish();
@@ -528,7 +573,6 @@ pub async fn stream(
     .await
     .map_err(|e| e.to_string())??;
     open.connection.close(0u32.into(), b"done");
-    end?;
 
     let offset = clock.or_else(|| open.session.clock());
     let est = offset.unwrap_or(ClockEstimate {
@@ -632,15 +676,11 @@ pub async fn stream(
     {
         artefact_error.get_or_insert(e);
     }
-    let report = StreamReport {
+    let trailing = verify::trailing_gap(verified.last, stream_started_ns, ended_ns);
+    let mut report = StreamReport {
         host: host.to_string(),
-        mode: format!(
-            "{}x{}@{}",
-            opts.mode.width,
-            opts.mode.height,
-            f64::from(opts.mode.refresh_mhz) / 1000.0
-        ),
-        bitrate_kbps: open.welcome.bitrate_kbps,
+        mode: open.welcome.mode.as_ref().map(mode_name),
+        bitrate_kbps: Some(open.welcome.bitrate_kbps),
         duration_s: elapsed,
         frames_received: verified.frames,
         frames_verified: verified.ok,
@@ -654,7 +694,7 @@ pub async fn stream(
         clock_offset_us: offset.map(|c| c.offset_ns as f64 / 1e3),
         clock_rtt_us: offset.map(|c| c.rtt_ns as f64 / 1e3),
         host_verified: open.host_verified,
-        payload: payload.name(),
+        payload: Some(payload.name()),
         codec: codec
             .filter(|_| payload == Payload::Encoded)
             .map(VideoCodec::name),
@@ -684,9 +724,20 @@ pub async fn stream(
             .map(|_| counters.audio_lost.load(Ordering::Relaxed)),
         audio_rms: audio.as_ref().and_then(|a| a.rms),
         latency_us,
+        ..Default::default()
     };
-    print_stream(&report, opts.json);
-    artefact_error.map_or(Ok(()), Err)
+    report.conclude(end, trailing, artefact_error);
+    Ok(report)
+}
+
+/// `WxH@Hz` (Hz without trailing zeros: `1920x1080@59.94`).
+fn mode_name(m: &Mode) -> String {
+    format!(
+        "{}x{}@{}",
+        m.width,
+        m.height,
+        f64::from(m.refresh_mhz) / 1000.0
+    )
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -701,9 +752,25 @@ fn print_stream(r: &StreamReport, json: bool) {
         }
         return;
     }
+    if let Some(e) = &r.error {
+        println!(
+            "error {e}{}",
+            r.error_code
+                .as_ref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    let Some(mode) = &r.mode else {
+        // No Welcome: nothing was measured.
+        return;
+    };
     println!(
         "host {}  {}  {} kbit/s  {:.1} s",
-        r.host, r.mode, r.bitrate_kbps, r.duration_s
+        r.host,
+        mode,
+        r.bitrate_kbps.unwrap_or(0),
+        r.duration_s
     );
     println!(
         "frames {} received, {} verified, {} failed, {} lost ({} keyframe requests), {} shards recovered by FEC",
@@ -716,7 +783,7 @@ fn print_stream(r: &StreamReport, json: bool) {
     );
     println!(
         "payload {}{}, {} keyframes, {} discontinuities",
-        r.payload,
+        r.payload.unwrap_or("-"),
         r.codec.map(|c| format!(" ({c})")).unwrap_or_default(),
         r.keyframes,
         r.discontinuities
@@ -781,11 +848,19 @@ fn print_stream(r: &StreamReport, json: bool) {
             .iter()
             .map(|g| {
                 format!(
-                    "after frame {}: {:.1} ms{}",
-                    g.after_frame,
+                    "{}: {:.1} ms{}{}",
+                    g.after_frame.map_or_else(
+                        || "from the start".to_string(),
+                        |f| format!("after frame {f}")
+                    ),
                     g.ms,
                     if g.discontinuity {
                         " (discontinuity)"
+                    } else {
+                        ""
+                    },
+                    if g.trailing {
+                        " (trailing: to the end of the run)"
                     } else {
                         ""
                     }
@@ -847,10 +922,11 @@ pub async fn speed_test(
         .probe_request(kbps, ms)
         .ok_or("a probe is already running")?;
     open.ctl.send(&req).await?;
+    let probe_wait = Duration::from_millis(u64::from(ms)) + conn::REPLY_TIMEOUT;
     let result = loop {
         let msg = open
             .ctl
-            .next()
+            .reply_within(probe_wait, "the bandwidth probe")
             .await?
             .ok_or("the host closed the session during the probe")?;
         let mut got = None;
@@ -920,12 +996,105 @@ pub async fn speed_test(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::testhost::{self, Behaviour};
+
     #[test]
     fn modes_parse() {
         let m = super::parse_mode("1920x1080@59.94").unwrap();
         assert_eq!((m.width, m.height, m.refresh_mhz), (1920, 1080, 59_940));
         assert!(super::parse_mode("1920x1080").is_err());
         assert!(super::parse_mode("axb@60").is_err());
+    }
+
+    /// A test never waits long for an answer that does not come.
+    const LIVENESS: Duration = Duration::from_secs(15);
+
+    fn ask() -> Ask<'static> {
+        Ask {
+            mode: parse_mode("1280x720@60").unwrap(),
+            bitrate: 20_000,
+            probe_only: false,
+            audio: false,
+            codecs: &DEFAULT_CODECS,
+        }
+    }
+
+    #[tokio::test]
+    async fn pairing_gives_up_on_a_host_that_does_not_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = testhost::start(&dir.path().join("host"), Behaviour::Silent);
+        let (client, addr) = (dir.path().join("client"), host.addr.to_string());
+        let attempt = pair_within(&client, "deck", "123456", &addr, Duration::from_millis(500));
+        let err = tokio::time::timeout(LIVENESS, attempt)
+            .await
+            .expect("the client gave up by itself")
+            .expect_err("no answer is no pairing");
+        assert!(
+            err.contains("did not answer the pairing request within 0.5 s"),
+            "{err}"
+        );
+        assert!(
+            err.contains("punktfunkctl status"),
+            "says what to do: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_that_only_closes_is_reported_with_its_reason_and_code() {
+        // The host refuses and closes; its Error message never arrived, its close frame did.
+        let dir = tempfile::tempdir().unwrap();
+        let host = testhost::start(
+            &dir.path().join("host"),
+            Behaviour::Close(2, "pairing required"),
+        );
+        let (client, addr) = (dir.path().join("client"), host.addr.to_string());
+        let opened = open_session(&client, "deck", &addr, ask());
+        let err = match tokio::time::timeout(LIVENESS, opened)
+            .await
+            .expect("an answer")
+        {
+            Ok(_) => panic!("a closed connection is not a session"),
+            Err(e) => e,
+        };
+        assert_eq!(err.code.as_deref(), Some("pairing-required"), "{err}");
+        assert!(
+            err.message.contains("pairing required") && err.message.contains("punktfunkctl pair"),
+            "{err}"
+        );
+        assert!(!err.message.contains("connection lost"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_pairing_refused_by_a_close_frame_shows_the_hosts_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = testhost::start(
+            &dir.path().join("host"),
+            Behaviour::Close(4, "pairing not armed"),
+        );
+        let (client, addr) = (dir.path().join("client"), host.addr.to_string());
+        let attempt = pair(&client, "deck", "123456", &addr);
+        let err = tokio::time::timeout(LIVENESS, attempt)
+            .await
+            .expect("an answer")
+            .expect_err("refused");
+        assert!(
+            err.contains("the host closed the connection: pairing not armed (pairing-failed)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pairing_refusal_is_named_once() {
+        let refused = PairingError::Rejected("pairing is not armed on the host".into());
+        assert_eq!(
+            pairing_failed(&refused),
+            "the host refused pairing: pairing is not armed on the host"
+        );
+        assert_eq!(
+            pairing_failed(&PairingError::Finished),
+            "pairing failed: this pairing attempt is already finished"
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Verified {
     pub keyframes: u64,
     pub discontinuities: u64,
     pub first_delivered_ns: Option<u64>,
+    /// Index and delivery time of the last frame received.
+    pub last: Option<(u64, u64)>,
     /// Every received frame in order (bounded).
     pub infos: Vec<FrameInfo>,
     pub gaps: Vec<Gap>,
@@ -102,11 +104,29 @@ impl GapTracker {
         let (after_frame, at) = prev?;
         let ns = delivered_ns.saturating_sub(at);
         (ns > GAP_NS || discontinuity).then(|| Gap {
-            after_frame,
+            after_frame: Some(after_frame),
             ms: ns as f64 / 1e6,
             discontinuity,
+            trailing: false,
         })
     }
+}
+
+/// The time without video at the end of a run, when longer than [`GAP_NS`]: from the last
+/// frame's delivery (`last`: index, delivery time) — or, when none arrived, from the start of
+/// the stream — to the end of the run. All times CLOCK_MONOTONIC ns.
+pub fn trailing_gap(last: Option<(u64, u64)>, started_ns: u64, ended_ns: u64) -> Option<Gap> {
+    let (after_frame, since) = match last {
+        Some((index, delivered)) => (Some(index), delivered),
+        None => (None, started_ns),
+    };
+    let ns = ended_ns.saturating_sub(since);
+    (ns > GAP_NS).then(|| Gap {
+        after_frame,
+        ms: ns as f64 / 1e6,
+        discontinuity: false,
+        trailing: true,
+    })
 }
 
 /// Starts the verifier. Encoded frames that verified go to `decoder` (never blocking: a full
@@ -126,6 +146,7 @@ pub fn spawn(
                 v.frames += 1;
                 v.bytes += r.data.len() as u64;
                 v.first_delivered_ns.get_or_insert(r.delivered_ns);
+                v.last = Some((r.index, r.delivered_ns));
                 let checked = check(payload, r.index, &r.data);
                 let (timing, au_start) = match checked {
                     Ok((t, s)) => (Some(t), Some(s)),
@@ -232,13 +253,37 @@ mod tests {
         );
         let gap = g.on_frame(3, 1600 * ms, false).expect("334 ms");
         assert_eq!(
-            (gap.after_frame, gap.ms, gap.discontinuity),
-            (2, 334.0, false)
+            (gap.after_frame, gap.ms, gap.discontinuity, gap.trailing),
+            (Some(2), 334.0, false, false)
         );
         let gap = g.on_frame(4, 1610 * ms, true).expect("discontinuity");
         assert_eq!(
             (gap.after_frame, gap.ms, gap.discontinuity),
-            (3, 10.0, true)
+            (Some(3), 10.0, true)
         );
+    }
+
+    #[test]
+    fn the_time_after_the_last_frame_is_a_trailing_gap() {
+        let ms = 1_000_000u64;
+        // Frame 41 arrived 2 s before the end of the run.
+        let gap = trailing_gap(Some((41, 3000 * ms)), 1000 * ms, 5000 * ms).expect("2 s");
+        assert_eq!(
+            (gap.after_frame, gap.ms, gap.discontinuity, gap.trailing),
+            (Some(41), 2000.0, false, true)
+        );
+        // The same threshold as between frames: 250 ms is not a gap, 251 ms is.
+        assert_eq!(trailing_gap(Some((9, 1000 * ms)), 0, 1250 * ms), None);
+        assert!(trailing_gap(Some((9, 1000 * ms)), 0, 1251 * ms).is_some());
+        // No frame at all: the whole stream is the gap.
+        let gap = trailing_gap(None, 1000 * ms, 4000 * ms).expect("3 s");
+        assert_eq!((gap.after_frame, gap.ms), (None, 3000.0));
+        assert_eq!(
+            trailing_gap(None, 1000 * ms, 1100 * ms),
+            None,
+            "a short run"
+        );
+        // A frame delivered after the end was measured (the receiver still draining).
+        assert_eq!(trailing_gap(Some((9, 2000 * ms)), 0, 1000 * ms), None);
     }
 }

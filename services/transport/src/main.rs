@@ -10,6 +10,7 @@ mod pairing;
 mod pump;
 mod quic;
 mod stream;
+mod supervisor;
 
 use std::process::ExitCode;
 use std::sync::Arc;

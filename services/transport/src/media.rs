@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use punktfunk_common::{fdchannel, paths, uds};
 use punktfunk_dataplane::Sender;
@@ -27,15 +27,12 @@ use tonic::transport::Channel;
 
 use crate::pump::{Pump, PumpConfig, PumpEvent, PumpShared};
 use crate::stream::now_ns;
+use crate::supervisor::{self, CallOutcome};
 
 /// How long to wait for media's socket and for a unary call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// StartStream builds and starts a GStreamer pipeline: allow more.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// No record for this long while streaming: ask media whether the stream is alive.
-const SILENCE: Duration = Duration::from_millis(600);
-/// Between attempts to start a stream on a media daemon that is not back yet.
-const RETRY: Duration = Duration::from_millis(200);
 /// How long the video pump waits for room in a full send queue before dropping a frame:
 /// a quarter of a 60 Hz frame, so a burst of AUs after an encoder stall gets through while a
 /// send path that is really behind still drops (and asks for an IDR) without delaying the
@@ -45,8 +42,6 @@ const VIDEO_SEND_BUDGET: Duration = Duration::from_millis(4);
 const AUDIO_SEND_BUDGET: Duration = Duration::from_millis(2);
 /// Audio older than this when the pump reads it is skipped (stale: see PumpConfig::max_age).
 const AUDIO_MAX_AGE: Duration = Duration::from_millis(60);
-/// Keyframe requests closer together than this are one request (a burst of losses).
-const KEYFRAME_COALESCE: Duration = Duration::from_millis(50);
 
 /// What to ask media for.
 #[derive(Clone, Debug)]
@@ -169,15 +164,16 @@ impl MediaSession {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (refused_tx, refused) = mpsc::unbounded_channel();
-        let sup = Supervisor {
+        let shell = Shell {
             runtime_dir,
             plan,
             outputs,
             events_tx,
             refused: refused_tx,
-            restarts: 0,
+            running: Some(running),
+            last_error: None,
         };
-        let task = tokio::spawn(sup.run(running, commands_rx, events_rx, stop_rx));
+        let task = tokio::spawn(shell.run(commands_rx, events_rx, stop_rx));
         Ok(Self {
             commands,
             stop: Some(stop_tx),
@@ -218,105 +214,149 @@ impl Drop for MediaSession {
     }
 }
 
-struct Supervisor {
+/// The async shell around [`supervisor::Supervisor`]: it turns channel messages, pump events
+/// and timeouts into `handle_*` calls and carries out the actions (gRPC calls, pumps).
+struct Shell {
     runtime_dir: PathBuf,
     plan: MediaPlan,
     outputs: Outputs,
     events_tx: mpsc::UnboundedSender<PumpEvent>,
     refused: mpsc::UnboundedSender<MediaError>,
-    /// Media restarts survived so far.
-    restarts: u64,
+    running: Option<Running>,
+    /// Why the last restart failed (a refusal is handed to the session as it came).
+    last_error: Option<MediaError>,
 }
 
-impl Supervisor {
+/// What the shell waits for between actions.
+enum Wake {
+    Stop,
+    Command(Command),
+    Event(PumpEvent),
+    Timeout,
+}
+
+impl Shell {
     async fn run(
         mut self,
-        first: Running,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::UnboundedReceiver<PumpEvent>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
-        let mut running = Some(first);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_keyframe_ns = 0u64;
+        let plan = supervisor::Plan {
+            mode: self.plan.mode,
+            bitrate_kbps: self.plan.bitrate_kbps,
+        };
+        let mut sup = supervisor::Supervisor::new(Instant::now(), plan);
         loop {
-            let Some(r) = running.as_mut() else {
-                // Media is gone: wait for it to come back, still obeying stop.
-                tokio::select! {
-                    _ = &mut stop => return,
-                    r = self.restart() => match r {
-                        Ok(r) => {
-                            running = Some(r);
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!("media refused to restart the stream: {e}");
-                            let _ = self.refused.send(e);
-                            // Wait for the session to stop us.
-                            let _ = (&mut stop).await;
-                            return;
-                        }
-                    }
-                }
-            };
-            let mut lost = false;
-            tokio::select! {
-                _ = &mut stop => {
-                    if let Some(r) = running.take() {
-                        stop_pumps(r.pumps).await;
-                        stop_remote(r.client, r.stream_id).await;
-                    }
-                    return;
-                }
-                Some(c) = commands.recv() => match c {
-                    Command::Keyframe => {
-                        let now = now_ns();
-                        if now.saturating_sub(last_keyframe_ns) >= KEYFRAME_COALESCE.as_nanos() as u64 {
-                            last_keyframe_ns = now;
-                            lost = !request_keyframe(r).await;
-                        }
-                    }
-                    Command::Reconfigure { bitrate_kbps, mode } => {
-                        lost = !self.reconfigure(r, bitrate_kbps, mode).await;
-                    }
-                },
-                Some(ev) = events.recv() => match ev {
-                    PumpEvent::NeedKeyframe => {
-                        let now = now_ns();
-                        if now.saturating_sub(last_keyframe_ns) >= KEYFRAME_COALESCE.as_nanos() as u64 {
-                            last_keyframe_ns = now;
-                            lost = !request_keyframe(r).await;
-                        }
-                    }
-                    PumpEvent::Ended => lost = !self.alive(r).await,
-                },
-                _ = tick.tick() => {
-                    let last = self.outputs.video_state.last_record_ns.load(Ordering::Relaxed).max(r.started_ns);
-                    if now_ns().saturating_sub(last) > SILENCE.as_nanos() as u64 {
-                        lost = !self.alive(r).await;
-                        if !lost {
-                            // Alive but silent (a stalled source): do not ask again at once.
-                            self.outputs.video_state.last_record_ns.store(now_ns(), Ordering::Relaxed);
-                        }
-                    }
+            while let Some(action) = sup.poll_action() {
+                if self.act(&mut sup, action, &mut stop).await.is_none() {
+                    return self.shutdown().await;
                 }
             }
-            if lost && let Some(r) = running.take() {
-                tracing::warn!(
-                    stream_id = r.stream_id,
-                    "the media worker stopped delivering; keeping the client connected and waiting for media to come back"
-                );
-                stop_pumps(r.pumps).await;
-                // Tell media to drop the stream we gave up on, without waiting: a stalled media
-                // answers late or never, and then its lease on the ring reaps the stream.
-                tokio::spawn(stop_remote(r.client, r.stream_id));
+            let deadline = sup.poll_timeout();
+            let wake = tokio::select! {
+                _ = &mut stop => Wake::Stop,
+                Some(c) = commands.recv() => Wake::Command(c),
+                Some(ev) = events.recv() => Wake::Event(ev),
+                _ = sleep_until(deadline) => Wake::Timeout,
+            };
+            let now = Instant::now();
+            self.feed_records(&mut sup, now);
+            match wake {
+                Wake::Stop => return self.shutdown().await,
+                Wake::Command(Command::Keyframe) | Wake::Event(PumpEvent::NeedKeyframe) => {
+                    sup.handle_keyframe_wanted(now)
+                }
+                Wake::Command(Command::Reconfigure { bitrate_kbps, mode }) => {
+                    sup.handle_reconfigure(now, bitrate_kbps, mode)
+                }
+                Wake::Event(PumpEvent::Ended) => sup.handle_ring_closed(now),
+                Wake::Timeout => sup.handle_timeout(now),
             }
         }
     }
 
+    /// Tells the supervisor when the newest record arrived (the pumps stamp it).
+    fn feed_records(&self, sup: &mut supervisor::Supervisor, now: Instant) {
+        let Some(r) = &self.running else { return };
+        let last = self
+            .outputs
+            .video_state
+            .last_record_ns
+            .load(Ordering::Relaxed)
+            .max(r.started_ns);
+        let age = Duration::from_nanos(now_ns().saturating_sub(last));
+        if let Some(at) = now.checked_sub(age) {
+            sup.handle_record(at);
+        }
+    }
+
+    /// Carries out one action; None when `stop` fired meanwhile.
+    async fn act(
+        &mut self,
+        sup: &mut supervisor::Supervisor,
+        action: supervisor::Action,
+        stop: &mut tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<()> {
+        use supervisor::Action;
+        match action {
+            Action::Probe => {
+                let alive = or_stop(stop, self.alive()).await?;
+                sup.handle_probe_result(Instant::now(), alive);
+            }
+            Action::RequestKeyframe => {
+                let outcome = or_stop(stop, self.request_keyframe()).await?;
+                sup.handle_call_result(Instant::now(), outcome);
+            }
+            Action::Reconfigure(plan) => {
+                let outcome = or_stop(stop, self.reconfigure(&plan)).await?;
+                sup.handle_reconfigure_result(Instant::now(), outcome);
+            }
+            Action::Abandon => self.abandon().await,
+            Action::Restart(plan) => {
+                self.plan.mode = plan.mode;
+                self.plan.bitrate_kbps = plan.bitrate_kbps;
+                let outcome = or_stop(stop, self.restart(sup.restarts())).await?;
+                sup.handle_start_result(Instant::now(), outcome);
+            }
+            Action::Refused(reason) => {
+                tracing::warn!("media refused to restart the stream: {reason}");
+                let e = self.last_error.take().unwrap_or(MediaError::Refused {
+                    code: tonic::Code::FailedPrecondition,
+                    message: reason,
+                });
+                let _ = self.refused.send(e);
+            }
+        }
+        Some(())
+    }
+
+    /// Stops the pumps and the media stream; the session is over.
+    async fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            stop_pumps(r.pumps).await;
+            stop_remote(r.client, r.stream_id).await;
+        }
+    }
+
+    /// Gives the running stream up: pumps stop now, media is told without waiting (a stalled
+    /// media answers late or never, and then its lease on the ring reaps the stream).
+    async fn abandon(&mut self) {
+        if let Some(r) = self.running.take() {
+            tracing::warn!(
+                stream_id = r.stream_id,
+                "the media worker stopped delivering; keeping the client connected and waiting for media to come back"
+            );
+            stop_pumps(r.pumps).await;
+            tokio::spawn(stop_remote(r.client, r.stream_id));
+        }
+    }
+
     /// Whether media still knows and runs our stream.
-    async fn alive(&self, r: &mut Running) -> bool {
+    async fn alive(&mut self) -> bool {
+        let Some(r) = self.running.as_mut() else {
+            return false;
+        };
         let req = StatsRequest {
             stream_id: r.stream_id.clone(),
         };
@@ -330,86 +370,104 @@ impl Supervisor {
         }
     }
 
-    /// Asks media for a new bitrate/mode; false when media is gone. A request media refuses
-    /// (a mode or bitrate it cannot do) leaves the running stream as it was.
-    async fn reconfigure(
-        &mut self,
-        r: &mut Running,
-        bitrate_kbps: u32,
-        mode: Option<Mode>,
-    ) -> bool {
+    /// Asks for an IDR.
+    async fn request_keyframe(&mut self) -> CallOutcome {
+        let Some(r) = self.running.as_mut() else {
+            return CallOutcome::Gone;
+        };
+        let req = RequestKeyframeRequest {
+            stream_id: r.stream_id.clone(),
+        };
+        outcome(tokio::time::timeout(CALL_TIMEOUT, r.client.request_keyframe(req)).await)
+    }
+
+    /// Asks media for a new bitrate/mode of the running stream.
+    async fn reconfigure(&mut self, plan: &supervisor::Plan) -> CallOutcome {
+        let Some(r) = self.running.as_mut() else {
+            return CallOutcome::Gone;
+        };
         let req = ReconfigureRequest {
             stream_id: r.stream_id.clone(),
-            bitrate_kbps,
-            mode,
+            bitrate_kbps: plan.bitrate_kbps,
+            mode: Some(plan.mode),
         };
-        match tokio::time::timeout(START_TIMEOUT, r.client.reconfigure(req)).await {
-            Ok(Ok(reply)) => {
-                self.plan.bitrate_kbps = bitrate_kbps;
-                if let Some(m) = mode {
-                    self.plan.mode = m;
-                }
+        let result = outcome(tokio::time::timeout(START_TIMEOUT, r.client.reconfigure(req)).await);
+        match &result {
+            CallOutcome::Done => {
+                tracing::info!(bitrate_kbps = plan.bitrate_kbps, "media reconfigured")
+            }
+            CallOutcome::Refused(why) => tracing::warn!(
+                bitrate_kbps = plan.bitrate_kbps,
+                "media refused the reconfiguration; the stream goes on as it was: {why}"
+            ),
+            CallOutcome::Gone => tracing::warn!("media Reconfigure failed"),
+        }
+        result
+    }
+
+    /// One attempt to start a new stream after media was lost; its first frames are flagged
+    /// discontinuous.
+    async fn restart(&mut self, restarts: u64) -> CallOutcome {
+        match start_stream(
+            &self.runtime_dir,
+            &self.plan,
+            &self.outputs,
+            &self.events_tx,
+            true,
+        )
+        .await
+        {
+            Ok(r) => {
                 tracing::info!(
-                    bitrate_kbps,
-                    restarted = reply.into_inner().restarted,
-                    "media reconfigured"
+                    stream_id = r.stream_id,
+                    restarts = restarts + 1,
+                    "media stream restarted; the client sees a discontinuity"
                 );
-                true
+                self.running = Some(r);
+                CallOutcome::Done
             }
-            Ok(Err(e)) if is_refusal(e.code()) => {
-                tracing::warn!(bitrate_kbps, error = %e.message(), "media refused the reconfiguration; the stream goes on as it was");
-                true
+            Err(e @ MediaError::Refused { .. }) => {
+                let why = e.to_string();
+                self.last_error = Some(e);
+                CallOutcome::Refused(why)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e.message(), "media Reconfigure failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "media Reconfigure timed out after {} s",
-                    START_TIMEOUT.as_secs()
-                );
-                false
+            Err(e) => {
+                tracing::debug!("media not back yet: {e}");
+                CallOutcome::Gone
             }
         }
     }
+}
 
-    /// Starts a new stream, retrying until media answers; marks the restart for the client.
-    /// A refusal is final (media is back but will not run this stream).
-    async fn restart(&mut self) -> Result<Running, MediaError> {
-        let t0 = now_ns();
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match start_stream(
-                &self.runtime_dir,
-                &self.plan,
-                &self.outputs,
-                &self.events_tx,
-                true,
-            )
-            .await
-            {
-                Ok(r) => {
-                    self.restarts += 1;
-                    tracing::info!(
-                        stream_id = r.stream_id,
-                        attempts,
-                        waited_ms = (now_ns() - t0) / 1_000_000,
-                        restarts = self.restarts,
-                        "media stream restarted; the client sees a discontinuity"
-                    );
-                    return Ok(r);
-                }
-                Err(e @ MediaError::Refused { .. }) => return Err(e),
-                Err(e) => {
-                    if attempts == 1 || attempts.is_multiple_of(25) {
-                        tracing::info!(attempts, "media not back yet: {e}");
-                    }
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
+/// Sorts the result of a steering call.
+fn outcome<T>(r: Result<Result<T, tonic::Status>, tokio::time::error::Elapsed>) -> CallOutcome {
+    match r {
+        Ok(Ok(_)) => CallOutcome::Done,
+        Ok(Err(e)) if is_refusal(e.code()) => CallOutcome::Refused(e.message().to_string()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e.message(), "media call failed");
+            CallOutcome::Gone
         }
+        Err(_) => CallOutcome::Gone,
+    }
+}
+
+/// Runs `f` unless `stop` fires first (None then).
+async fn or_stop<F: std::future::Future>(
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
+    f: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        _ = stop => None,
+        out = f => Some(out),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -434,24 +492,6 @@ async fn stop_remote(mut client: MediaClient<Channel>, stream_id: String) {
 /// Stops pump threads off the async workers (each join waits up to one 50 ms ring poll).
 async fn stop_pumps(pumps: Vec<Pump>) {
     let _ = tokio::task::spawn_blocking(move || drop(pumps)).await;
-}
-
-/// Asks for an IDR; false when media did not answer (it may be gone).
-async fn request_keyframe(r: &mut Running) -> bool {
-    let req = RequestKeyframeRequest {
-        stream_id: r.stream_id.clone(),
-    };
-    match tokio::time::timeout(CALL_TIMEOUT, r.client.request_keyframe(req)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e.message(), "media RequestKeyframe failed");
-            !matches!(
-                e.code(),
-                tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Aborted
-            )
-        }
-        Err(_) => false,
-    }
 }
 
 /// The codecs to offer a client, most preferred first, from what media's encoder ladder really

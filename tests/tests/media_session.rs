@@ -346,3 +346,52 @@ fn software_host_prefers_h264_and_refuses_sessions_past_its_encode_budget() {
     );
     assert!(r["frames_received"].as_u64().unwrap_or(0) > 0, "{r:#}");
 }
+
+/// Issue #10: media accepts at most 500 Mbit/s while the protocol allows 2 Gbit/s. A client
+/// asking for more than media accepts streams at the clamped bitrate, and the Welcome says
+/// which (it used to get a refused StartStream, retried every 200 ms forever).
+#[test]
+fn a_bitrate_above_what_media_accepts_is_clamped_and_the_welcome_says_so() {
+    let mut stack = Stack::start(&[]);
+    stack.pair().expect("pair");
+    let host = stack.host();
+    let out = stack
+        .client(&[
+            "stream",
+            &host,
+            "--duration",
+            "2",
+            "--mode",
+            "640x360@30",
+            "--bitrate",
+            "900000",
+            "--codec",
+            "h264",
+            "--json",
+        ])
+        .output()
+        .expect("client");
+    let r = report(&out, &mut stack);
+    assert_eq!(
+        r["bitrate_kbps"], 500_000,
+        "the Welcome carries media's ceiling: {r:#}"
+    );
+    assert!(r["frames_received"].as_u64().unwrap_or(0) > 0, "{r:#}");
+
+    // A mode beyond the encode budget: a coded refusal, not a silent session.
+    let out = stack
+        .client(&[
+            "stream",
+            &host,
+            "--duration",
+            "2",
+            "--mode",
+            "7680x4320@240",
+            "--json",
+        ])
+        .output()
+        .expect("client");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("a report even when refused");
+    assert!(!out.status.success(), "{r:#}");
+    assert_eq!(r["error_code"], "capacity", "{r:#}");
+}

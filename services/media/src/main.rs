@@ -496,6 +496,12 @@ impl Media for MediaService {
                 .unwrap_or(u64::MAX),
             software_in_use_pixels_per_second: Budget::software_in_use(&loads),
             cpus: u32::try_from(self.cpus).unwrap_or(u32::MAX),
+            max_bitrate_kbps: MAX_BITRATE_KBPS,
+            max_mode: Some(punktfunk_proto::common::Mode {
+                width: punktfunk_media::description::MAX_DIMENSION,
+                height: punktfunk_media::description::MAX_DIMENSION,
+                refresh_mhz: punktfunk_media::description::MAX_REFRESH_MHZ,
+            }),
         }))
     }
 }

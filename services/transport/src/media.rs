@@ -494,11 +494,47 @@ async fn stop_pumps(pumps: Vec<Pump>) {
     let _ = tokio::task::spawn_blocking(move || drop(pumps)).await;
 }
 
-/// The codecs to offer a client, most preferred first, from what media's encoder ladder really
-/// has: hardware encoders first (HEVC, then AV1, then H.264: at equal cost the better codec),
-/// then software ones with H.264 first (x264 serves three 720p60 streams on two cores where x265
-/// serves none at full rate). Media unreachable: the software order, H.264 first.
-pub async fn codec_preference(runtime_dir: &Path) -> Vec<Codec> {
+/// What media can do, as far as a session's policy is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaLimits {
+    /// The codecs to offer a client, most preferred first (see [`order_codecs`]).
+    pub codecs: Vec<Codec>,
+    /// Media's bitrate ceiling, if it said.
+    pub max_bitrate_kbps: Option<u32>,
+    /// Media's largest mode, if it said.
+    pub max_mode: Option<Mode>,
+}
+
+impl MediaLimits {
+    /// Narrows a session policy to what media accepts, so that the Welcome carries the values
+    /// that will hold (a bitrate above media's ceiling is clamped, not refused later).
+    pub fn apply(&self, policy: &mut punktfunk_control::HostPolicy) {
+        policy.codecs = self.codecs.clone();
+        if let Some(max) = self.max_bitrate_kbps {
+            policy.max_bitrate_kbps = policy
+                .max_bitrate_kbps
+                .min(max)
+                .max(policy.min_bitrate_kbps);
+            policy.default_bitrate_kbps = policy.default_bitrate_kbps.min(policy.max_bitrate_kbps);
+        }
+        if let Some(m) = self.max_mode {
+            let p = &mut policy.max_mode;
+            p.width = p.width.min(m.width).max(punktfunk_control::host::MIN_WIDTH);
+            p.height = p
+                .height
+                .min(m.height)
+                .max(punktfunk_control::host::MIN_HEIGHT);
+            p.refresh_mhz = p
+                .refresh_mhz
+                .min(m.refresh_mhz)
+                .max(punktfunk_control::host::MIN_REFRESH_MHZ);
+        }
+    }
+}
+
+/// Asks media what it can do (its Capabilities). Media unreachable: the software codec order,
+/// no limits (the stream start then fails with media's own reason).
+pub async fn limits(runtime_dir: &Path) -> MediaLimits {
     let caps = async {
         let mut client = connect(runtime_dir).await.ok()?;
         tokio::time::timeout(CALL_TIMEOUT, client.capabilities(CapabilitiesRequest {}))
@@ -507,12 +543,25 @@ pub async fn codec_preference(runtime_dir: &Path) -> Vec<Codec> {
             .ok()
     };
     match caps.await {
-        Some(reply) => order_codecs(&reply.into_inner().codecs),
-        None => vec![Codec::H264, Codec::Hevc],
+        Some(reply) => {
+            let reply = reply.into_inner();
+            MediaLimits {
+                codecs: order_codecs(&reply.codecs),
+                max_bitrate_kbps: (reply.max_bitrate_kbps > 0).then_some(reply.max_bitrate_kbps),
+                max_mode: reply.max_mode,
+            }
+        }
+        None => MediaLimits {
+            codecs: vec![Codec::H264, Codec::Hevc],
+            max_bitrate_kbps: None,
+            max_mode: None,
+        },
     }
 }
 
-/// The ordering rule of [`codec_preference`] (pure, tested).
+/// The codecs to offer, from what media's encoder ladder really has: hardware encoders first
+/// (HEVC, then AV1, then H.264: at equal cost the better codec), then software ones with H.264
+/// first (x264 serves three 720p60 streams on two cores where x265 serves none at full rate).
 fn order_codecs(caps: &[CodecCapability]) -> Vec<Codec> {
     const HARDWARE: [Codec; 3] = [Codec::Hevc, Codec::Av1, Codec::H264];
     const SOFTWARE: [Codec; 2] = [Codec::H264, Codec::Hevc];
@@ -684,6 +733,29 @@ mod tests {
             cap(Codec::Av1, false, false),
         ];
         assert_eq!(order_codecs(&caps), vec![Codec::H264, Codec::Hevc]);
+    }
+
+    #[test]
+    fn media_limits_narrow_the_policy() {
+        let mut policy = punktfunk_control::HostPolicy::new("host", "[::]:0", 1);
+        let limits = MediaLimits {
+            codecs: vec![Codec::H264],
+            max_bitrate_kbps: Some(500_000),
+            max_mode: Some(Mode {
+                width: 8192,
+                height: 8192,
+                refresh_mhz: 240_000,
+            }),
+        };
+        limits.apply(&mut policy);
+        assert_eq!(policy.codecs, vec![Codec::H264]);
+        assert_eq!(policy.max_bitrate_kbps, 500_000);
+        assert_eq!(
+            (policy.max_mode.width, policy.max_mode.refresh_mhz),
+            (punktfunk_control::host::MAX_WIDTH, 240_000),
+            "the narrower bound of each"
+        );
+        assert!(policy.validate().is_ok());
     }
 
     #[test]

@@ -398,7 +398,7 @@ async fn session(
         SourceKind::Test | SourceKind::Compositor => {
             policy.payload = VideoPayload::Encoded;
             if let Some(dir) = &host.runtime_dir {
-                policy.codecs = media::codec_preference(dir).await;
+                media::limits(dir).await.apply(&mut policy);
             }
         }
     }

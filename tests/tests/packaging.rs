@@ -3,7 +3,7 @@
 //!
 //! What these do NOT cover: building the image (no registry access, no container engine on our
 //! machines) and running the units under a real `systemd --user` (that is the UML guest's job,
-//! see TESTING.md).
+//! see docs/testing.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -14,7 +14,7 @@
 //! ([`ClockEstimate::error_bound_ns`]). All arithmetic is done in `i128`; results saturate
 //! instead of overflowing, so hostile timestamps cannot panic anything.
 
-/// Rounds of one clock synchronisation (ARCHITECTURE.md §3).
+/// Rounds of one clock synchronisation (docs/protocol.md, "Clock sync").
 pub const CLOCK_ROUNDS: u32 = 8;
 
 /// The four timestamps of one probe round, each in its own clock's ns.

@@ -1,4 +1,4 @@
-//! Sans-IO core of the punktfunk/1 control plane (ARCHITECTURE.md §3).
+//! Sans-IO core of the punktfunk/1 control plane (docs/protocol.md).
 //!
 //! Pure state machines in the style of quinn-proto: they are fed messages (or bytes) and
 //! `CLOCK_MONOTONIC` timestamps (`u64` ns) by the caller and return what to do. No sockets,

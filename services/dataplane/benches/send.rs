@@ -298,6 +298,6 @@ fn main() {
         );
     }
     println!(
-        "reference (PERFORMANCE.md): 1 MiB FEC + seal + send best ~0.8 ms (GSO), ~1.7 ms with plain sendmmsg; target ≤ 1.2 ms with GSO"
+        "reference (docs/performance.md): 1 MiB FEC + seal + send best ~0.8 ms (GSO), ~1.7 ms with plain sendmmsg; target ≤ 1.2 ms with GSO"
     );
 }

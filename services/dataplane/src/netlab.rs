@@ -1,5 +1,5 @@
 //! Test and benchmark support: two network namespaces joined by a veth pair, with random
-//! loss by nftables in the receiving one (see TESTING.md "Networks"). Needs root, `ip`
+//! loss by nftables in the receiving one (see docs/testing.md "Networks"). Needs root, `ip`
 //! (iproute2) and `nft` (nftables). Everything is removed on drop (deleting a namespace
 //! removes its veth end and its nft tables).
 //!

@@ -1,5 +1,5 @@
 //! Two network namespaces joined by veth, random loss by nftables in the receiving one
-//! (TESTING.md "Networks"). Needs root, `ip` and `nft`: without them these tests FAIL with
+//! (docs/testing.md "Networks"). Needs root, `ip` and `nft`: without them these tests FAIL with
 //! the reason (CI runs as root after `just setup`), they never skip silently.
 
 use punktfunk_dataplane::netlab::{NetnsPair, Side, StreamOutcome, StreamRun, run_verified};

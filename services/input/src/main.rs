@@ -1,4 +1,4 @@
-//! punktfunk-input: virtual input devices (ARCHITECTURE.md §6) — uinput keyboard/mouse/pads
+//! punktfunk-input: virtual input devices (docs/architecture.md) — uinput keyboard/mouse/pads
 //! and a UHID DualSense with feedback. For now it serves `Health` and declares its API.
 
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! Pipeline descriptions: typed data → a gst-launch string (ARCHITECTURE.md §4).
+//! Pipeline descriptions: typed data → a gst-launch string (docs/architecture.md, "Media").
 //!
 //! Everything here is pure: no GStreamer calls, so every ladder rung — including the NVIDIA
 //! zero-copy chain that cannot run on a machine without a GPU — is unit-tested as data. The
@@ -283,7 +283,7 @@ impl EncoderKind {
     /// The raw format the encoder is fed in system memory.
     pub fn input_format(self) -> &'static str {
         match self {
-            // x264enc would otherwise negotiate 4:4:4 (TESTING.md); openh264 takes I420 only.
+            // x264enc would otherwise negotiate 4:4:4 (docs/testing.md); openh264 takes I420 only.
             EncoderKind::X264 | EncoderKind::OpenH264 | EncoderKind::X265 => "I420",
             _ => "NV12",
         }
@@ -292,7 +292,7 @@ impl EncoderKind {
     /// The name of the bitrate property and how to express `kbps` in its unit.
     pub fn bitrate_property(self, kbps: u32) -> (&'static str, String) {
         match self {
-            // openh264enc counts bit/s (TESTING.md); the others kbit/s.
+            // openh264enc counts bit/s (docs/testing.md); the others kbit/s.
             EncoderKind::OpenH264 => ("bitrate", (kbps as u64 * 1000).to_string()),
             _ => ("bitrate", kbps.to_string()),
         }

@@ -1,4 +1,4 @@
-//! punktfunk-media: the capture + encode worker (ARCHITECTURE.md §4).
+//! punktfunk-media: the capture + encode worker (docs/architecture.md, "Media").
 //!
 //! * [`description`] — typed pipeline descriptions and the encoder ladder (pure, no GStreamer);
 //! * [`counter`] — the machine-readable frame counter drawn into test frames (the

@@ -1,4 +1,4 @@
-//! punktfunk-media: the capture + encode worker (ARCHITECTURE.md §4).
+//! punktfunk-media: the capture + encode worker (docs/architecture.md, "Media").
 //!
 //! Serves the Media gRPC API. `StartStream` builds a GStreamer pipeline (test source or a
 //! PipeWire node) → encoder from the ladder → parser → appsink → AU ring, and returns a ticket

@@ -1,4 +1,4 @@
-//! The PipeWire source against a real PipeWire daemon (TESTING.md "PipeWire capture without a
+//! The PipeWire source against a real PipeWire daemon (docs/testing.md "PipeWire capture without a
 //! compositor"): a private pipewire + wireplumber under dbus-run-session, a synthetic
 //! Video/Source node from `pipewiresink mode=provide`, and our pipeline connecting to it through
 //! a remote fd (as session would hand one over) — frames must reach the encoder and the ring.

@@ -1,4 +1,4 @@
-//! punktfunk-session: the compositor-session manager (ARCHITECTURE.md §5). It will start
+//! punktfunk-session: the compositor-session manager (docs/architecture.md). It will start
 //! headless gamescope/KWin/weston/sway outputs at a client's mode and hand their screencast to
 //! media; for now it serves `Health` and declares its API.
 

@@ -1,5 +1,5 @@
 //! punktfunk-transport: the network-facing daemon and per-client session orchestrator
-//! (ARCHITECTURE.md §2–3): punktfunk/1 over QUIC with PIN pairing, the UDP data plane,
+//! (docs/architecture.md): punktfunk/1 over QUIC with PIN pairing, the UDP data plane,
 //! mDNS discovery, and the gRPC API `punktfunkctl` uses.
 
 mod api;

@@ -1,7 +1,7 @@
 //! The access-unit envelope: what one data-plane frame carries besides the encoded bytes.
 //!
 //! The data plane moves opaque frames; the host's per-stage timestamps must travel with each
-//! one so the client can split latency by stage (ARCHITECTURE.md, PERFORMANCE.md). The
+//! one so the client can split latency by stage (docs/protocol.md, docs/performance.md). The
 //! envelope is a fixed 40-byte header in front of the access unit, inside the sealed payload
 //! (so it is authenticated like the AU itself). All integers big-endian; timestamps are the
 //! host's CLOCK_MONOTONIC nanoseconds (0 = not measured), which the client maps to its own

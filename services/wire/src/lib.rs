@@ -2,9 +2,16 @@
 //!
 //! Bytes in, bytes out, time passed in (CLOCK_MONOTONIC nanoseconds as `u64`). There are no
 //! sockets, clocks, threads or async runtimes here (in the spirit of quinn-proto): the send
-//! thread in `punktfunk-transport` and the client's receive loop are thin shells that call
-//! [`Packetizer::packetize`] + [`pacing_schedule`] and `sendmmsg`/UDP GSO, or `recvmmsg` +
+//! thread in `punktfunk-dataplane` and the client's receive loop are thin shells that call
+//! [`Packetize::packetize`] + [`pacing_schedule`] and `sendmmsg`/UDP GSO, or `recvmmsg` +
 //! [`Reassembler::push`] + [`Reassembler::poll_event`].
+//!
+//! ## The packetizer seam
+//!
+//! The send thread is protocol-agnostic: it knows a [`PacketBatch`] (bytes plus one segment
+//! size, like quinn-udp's `Transmit`) and a pacing schedule. [`Packetize`] is what a protocol
+//! implements to fill that batch once per frame; [`Packetizer`] is the punktfunk/1 one, and
+//! GameStream's RTP packetizer is to be the second. Call order: [`transmit`].
 //!
 //! ## Packet format (version 1)
 //!
@@ -117,6 +124,7 @@ pub mod packet;
 pub mod reassembly;
 pub mod sender;
 pub mod synthetic;
+pub mod transmit;
 
 pub use config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
 pub use crypto::{
@@ -128,4 +136,5 @@ pub use packet::{
     TAG_LEN, VERSION, peek_kind,
 };
 pub use reassembly::{CompleteFrame, Counters, Event, PushError, Reassembler};
-pub use sender::{FrameSummary, PacketBatch, PacketizeError, Packetizer};
+pub use sender::{FrameSummary, PacketizeError, Packetizer};
+pub use transmit::{FrameRef, PacketBatch, Packetize};

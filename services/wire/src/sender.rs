@@ -6,83 +6,9 @@ use crate::crypto::{SealError, Sealer, SessionKey};
 use crate::packet::{
     FLAG_KEYFRAME, FLAG_LAST_BLOCK, FLAG_PARITY, HEADER_LEN, PacketHeader, StreamKind,
 };
-use core::ops::Range;
+pub use crate::transmit::PacketBatch;
+use crate::transmit::{FrameRef, Packetize};
 use reed_solomon_simd::ReedSolomonEncoder;
-
-/// All packets of one frame, back to back with a fixed stride (= packet size), so the whole
-/// batch (or any packet range of it) is a valid UDP GSO super-buffer with segment size
-/// [`PacketBatch::stride`]. Reused across frames: it only grows, up to the largest frame.
-#[derive(Default)]
-pub struct PacketBatch {
-    buf: Vec<u8>,
-    stride: usize,
-    count: usize,
-}
-
-impl PacketBatch {
-    /// An empty batch; it grows on first use.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A batch pre-sized for the largest frame of `cfg`, so that packetizing never allocates.
-    pub fn for_config(cfg: &DataPlaneConfig) -> Self {
-        let stride = cfg.packet_len();
-        Self {
-            buf: vec![0; stride * cfg.max_packets_per_frame() as usize],
-            stride,
-            count: 0,
-        }
-    }
-
-    /// Number of packets.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Size of every packet (the GSO segment size).
-    pub fn stride(&self) -> usize {
-        self.stride
-    }
-
-    /// Packet `i`.
-    pub fn packet(&self, i: usize) -> Option<&[u8]> {
-        if i >= self.count {
-            return None;
-        }
-        self.buf.get(i * self.stride..(i + 1) * self.stride)
-    }
-
-    /// All packets as one contiguous buffer (`len() * stride()` bytes).
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.count * self.stride]
-    }
-
-    /// Packets `range` as one contiguous buffer (clamped to the batch).
-    pub fn range_bytes(&self, range: Range<usize>) -> &[u8] {
-        let end = range.end.min(self.count);
-        let start = range.start.min(end);
-        &self.buf[start * self.stride..end * self.stride]
-    }
-
-    /// Iterator over the packets.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
-        self.bytes().chunks_exact(self.stride.max(1))
-    }
-
-    fn prepare(&mut self, stride: usize, count: usize) {
-        let need = stride * count;
-        if self.buf.len() < need {
-            self.buf.resize(need, 0);
-        }
-        self.stride = stride;
-        self.count = count;
-    }
-}
 
 /// What [`Packetizer::packetize`] produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +23,7 @@ pub struct FrameSummary {
 }
 
 /// Why a frame could not be packetized (nothing was written; no sequence numbers consumed).
+/// The error of every [`Packetize`] implementation (a new packetizer adds its variants here).
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 pub enum PacketizeError {
     #[error("access unit of {len} bytes exceeds max_frame_bytes {max}")]
@@ -262,6 +189,25 @@ impl Packetizer {
             blocks: layout.blocks,
             first_seq,
         })
+    }
+}
+
+/// punktfunk/1 through the send-thread seam: FEC + AES-GCM seal + headers.
+impl Packetize for Packetizer {
+    fn packetize(
+        &mut self,
+        frame: FrameRef<'_>,
+        out: &mut PacketBatch,
+    ) -> Result<(), PacketizeError> {
+        Packetizer::packetize(self, frame.index, frame.keyframe, frame.data, out).map(|_| ())
+    }
+
+    fn next_sequence(&self) -> u64 {
+        self.sealer.next_sequence()
+    }
+
+    fn new_batch(&self) -> PacketBatch {
+        PacketBatch::for_config(&self.cfg)
     }
 }
 

@@ -123,7 +123,9 @@ pub fn run_synthetic(
     report
 }
 
-/// A synthetic feed on its own thread (`pf-dp-synth`).
+/// A synthetic feed on its own thread (`pf-dp-synth`). [`join`](Self::join) and
+/// [`stop`](Self::stop) block (call them off the async workers); dropping only tells the
+/// thread to stop (it exits after its current frame) and never waits.
 pub struct SyntheticFeed {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<FeedReport>>,
@@ -158,10 +160,8 @@ impl SyntheticFeed {
 }
 
 impl Drop for SyntheticFeed {
+    /// Only signals the thread to stop; never waits for it.
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -14,7 +14,8 @@
 //!  sync_channel(queue_frames = 4)  ──full──▶ frame dropped, counted, handed back (TrySendError::Full)
 //!      ▼
 //!  thread "pf-dp-send": SendPipeline::send_frame
-//!      packetize (FEC + seal, into one reused PacketBatch)
+//!      Packetize::packetize (the protocol: punktfunk/1 = FEC + seal; once per frame,
+//!        into one reused PacketBatch = packets back to back, one stride)
 //!      → pacing_schedule (microburst cap 64 KiB, then spread over 75 % of the frame interval)
 //!      → per chunk: sleep until ~100 µs before its time, spin (yield) the rest, then
 //!        sendmmsg — each message one UDP GSO super-buffer (mode Gso) or one datagram
@@ -29,6 +30,25 @@
 //!
 //! One [`Sender`] per stream kind (it owns that kind's AEAD sequence space); one
 //! [`Receiver`] handles every stream kind on its socket, one reassembler each.
+//!
+//! ## The packetizer seam
+//!
+//! The send thread is protocol-agnostic, like quinn-udp's `Transmit` (bytes plus a segment
+//! size): per frame it calls [`Packetize::packetize`] once (dynamic dispatch, once per frame)
+//! to fill a [`PacketBatch`], then paces and sends packet ranges of it; the per-packet loop
+//! sees only bytes and a stride. punktfunk/1 plugs in its
+//! [`Packetizer`](punktfunk_wire::Packetizer) ([`Sender::spawn`] with a [`SenderConfig`]);
+//! any other protocol (GameStream's RTP + FEC packetizer next) uses [`Sender::spawn_with`]
+//! with [`SendOptions`] and its own `Box<dyn Packetize>`. Pacing, batching, the queue and the
+//! counters exist once. Call order: [`punktfunk_wire::transmit`].
+//!
+//! ## Threads stop without blocking in `Drop`
+//!
+//! Dropping a [`Sender`], [`Receiver`] or [`feed::SyntheticFeed`] only signals its thread to
+//! stop (it exits on its own, soon); nothing joins a thread in `Drop`, so dropping one on an
+//! async worker (an error path) never blocks it. The explicit, blocking calls join and return
+//! the final counters: [`Sender::shutdown`], [`Receiver::shutdown`],
+//! [`feed::SyntheticFeed::stop`] — run them off the async workers (`spawn_blocking`).
 //!
 //! ## The full-queue policy
 //!
@@ -125,12 +145,14 @@ mod recv;
 mod send;
 pub mod sys;
 
+/// The packetizer seam the send shell is built on (defined in the sans-IO core).
+pub use punktfunk_wire::{FrameRef, PacketBatch, Packetize, PacketizeError};
 pub use recv::{
     ReceiveLoop, Receiver, ReceiverConfig, ReceiverError, ReceiverStats, RxEvent, RxFrame,
     StopHandle,
 };
 pub use send::{
-    CPU_BUCKETS, Frame, FrameReport, ModeChoice, SendMode, SendPipeline, Sender, SenderConfig,
-    SenderError, SenderStats, TrySendError,
+    CPU_BUCKETS, Frame, FrameReport, ModeChoice, SendMode, SendOptions, SendPipeline, Sender,
+    SenderConfig, SenderError, SenderStats, TrySendError,
 };
 pub use sys::BufferSize;

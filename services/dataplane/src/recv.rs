@@ -395,8 +395,12 @@ pub enum ReceiverError {
     Io(#[from] io::Error),
 }
 
-/// The receive shell on its own thread (`pf-dp-recv`). Stops (and joins) on [`Self::stop`]
-/// or drop.
+/// The receive shell on its own thread (`pf-dp-recv`).
+///
+/// Call order: [`spawn`](Self::spawn); [`stats`](Self::stats) whenever; finally
+/// [`shutdown`](Self::shutdown) (blocking: it joins the thread — call it off the async
+/// workers) or drop. Dropping only signals the loop to stop (eventfd); the thread exits
+/// within one loop iteration on its own, and `Drop` never waits for it.
 pub struct Receiver {
     stop: StopHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -452,9 +456,16 @@ impl Receiver {
     }
 
     /// Stops the loop, joins the thread, returns the final stats and the loop's result.
-    pub fn stop(mut self) -> (ReceiverStats, io::Result<()>) {
+    /// Blocks until the thread is done (within one loop iteration): call it off the async
+    /// workers.
+    pub fn shutdown(mut self) -> (ReceiverStats, io::Result<()>) {
         let r = self.join();
         (self.stats.snapshot(), r)
+    }
+
+    /// The same as [`shutdown`](Self::shutdown) (the older name).
+    pub fn stop(self) -> (ReceiverStats, io::Result<()>) {
+        self.shutdown()
     }
 
     fn join(&mut self) -> io::Result<()> {
@@ -468,7 +479,8 @@ impl Receiver {
 }
 
 impl Drop for Receiver {
+    /// Only signals the loop to stop; never waits for the thread.
     fn drop(&mut self) {
-        let _ = self.join();
+        self.stop.stop();
     }
 }

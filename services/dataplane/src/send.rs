@@ -1,15 +1,22 @@
 //! The send shell: [`SendPipeline`] (packetize → pacing schedule → sendmmsg / UDP GSO, on the
 //! caller's thread) and [`Sender`] (the pipeline on a dedicated thread behind a bounded queue).
+//!
+//! Both are protocol-agnostic: the protocol is a [`Packetize`] implementation (the
+//! packetizer seam, [`punktfunk_wire::transmit`]) that fills a [`PacketBatch`] once per frame;
+//! pacing, batching, the queue and the counters are this one implementation for every
+//! protocol. [`Sender::spawn`] / [`SendPipeline::new`] plug in punktfunk/1's
+//! [`Packetizer`](punktfunk_wire::Packetizer); [`Sender::spawn_with`] /
+//! [`SendPipeline::with_packetizer`] take any other.
 
 use crate::sys::{self, BufferDir, BufferSize, SendScratch};
 use punktfunk_wire::{
-    ConfigError, DataPlaneConfig, PaceChunk, PacingConfig, PacketBatch, PacketizeError, Packetizer,
-    Sealer, SessionKey, StreamKind, pacing_schedule,
+    ConfigError, DataPlaneConfig, FrameRef, PaceChunk, PacingConfig, PacketBatch, Packetize,
+    PacketizeError, Packetizer, Sealer, SessionKey, StreamKind, pacing_schedule,
 };
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,7 +46,47 @@ pub enum ModeChoice {
     Sendmmsg,
 }
 
-/// Configuration of a [`Sender`] / [`SendPipeline`].
+/// The protocol-agnostic knobs of a [`Sender`] / [`SendPipeline`]: pacing, send mode, queue,
+/// socket buffer and the send-buffer policy. Used with any [`Packetize`] implementation
+/// ([`Sender::spawn_with`]); [`SenderConfig::options`] gives the ones of a punktfunk/1 sender.
+#[derive(Clone, Debug)]
+pub struct SendOptions {
+    /// Pacing; `None` sends every frame back to back.
+    pub pacing: Option<PacingConfig>,
+    pub mode: ModeChoice,
+    /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
+    pub queue_frames: usize,
+    /// SO_SNDBUF target in bytes (default 32 MiB).
+    pub sndbuf_bytes: usize,
+    /// How long one pacing chunk may wait for socket buffer space (default 2 ms).
+    pub block_budget: Duration,
+    /// Sleep until this long before a chunk's time, then spin (default 100 µs).
+    pub spin: Duration,
+    /// Optional per-frame reports (`try_send`: a full channel loses reports, never blocks).
+    pub reports: Option<SyncSender<FrameReport>>,
+}
+
+impl SendOptions {
+    /// Paced with a 64 KiB microburst cap and a spread over 75 % of `frame_interval_ns`,
+    /// automatic mode, queue of 4, 32 MiB SO_SNDBUF, 2 ms block budget, 100 µs spin.
+    pub fn paced(frame_interval_ns: u64) -> Self {
+        Self {
+            pacing: Some(PacingConfig {
+                frame_interval_ns,
+                ..PacingConfig::default()
+            }),
+            mode: ModeChoice::Auto,
+            queue_frames: 4,
+            sndbuf_bytes: 32 << 20,
+            block_budget: Duration::from_millis(2),
+            spin: Duration::from_micros(100),
+            reports: None,
+        }
+    }
+}
+
+/// Configuration of a punktfunk/1 [`Sender`] / [`SendPipeline`]: the packetizer's parameters
+/// (`data_plane`, `key`, `kind`, `first_sequence`) and the [`SendOptions`], flat.
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
     /// Negotiated data-plane parameters.
@@ -73,22 +120,40 @@ impl SenderConfig {
     /// Defaults around a negotiated config: pacing with a 64 KiB microburst cap and a spread
     /// over 75 % of the config's frame interval, automatic mode, queue of 4, 32 MiB SO_SNDBUF.
     pub fn new(data_plane: DataPlaneConfig, key: SessionKey, kind: StreamKind) -> Self {
+        let o = SendOptions::paced(data_plane.frame_interval_ns);
         Self {
             data_plane,
             key,
             kind,
-            pacing: Some(PacingConfig {
-                frame_interval_ns: data_plane.frame_interval_ns,
-                ..PacingConfig::default()
-            }),
-            mode: ModeChoice::Auto,
-            queue_frames: 4,
-            sndbuf_bytes: 32 << 20,
-            block_budget: Duration::from_millis(2),
-            spin: Duration::from_micros(100),
-            reports: None,
+            pacing: o.pacing,
+            mode: o.mode,
+            queue_frames: o.queue_frames,
+            sndbuf_bytes: o.sndbuf_bytes,
+            block_budget: o.block_budget,
+            spin: o.spin,
+            reports: o.reports,
             first_sequence: 0,
         }
+    }
+
+    /// The protocol-agnostic part.
+    pub fn options(&self) -> SendOptions {
+        SendOptions {
+            pacing: self.pacing,
+            mode: self.mode,
+            queue_frames: self.queue_frames,
+            sndbuf_bytes: self.sndbuf_bytes,
+            block_budget: self.block_budget,
+            spin: self.spin,
+            reports: self.reports.clone(),
+        }
+    }
+
+    /// The punktfunk/1 packetizer (FEC + AES-GCM seal + headers) of this config, its sealer
+    /// starting at `first_sequence`.
+    pub fn packetizer(&self) -> Result<Packetizer, ConfigError> {
+        let sealer = Sealer::with_initial_sequence(&self.key, self.kind, self.first_sequence);
+        Packetizer::with_sealer(self.data_plane, self.kind, sealer)
     }
 }
 
@@ -312,14 +377,21 @@ impl SenderStats {
     }
 }
 
-/// The send path of one stream on the caller's thread: packetize (FEC + seal) into a reused
-/// [`PacketBatch`], compute the pacing schedule, and send each chunk at its time.
+/// The send path of one stream on the caller's thread: packetize (through the [`Packetize`]
+/// seam) into a reused [`PacketBatch`], compute the pacing schedule, and send each chunk at
+/// its time.
+///
+/// Call order: [`new`](Self::new) (punktfunk/1) or [`with_packetizer`](Self::with_packetizer)
+/// (any protocol) once; then per frame [`send_frame`](Self::send_frame), which calls
+/// `Packetize::packetize` once, reads `Packetize::next_sequence`, then sends the batch's
+/// packet ranges at their pacing times (that per-packet loop sees only bytes and a stride).
+/// [`stats`](Self::stats) at any time.
 ///
 /// [`Sender`] runs one on its own thread; benchmarks use it directly.
 pub struct SendPipeline {
     socket: UdpSocket,
     fd: RawFd,
-    packetizer: Packetizer,
+    packetizer: Box<dyn Packetize>,
     batch: PacketBatch,
     schedule: Vec<PaceChunk>,
     pacing: Option<PacingConfig>,
@@ -333,28 +405,26 @@ pub struct SendPipeline {
 }
 
 impl SendPipeline {
-    /// Sets up the socket (must be connected to the peer; it is made non-blocking and its
-    /// SO_SNDBUF grown) and probes UDP GSO.
+    /// A punktfunk/1 pipeline: [`SenderConfig::packetizer`] with [`SenderConfig::options`]
+    /// (see [`with_packetizer`](Self::with_packetizer)).
     pub fn new(socket: UdpSocket, cfg: &SenderConfig) -> Result<Self, SenderError> {
-        let sealer = Sealer::with_initial_sequence(&cfg.key, cfg.kind, cfg.first_sequence);
-        let packetizer = Packetizer::with_sealer(cfg.data_plane, cfg.kind, sealer)?;
+        let packetizer = cfg.packetizer()?;
+        Self::with_packetizer(socket, &cfg.options(), Box::new(packetizer))
+    }
+
+    /// Sets up the socket (must be connected to the peer; it is made non-blocking and its
+    /// SO_SNDBUF grown) and probes UDP GSO; frames will be packetized by `packetizer`.
+    pub fn with_packetizer(
+        socket: UdpSocket,
+        opts: &SendOptions,
+        packetizer: Box<dyn Packetize>,
+    ) -> Result<Self, SenderError> {
         socket.peer_addr().map_err(SenderError::NotConnected)?;
         let fd = socket.as_raw_fd();
         sys::set_nonblocking(fd)?;
-        let sndbuf = sys::grow_buffer(fd, BufferDir::Send, cfg.sndbuf_bytes);
-        let stride = cfg.data_plane.packet_len();
-        let probe = sys::probe_gso(fd, stride as u16);
-        let mut gso_probe_error = None;
-        let mode = match (cfg.mode, probe) {
-            (ModeChoice::Sendmmsg, _) => SendMode::Sendmmsg,
-            (_, Ok(())) => SendMode::Gso,
-            (ModeChoice::Gso, Err(e)) => return Err(SenderError::GsoUnsupported(e)),
-            (ModeChoice::Auto, Err(e)) => {
-                tracing::warn!("UDP GSO unavailable ({e}); sending with plain sendmmsg");
-                gso_probe_error = Some(e.to_string());
-                SendMode::Sendmmsg
-            }
-        };
+        let sndbuf = sys::grow_buffer(fd, BufferDir::Send, opts.sndbuf_bytes);
+        let batch = packetizer.new_batch();
+        let (mode, gso_probe_error) = choose_mode(fd, opts.mode, batch.stride())?;
         tracing::info!(
             ?mode,
             sndbuf = sndbuf.effective,
@@ -363,24 +433,55 @@ impl SendPipeline {
         );
         let stats = Arc::new(StatsInner::default());
         stats.mode.store(mode_code(mode), Relaxed);
-        stats.next_sequence.store(cfg.first_sequence, Relaxed);
+        stats
+            .next_sequence
+            .store(packetizer.next_sequence(), Relaxed);
         Ok(Self {
             socket,
             fd,
             packetizer,
-            batch: PacketBatch::for_config(&cfg.data_plane),
+            batch,
             schedule: Vec::new(),
-            pacing: cfg.pacing,
+            pacing: opts.pacing,
             mode,
             scratch: SendScratch::new(),
             stats,
-            block_budget_ns: cfg.block_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
-            spin_ns: cfg.spin.as_nanos().min(u128::from(u64::MAX)) as u64,
+            block_budget_ns: duration_ns(opts.block_budget),
+            spin_ns: duration_ns(opts.spin),
             sndbuf,
             gso_probe_error,
         })
     }
+}
 
+fn duration_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// Probes UDP GSO on `fd` (with `stride` as the segment size, or a typical packet size if
+/// the packetizer does not know its stride yet) and picks the mode `choice` asks for.
+fn choose_mode(
+    fd: RawFd,
+    choice: ModeChoice,
+    stride: usize,
+) -> Result<(SendMode, Option<String>), SenderError> {
+    let segment = match stride {
+        1..=65_535 => stride as u16,
+        _ => 1200,
+    };
+    let probe = sys::probe_gso(fd, segment);
+    match (choice, probe) {
+        (ModeChoice::Sendmmsg, _) => Ok((SendMode::Sendmmsg, None)),
+        (_, Ok(())) => Ok((SendMode::Gso, None)),
+        (ModeChoice::Gso, Err(e)) => Err(SenderError::GsoUnsupported(e)),
+        (ModeChoice::Auto, Err(e)) => {
+            tracing::warn!("UDP GSO unavailable ({e}); sending with plain sendmmsg");
+            Ok((SendMode::Sendmmsg, Some(e.to_string())))
+        }
+    }
+}
+
+impl SendPipeline {
     /// Mode in use.
     pub fn mode(&self) -> SendMode {
         self.mode
@@ -418,22 +519,22 @@ impl SendPipeline {
         au: &[u8],
     ) -> Result<FrameReport, PacketizeError> {
         let c0 = sys::thread_cpu_ns();
-        let result = self
-            .packetizer
-            .packetize(index, keyframe, au, &mut self.batch);
+        let frame = FrameRef {
+            index,
+            keyframe,
+            data: au,
+        };
+        let result = self.packetizer.packetize(frame, &mut self.batch);
         // Whatever happened, sealed packets used their sequence numbers.
         self.stats
             .next_sequence
-            .store(self.packetizer.sealer().next_sequence(), Relaxed);
-        let summary = match result {
-            Ok(s) => s,
-            Err(e) => {
-                self.stats.frames_failed.fetch_add(1, Relaxed);
-                return Err(e);
-            }
-        };
+            .store(self.packetizer.next_sequence(), Relaxed);
+        if let Err(e) = result {
+            self.stats.frames_failed.fetch_add(1, Relaxed);
+            return Err(e);
+        }
         let stride = self.batch.stride();
-        let packets = summary.packets as usize;
+        let packets = self.batch.len();
         match &self.pacing {
             Some(p) => pacing_schedule(p, packets, stride, &mut self.schedule),
             None => {
@@ -447,7 +548,7 @@ impl SendPipeline {
         let c1 = sys::thread_cpu_ns();
         let mut report = FrameReport {
             index,
-            packets: summary.packets,
+            packets: packets as u32,
             bytes: (packets * stride) as u64,
             chunks: self.schedule.len() as u32,
             packetize_cpu_ns: c1.saturating_sub(c0),
@@ -533,50 +634,69 @@ impl SendPipeline {
     }
 }
 
-/// The send shell: a dedicated thread running a [`SendPipeline`], fed through a bounded queue.
+/// The send shell: a dedicated thread (`pf-dp-send`) running a [`SendPipeline`], fed through
+/// a bounded queue.
 ///
-/// Dropping the `Sender` closes the queue; the thread sends what is queued and exits (use
-/// [`Sender::shutdown`] to wait for it).
+/// Call order: [`spawn`](Self::spawn) (punktfunk/1) or [`spawn_with`](Self::spawn_with) (any
+/// [`Packetize`] implementation); then, from any thread, [`buffer`](Self::buffer) →
+/// [`try_send`](Self::try_send) / [`send_within`](Self::send_within) per frame, and
+/// [`stats`](Self::stats) whenever; finally [`shutdown`](Self::shutdown) — it blocks, so call
+/// it off the async workers (`spawn_blocking`) — or just drop the `Sender`.
+///
+/// Dropping never blocks: it closes the queue and tells the thread to stop; the thread
+/// finishes the frame in hand, discards what is still queued, closes the socket and exits on
+/// its own. Use [`shutdown`](Self::shutdown) to have the queue sent, wait for the thread and
+/// get final counters (needed before a replacement sender of the same key and kind resumes
+/// at [`SenderStats::next_sequence`]).
 pub struct Sender {
     tx: Option<SyncSender<Frame>>,
     pool: Mutex<Receiver<Vec<u8>>>,
     thread: Option<JoinHandle<()>>,
+    /// Set by `Drop`: the thread discards queued frames and exits.
+    abandon: Arc<AtomicBool>,
     stats: Arc<StatsInner>,
     gso_probe_error: Option<String>,
     sndbuf: BufferSize,
 }
 
 impl Sender {
-    /// Sets up the pipeline on `socket` (connected to the peer) and starts the send thread.
+    /// A punktfunk/1 sender: [`SenderConfig::packetizer`] with [`SenderConfig::options`] on
+    /// `socket` (connected to the peer), see [`spawn_with`](Self::spawn_with).
     pub fn spawn(socket: UdpSocket, cfg: SenderConfig) -> Result<Self, SenderError> {
-        let mut pipeline = SendPipeline::new(socket, &cfg)?;
+        let packetizer = cfg.packetizer()?;
+        Self::spawn_with(socket, cfg.options(), Box::new(packetizer))
+    }
+
+    /// Sets up the pipeline on `socket` (connected to the peer) with any packetizer and
+    /// starts the send thread.
+    pub fn spawn_with(
+        socket: UdpSocket,
+        opts: SendOptions,
+        packetizer: Box<dyn Packetize>,
+    ) -> Result<Self, SenderError> {
+        let pipeline = SendPipeline::with_packetizer(socket, &opts, packetizer)?;
         let stats = pipeline.stats_handle();
         let gso_probe_error = pipeline.gso_probe_error.clone();
         let sndbuf = pipeline.sndbuf;
-        let (tx, rx) = mpsc::sync_channel::<Frame>(cfg.queue_frames.max(1));
-        let pool_depth = cfg.queue_frames.max(1) + 2;
+        let (tx, rx) = mpsc::sync_channel::<Frame>(opts.queue_frames.max(1));
+        let pool_depth = opts.queue_frames.max(1) + 2;
         let (pool_tx, pool_rx) = mpsc::sync_channel::<Vec<u8>>(pool_depth);
-        let reports = cfg.reports.clone();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let thread = SendThread {
+            pipeline,
+            queue: rx,
+            pool: pool_tx,
+            reports: opts.reports,
+            abandon: abandon.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("pf-dp-send".into())
-            .spawn(move || {
-                while let Ok(frame) = rx.recv() {
-                    match pipeline.send_frame(frame.index, frame.keyframe, &frame.data) {
-                        Ok(mut r) => {
-                            r.queued_ns = frame.queued_ns;
-                            if let Some(tx) = &reports {
-                                let _ = tx.try_send(r);
-                            }
-                        }
-                        Err(e) => tracing::warn!("frame {} not sent: {e}", frame.index),
-                    }
-                    let _ = pool_tx.try_send(frame.data);
-                }
-            })?;
+            .spawn(move || thread.run())?;
         Ok(Self {
             tx: Some(tx),
             pool: Mutex::new(pool_rx),
             thread: Some(thread),
+            abandon,
             stats,
             gso_probe_error,
             sndbuf,
@@ -661,21 +781,61 @@ impl Sender {
     }
 
     /// Closes the queue, lets the thread send what is queued, joins it, returns final stats.
+    ///
+    /// Blocks until the queued frames are out (at most `queue_frames` frame intervals when
+    /// paced): call it off the async workers (`tokio::task::spawn_blocking`).
     pub fn shutdown(mut self) -> SenderStats {
-        self.stop();
-        self.stats.snapshot()
-    }
-
-    fn stop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.stats.snapshot()
     }
 }
 
 impl Drop for Sender {
+    /// Only signals (never blocks): closes the queue and tells the thread to discard what is
+    /// queued; the thread exits after the frame in hand.
     fn drop(&mut self) {
-        self.stop();
+        self.abandon.store(true, Relaxed);
+        self.tx = None;
+    }
+}
+
+/// What the `pf-dp-send` thread owns.
+struct SendThread {
+    pipeline: SendPipeline,
+    queue: Receiver<Frame>,
+    pool: SyncSender<Vec<u8>>,
+    reports: Option<SyncSender<FrameReport>>,
+    abandon: Arc<AtomicBool>,
+}
+
+impl SendThread {
+    /// Sends queued frames until the queue is closed (and drained), or until the `Sender`
+    /// was dropped.
+    fn run(mut self) {
+        while let Ok(frame) = self.queue.recv() {
+            if self.abandon.load(Relaxed) {
+                break;
+            }
+            self.send(&frame);
+            let _ = self.pool.try_send(frame.data);
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        match self
+            .pipeline
+            .send_frame(frame.index, frame.keyframe, &frame.data)
+        {
+            Ok(mut r) => {
+                r.queued_ns = frame.queued_ns;
+                if let Some(tx) = &self.reports {
+                    let _ = tx.try_send(r);
+                }
+            }
+            Err(e) => tracing::warn!("frame {} not sent: {e}", frame.index),
+        }
     }
 }

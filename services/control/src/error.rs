@@ -25,6 +25,34 @@ pub const CODE_MEDIA_UNAVAILABLE: &str = "media-unavailable";
 /// `Error.code` for a fault of the host itself (misconfiguration, a failed socket).
 pub const CODE_INTERNAL: &str = "internal";
 
+/// QUIC application close codes of the control connection. The host closes with one of these;
+/// the close reason (and the `Error` message sent before the close) says why in words.
+pub mod close {
+    /// A protocol violation, or a malformed message.
+    pub const PROTOCOL: u32 = 1;
+    /// The client is not paired ([`super::CODE_PAIRING_REQUIRED`]).
+    pub const PAIRING_REQUIRED: u32 = 2;
+    /// The client was unpaired on the host while connected.
+    pub const UNPAIRED: u32 = 3;
+    /// A pairing attempt failed (not armed, expired, wrong PIN, not stored).
+    pub const PAIRING_FAILED: u32 = 4;
+    /// The host cannot serve this session: media refused it, its encoders are busy, or media
+    /// is unavailable (the `Error.code` says which).
+    pub const REFUSED: u32 = 5;
+
+    /// The name of a close code, for people and reports (`None`: not one of ours).
+    pub fn name(code: u64) -> Option<&'static str> {
+        Some(match u32::try_from(code).ok()? {
+            PROTOCOL => "protocol",
+            PAIRING_REQUIRED => "pairing-required",
+            UNPAIRED => "unpaired",
+            PAIRING_FAILED => "pairing-failed",
+            REFUSED => "refused",
+            _ => return None,
+        })
+    }
+}
+
 /// The peer broke the protocol; the session ends. The host shell sends
 /// [`crate::host::HostSession::error_message`] and closes the connection; the client shell
 /// sends a `Goodbye` with the error text and closes.

@@ -86,7 +86,10 @@ pub use framing::{FrameDecoder, FrameError, MAX_CONTROL_MESSAGE};
 pub use host::{HostAction, HostPolicy, HostSession, ResolvedSession};
 pub use pairing::{PairingClient, PairingError, PairingHost, generate_pin};
 
+/// The protocol's name, as people and logs see it (the ALPN carries the same bytes).
+pub const PROTOCOL_NAME: &str = "punktfunk/1";
+
 /// The protocol version this crate speaks (`Hello.version`, `Welcome.version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 /// QUIC ALPN of the control connection.
-pub const ALPN: &[u8] = b"punktfunk/1";
+pub const ALPN: &[u8] = PROTOCOL_NAME.as_bytes();

@@ -61,6 +61,20 @@ pub struct FecSettings {
     pub frames_in_flight: u32,
 }
 
+impl FecSettings {
+    /// As offered in `Welcome.fec`.
+    pub fn to_proto(&self) -> punktfunk_proto::control::FecConfig {
+        punktfunk_proto::control::FecConfig {
+            shard_bytes: self.shard_bytes,
+            max_data_shards: self.max_data_shards,
+            parity_permille: self.parity_permille,
+            parity_floor: self.parity_floor,
+            max_frame_bytes: self.max_frame_bytes,
+            frames_in_flight: self.frames_in_flight,
+        }
+    }
+}
+
 impl Default for FecSettings {
     fn default() -> Self {
         Self {

@@ -26,27 +26,19 @@ use crate::config::{PairingMode, TransportConfig};
 use crate::pairing::{
     ArmedPin, PairedClient, PairedStore, PairingWindow, StoreError, WindowClosed,
 };
-
-/// QUIC application close codes (also shown to the client).
-pub mod close {
-    pub const PROTOCOL: u32 = 1;
-    pub const PAIRING_REQUIRED: u32 = 2;
-    pub const UNPAIRED: u32 = 3;
-    pub const PAIRING_FAILED: u32 = 4;
-    /// The host cannot serve this session (media refused it, or no capacity); the Error
-    /// message before the close says why.
-    pub const REFUSED: u32 = 5;
-}
+use crate::session::Protocol;
 
 /// A live client session, as far as the rest of the host needs to know.
 pub struct SessionEntry {
+    pub protocol: Protocol,
     pub client_name: String,
     pub fingerprint: Fingerprint,
     pub mode: Mode,
     pub bitrate_kbps: u32,
     pub frames_sent: Arc<AtomicU64>,
     pub started: Instant,
-    pub conn: quinn::Connection,
+    /// Ends the session from outside (unpair): its protocol shell closes the connection.
+    pub end: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 pub struct Host {
@@ -164,7 +156,7 @@ impl Host {
         let sessions = lock(&self.sessions);
         let mut n = 0;
         for s in sessions.values().filter(|s| s.fingerprint == *fp) {
-            s.conn.close(close::UNPAIRED.into(), reason.as_bytes());
+            (s.end)(reason);
             n += 1;
         }
         n
@@ -176,7 +168,7 @@ impl Host {
             .map(|s| ClientSession {
                 client_name: s.client_name.clone(),
                 fingerprint: s.fingerprint.to_hex(),
-                protocol: "punktfunk/1".into(),
+                protocol: s.protocol.as_str().into(),
                 mode: Some(s.mode),
                 bitrate_kbps: s.bitrate_kbps,
                 frames_sent: s.frames_sent.load(Ordering::Relaxed),

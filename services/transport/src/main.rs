@@ -6,9 +6,10 @@ mod api;
 mod config;
 mod host;
 mod media;
+mod native;
 mod pairing;
 mod pump;
-mod quic;
+mod session;
 mod stream;
 mod supervisor;
 
@@ -71,11 +72,11 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
         ctx.runtime_dir.clone(),
     ));
 
-    let endpoint = quic::bind(&host)?;
+    let endpoint = native::bind(&host)?;
     let local = endpoint.local_addr()?;
     host.set_listen(local);
     tracing::info!(%local, "punktfunk/1 listening");
-    tokio::spawn(quic::serve(host.clone(), endpoint));
+    tokio::spawn(native::serve(host.clone(), endpoint));
 
     let _advert = discovery(&host, local.port());
     // The status line mentions the pairing window's countdown; keep it fresh.

@@ -1,0 +1,289 @@
+//! A session stream: `punktfunk-control`'s [`HostSession`] negotiates with the client, and the
+//! orchestrator ([`crate::session::Session`]) runs what it resolved.
+//!
+//! The steps: [`admit`] (paired, or the host is open), [`policy`] (what this host offers, narrowed
+//! to what media accepts), then [`Driver::run`] feeds client messages to the state machine and
+//! carries out its actions until the session ends, and [`Driver::finish`] tears it down.
+
+use std::net::{IpAddr, SocketAddr};
+
+use punktfunk_control::error::{CODE_INTERNAL, CODE_PAIRING_REQUIRED, CODE_PROTOCOL};
+use punktfunk_control::host::{HostAction, HostPolicy, HostSession, ResolvedSession};
+use punktfunk_control::keys::Direction;
+use punktfunk_proto::control::{ClientMessage, ProbeResult, VideoPayload};
+use punktfunk_quic::RecvError;
+use tokio::task::JoinSet;
+
+use super::{Reader, Stream, close, error_msg};
+use crate::config::SourceKind;
+use crate::media;
+use crate::session::{ProbeStats, Protocol, Session, SessionSpec};
+use crate::stream::now_ns;
+
+/// Why a session ended, for the log.
+struct End(String);
+
+/// Runs the session that `first` (a `Hello`) began.
+pub(super) async fn run(mut s: Stream, reader: Reader, first: ClientMessage) {
+    if !admit(&mut s).await {
+        return;
+    }
+    let id = s.host.next_session_id();
+    let machine = match HostSession::new(policy(&s, id).await) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e.0, "invalid session policy (check [fec] in transport.toml)");
+            let m = error_msg(CODE_INTERNAL, format!("host misconfigured: {}", e.0));
+            s.refuse(m, close::PROTOCOL, "policy").await;
+            return;
+        }
+    };
+    let mut driver = Driver {
+        s,
+        reader,
+        machine,
+        live: None,
+        probes: JoinSet::new(),
+    };
+    let end = driver.run(first).await;
+    driver.finish(end).await;
+}
+
+/// Whether this client may stream; an unpaired one is told how to pair and refused.
+async fn admit(s: &mut Stream) -> bool {
+    if s.host.may_stream(&s.fp) {
+        return true;
+    }
+    tracing::warn!(client = %s.fp.short(), remote = %s.conn.remote_address(), "refused an unpaired client");
+    let m = error_msg(
+        CODE_PAIRING_REQUIRED,
+        format!(
+            "this host requires pairing: run `punktfunkctl pair` on {} and then `punktfunk-client pair --pin <PIN> <host>`",
+            s.host.host_name
+        ),
+    );
+    s.refuse(m, close::PAIRING_REQUIRED, "pairing required")
+        .await;
+    false
+}
+
+/// What this host offers the session: its configuration, narrowed to what media accepts.
+async fn policy(s: &Stream, id: u64) -> HostPolicy {
+    let host = &s.host;
+    let local_ip = s
+        .conn
+        .local_ip()
+        .unwrap_or_else(|| host.config.bind.parse().unwrap_or(IpAddr::from([0u8; 16])));
+    let mut policy = HostPolicy::new(
+        host.host_name.clone(),
+        SocketAddr::new(local_ip, 0).to_string(),
+        id,
+    );
+    policy.max_bitrate_kbps = host.config.max_bitrate_kbps;
+    policy.max_probe_kbps = host.config.max_bitrate_kbps;
+    policy.fec = host.config.fec.to_proto();
+    match host.config.source {
+        SourceKind::Synthetic => {
+            // Verifiable bytes, not a bitstream, and no audio.
+            policy.payload = VideoPayload::Synthetic;
+            policy.audio = None;
+        }
+        SourceKind::Test | SourceKind::Compositor => {
+            policy.payload = VideoPayload::Encoded;
+            if let Some(dir) = &host.runtime_dir {
+                media::limits(dir).await.apply(&mut policy);
+            }
+        }
+    }
+    policy
+}
+
+/// A negotiated session stream and what runs for it.
+struct Driver {
+    s: Stream,
+    reader: Reader,
+    machine: HostSession,
+    live: Option<Session>,
+    probes: JoinSet<ProbeStats>,
+}
+
+impl Driver {
+    /// Feeds messages to the state machine and carries out its actions until the session ends.
+    async fn run(&mut self, first: ClientMessage) -> End {
+        let mut msg = first;
+        loop {
+            let actions = match self.machine.on_message(now_ns(), msg) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(client = %self.s.fp.short(), error = %e, "protocol error; ending the session");
+                    let m = HostSession::error_message(&e);
+                    self.s.refuse(m, close::PROTOCOL, "protocol error").await;
+                    return End(format!("protocol error: {e}"));
+                }
+            };
+            for action in actions {
+                if let Err(end) = self.act(action).await {
+                    return end;
+                }
+            }
+            msg = match self.next_message().await {
+                Ok(m) => m,
+                Err(end) => return end,
+            };
+        }
+    }
+
+    /// Carries out one action of the state machine.
+    async fn act(&mut self, action: HostAction) -> Result<(), End> {
+        let client = self.s.fp.short();
+        match action {
+            HostAction::Send(m) => self
+                .s
+                .send(&m)
+                .await
+                .map_err(|e| End(format!("send failed: {e}")))?,
+            HostAction::StartStream(resolved) | HostAction::StartProbeSession(resolved) => {
+                self.start(resolved).await?
+            }
+            HostAction::Reconfigure { mode, bitrate_kbps } => {
+                if let Some(l) = &self.live {
+                    l.reconfigure(mode, bitrate_kbps);
+                    tracing::info!(%client, bitrate_kbps, "reconfigured");
+                }
+            }
+            HostAction::Keyframe { lost_frame } => {
+                if let Some(l) = &self.live {
+                    l.keyframe();
+                    tracing::debug!(%client, lost_frame, "keyframe requested");
+                }
+            }
+            HostAction::StartProbe { kbps, duration_ms } => self.start_probe(kbps, duration_ms),
+            HostAction::Stats(s) => {
+                tracing::debug!(%client, frames = s.frames_received, lost = s.frames_lost, "client stats");
+            }
+            HostAction::RefInvalidate {
+                first_frame,
+                last_frame,
+            } => {
+                // Reference invalidation is not in the media API (yet): an IDR repairs the same
+                // loss, at a higher cost.
+                if let Some(l) = &self.live {
+                    l.keyframe();
+                }
+                tracing::debug!(%client, first_frame, last_frame, "reference invalidation");
+            }
+            HostAction::Close { reason } => {
+                let _ = self.s.send.finish();
+                return Err(End(format!("session closed: {reason}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the resolved session to the orchestrator; a refusal is told to the client.
+    async fn start(&mut self, r: ResolvedSession) -> Result<(), End> {
+        let key = punktfunk_quic::export_key(&self.s.conn, r.session_id, Direction::HostToClient)
+            .map_err(|e| End(e.to_string()))?;
+        let conn = self.s.conn.clone();
+        let spec = SessionSpec {
+            protocol: Protocol::Native,
+            id: r.session_id,
+            client_name: r.client_name,
+            fingerprint: self.s.fp,
+            client_addr: SocketAddr::new(self.s.conn.remote_address().ip(), r.data_port),
+            mode: r.mode,
+            codec: r.codec,
+            bitrate_kbps: r.bitrate_kbps,
+            audio: r.audio.is_some(),
+            probe_only: r.probe_only,
+            data_plane: r.data_plane,
+            key,
+            end: Box::new(move |reason| conn.close(close::UNPAIRED.into(), reason.as_bytes())),
+        };
+        match Session::start(&self.s.host, spec).await {
+            Ok(l) => {
+                self.live = Some(l);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(client = %self.s.fp.short(), code = e.code, "session refused: {}", e.message);
+                let m = error_msg(e.code, e.message.clone());
+                self.s.refuse(m, close::REFUSED, e.code).await;
+                Err(End(e.message))
+            }
+        }
+    }
+
+    fn start_probe(&mut self, kbps: u32, duration_ms: u32) {
+        let Some(l) = &self.live else { return };
+        let key = punktfunk_quic::export_key(&self.s.conn, l.id(), Direction::HostToClient);
+        match key
+            .map_err(|e| e.to_string())
+            .and_then(|key| l.start_probe(key, kbps, duration_ms).map_err(|e| e.message))
+        {
+            Ok(task) => {
+                self.probes.spawn(task);
+            }
+            Err(e) => tracing::warn!("speed test failed to start: {e}"),
+        }
+    }
+
+    /// The next client message; meanwhile, report finished speed tests and a media refusal.
+    async fn next_message(&mut self) -> Result<ClientMessage, End> {
+        loop {
+            tokio::select! {
+                m = self.reader.next() => return match m {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => Err(End("client finished the stream".into())),
+                    Err(RecvError::Malformed(e)) => {
+                        let m = error_msg(CODE_PROTOCOL, format!("malformed control message: {e}"));
+                        self.s.refuse(m, close::PROTOCOL, "malformed").await;
+                        Err(End(format!("malformed message: {e}")))
+                    }
+                    Err(RecvError::Lost(e)) => Err(End(format!("connection lost: {e}"))),
+                },
+                e = media_refused(&mut self.live) => {
+                    let m = error_msg(e.client_code(), e.to_string());
+                    self.s.refuse(m, close::REFUSED, e.client_code()).await;
+                    return Err(End(e.to_string()));
+                }
+                Some(done) = self.probes.join_next() => {
+                    if let Ok(stats) = done {
+                        let m = self.machine.probe_finished(probe_result(stats));
+                        self.s.send(&m).await.map_err(|e| End(format!("send failed: {e}")))?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops whatever runs for the session and logs why it ended.
+    async fn finish(mut self, end: End) {
+        self.probes.abort_all();
+        let client = self.s.fp.short();
+        match self.live.take() {
+            Some(l) => {
+                let stats = l.stop(&self.s.host).await;
+                tracing::info!(%client, reason = %end.0, frames_sent = stats.frames_sent, packets = stats.packets_sent, send_drops = stats.send_drop_packets, queue_drops = stats.frames_dropped_queue, "session ended");
+            }
+            None => tracing::info!(%client, reason = %end.0, "session ended before streaming"),
+        }
+    }
+}
+
+/// Resolves when media refused to restart this session's stream; never without one.
+async fn media_refused(live: &mut Option<Session>) -> media::MediaError {
+    match live {
+        Some(l) => l.refused().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn probe_result(s: ProbeStats) -> ProbeResult {
+    ProbeResult {
+        packets_sent: s.packets_sent,
+        bytes_sent: s.bytes_sent,
+        send_drops: s.send_drops,
+        duration_ms: s.duration_ms,
+    }
+}

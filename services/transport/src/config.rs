@@ -1,6 +1,7 @@
 //! `~/.config/punktfunk/transport.toml`.
 
 use punktfunk_common::config::{DaemonConfig, IpcConfig};
+use punktfunk_control::host::{MAX_BITRATE_KBPS, MIN_BITRATE_KBPS};
 use serde::{Deserialize, Serialize};
 
 /// Whether unpaired clients may stream.
@@ -13,10 +14,10 @@ pub enum PairingMode {
     Open,
 }
 
-/// Where a session's frames come from.
+/// Where a session's frames come from (`source` in transport.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub enum Source {
     /// The data-plane generator: verifiable bytes at the negotiated bitrate and frame rate, no
     /// encoder and no audio (measures the network path alone).
     Synthetic,
@@ -25,6 +26,18 @@ pub enum SourceKind {
     Test,
     /// A compositor output through punktfunk-session and punktfunk-media.
     Compositor,
+}
+
+impl Source {
+    /// What punktfunk-media captures for this source (`None`: media is not involved).
+    pub fn media_source(self) -> Option<punktfunk_proto::media::SourceKind> {
+        use punktfunk_proto::media::SourceKind as Media;
+        match self {
+            Source::Synthetic => None,
+            Source::Test => Some(Media::Test),
+            Source::Compositor => Some(Media::Pipewire),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,7 +51,7 @@ pub struct TransportConfig {
     /// Name shown to clients; empty = the machine's hostname.
     pub host_name: String,
     pub pairing: PairingMode,
-    pub source: SourceKind,
+    pub source: Source,
     /// A client that sends nothing for this long is gone (its session ends).
     pub idle_timeout_ms: u64,
     /// Upper bound for any client's bitrate, kbit/s (the protocol's own bound is 2 Gbit/s).
@@ -76,14 +89,16 @@ impl FecSettings {
 }
 
 impl Default for FecSettings {
+    /// The data plane's own defaults (`punktfunk_wire::DataPlaneConfig::default`).
     fn default() -> Self {
+        let d = punktfunk_wire::DataPlaneConfig::default();
         Self {
-            shard_bytes: 1200,
-            max_data_shards: 1024,
-            parity_permille: 200,
-            parity_floor: 2,
-            max_frame_bytes: 8 << 20,
-            frames_in_flight: 8,
+            shard_bytes: d.shard_bytes,
+            max_data_shards: d.max_data_shards,
+            parity_permille: d.parity_permille,
+            parity_floor: d.parity_floor,
+            max_frame_bytes: d.max_frame_bytes,
+            frames_in_flight: d.frames_in_flight,
         }
     }
 }
@@ -92,13 +107,13 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             ipc: IpcConfig::default(),
-            port: 9777,
+            port: punktfunk_discovery::DEFAULT_PORT,
             bind: "::".into(),
             host_name: String::new(),
             pairing: PairingMode::Required,
-            source: SourceKind::Test,
+            source: Source::Test,
             idle_timeout_ms: 5_000,
-            max_bitrate_kbps: 2_000_000,
+            max_bitrate_kbps: MAX_BITRATE_KBPS,
             mdns: true,
             fec: FecSettings::default(),
         }
@@ -131,11 +146,11 @@ impl DaemonConfig for TransportConfig {
                 ),
             );
         }
-        if !(500..=2_000_000).contains(&self.max_bitrate_kbps) {
+        if !(MIN_BITRATE_KBPS..=MAX_BITRATE_KBPS).contains(&self.max_bitrate_kbps) {
             return err(
                 "max_bitrate_kbps",
                 format!(
-                    "{} is out of range: use 500 to 2000000",
+                    "{} is out of range: use {MIN_BITRATE_KBPS} to {MAX_BITRATE_KBPS}",
                     self.max_bitrate_kbps
                 ),
             );
@@ -152,7 +167,7 @@ impl DaemonConfig for TransportConfig {
                 format!("{} is above 1000 (100 %)", self.fec.parity_permille),
             );
         }
-        if self.source == SourceKind::Compositor {
+        if self.source == Source::Compositor {
             return err(
                 "source",
                 "\"compositor\" needs punktfunk-session's screencasts, which are not built yet: use \"test\" (punktfunk-media's test source) or \"synthetic\"".into(),

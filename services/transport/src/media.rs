@@ -491,7 +491,7 @@ async fn stop_remote(mut client: MediaClient<Channel>, stream_id: String) {
 
 /// Stops pump threads off the async workers (each join waits up to one 50 ms ring poll).
 async fn stop_pumps(pumps: Vec<Pump>) {
-    let _ = tokio::task::spawn_blocking(move || drop(pumps)).await;
+    let _ = tokio::task::spawn_blocking(move || pumps.into_iter().for_each(Pump::shutdown)).await;
 }
 
 /// What media can do, as far as a session's policy is concerned.

@@ -86,8 +86,9 @@ impl Pump {
         })
     }
 
-    /// Stops the thread (it notices within its 50 ms wait) and joins it.
-    fn halt(&mut self) {
+    /// Stops the thread (it notices within its 50 ms wait) and joins it. Blocks: call it off
+    /// the async workers.
+    pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -96,8 +97,9 @@ impl Pump {
 }
 
 impl Drop for Pump {
+    /// Only tells the thread to stop (it exits within one 50 ms ring wait); never waits.
     fn drop(&mut self) {
-        self.halt();
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -26,7 +26,7 @@ use punktfunk_tls::Fingerprint;
 use punktfunk_wire::synthetic::SyntheticConfig;
 use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
-use crate::config::SourceKind;
+use crate::config::Source;
 use crate::host::{Host, SessionEntry};
 use crate::media::{self, MediaError, MediaPlan, MediaSession, Outputs};
 use crate::pump::PumpShared;
@@ -143,7 +143,7 @@ impl Session {
         let frames_sent = Arc::new(AtomicU64::new(0));
         let feed = if spec.probe_only {
             Feed::None
-        } else if host.config.source == SourceKind::Synthetic {
+        } else if host.config.source == Source::Synthetic {
             start_synthetic(&spec, bind_ip, fps, frames_sent.clone())?
         } else {
             start_media(host, &spec, bind_ip, frames_sent.clone()).await?
@@ -277,8 +277,8 @@ impl Session {
         // hiccup of the send thread instead of counting it as a send drop.
         cfg.queue_frames = 8;
         let frames = Arc::new(AtomicU64::new(0));
-        let mut dp =
-            DataPlane::start(socket, cfg, feed, Some(limit), frames).map_err(Refusal::internal)?;
+        let mut dp = DataPlane::start(socket, cfg, feed, Some(limit), frames)
+            .map_err(|e| Refusal::internal(e.to_string()))?;
         Ok(async move {
             tokio::task::spawn_blocking(move || {
                 dp.join_feed();
@@ -320,7 +320,8 @@ fn start_synthetic(
         ..SyntheticConfig::default()
     };
     let cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
-    let dp = DataPlane::start(socket, cfg, feed, None, frames_sent).map_err(Refusal::internal)?;
+    let dp = DataPlane::start(socket, cfg, feed, None, frames_sent)
+        .map_err(|e| Refusal::internal(e.to_string()))?;
     Ok(Feed::Synthetic(dp))
 }
 
@@ -343,8 +344,7 @@ async fn start_media(
     };
     let video_cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
     let video = Arc::new(
-        Sender::spawn(socket("video")?, video_cfg)
-            .map_err(|e| Refusal::internal(format!("cannot start the data plane: {e}")))?,
+        Sender::spawn(socket("video")?, video_cfg).map_err(|e| Refusal::internal(e.to_string()))?,
     );
     let audio = if spec.audio {
         let mut cfg = SenderConfig::new(
@@ -361,10 +361,11 @@ async fn start_media(
         None
     };
     let plan = MediaPlan {
-        source: match host.config.source {
-            SourceKind::Test => MediaSource::Test,
-            _ => MediaSource::Pipewire,
-        },
+        source: host
+            .config
+            .source
+            .media_source()
+            .unwrap_or(MediaSource::Test),
         mode: spec.mode,
         codec: spec.codec,
         bitrate_kbps: spec.bitrate_kbps,

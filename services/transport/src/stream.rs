@@ -49,6 +49,15 @@ pub fn connect_socket(bind_ip: std::net::IpAddr, client: SocketAddr) -> std::io:
     Ok(socket)
 }
 
+/// Why a data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("cannot start the data plane: {0}")]
+    Sender(#[from] punktfunk_dataplane::SenderError),
+    #[error("cannot start the feed thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 impl DataPlane {
     /// Starts a sender with `cfg` and the synthetic source at `feed.bitrate_bps`/`feed.fps`
     /// for `limit` (None: until stopped).
@@ -58,11 +67,9 @@ impl DataPlane {
         feed: SyntheticConfig,
         limit: Option<Duration>,
         frames_sent: Arc<AtomicU64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DataPlaneError> {
         let kind = cfg.kind;
-        let sender = Arc::new(
-            Sender::spawn(socket, cfg).map_err(|e| format!("cannot start the data plane: {e}"))?,
-        );
+        let sender = Arc::new(Sender::spawn(socket, cfg)?);
         tracing::info!(mode = ?sender.mode(), sndbuf = ?sender.sndbuf(), ?kind, "data plane started");
         let control = Arc::new(FeedControl {
             bitrate_bps: AtomicU64::new(feed.bitrate_bps),
@@ -73,8 +80,7 @@ impl DataPlane {
         let (s, c) = (sender.clone(), control.clone());
         let thread = std::thread::Builder::new()
             .name("pf-synth-feed".into())
-            .spawn(move || run_feed(&s, &c, feed, limit))
-            .map_err(|e| format!("cannot start the feed thread: {e}"))?;
+            .spawn(move || run_feed(&s, &c, feed, limit))?;
         Ok(Self {
             sender,
             control,
@@ -103,11 +109,10 @@ impl DataPlane {
 }
 
 impl Drop for DataPlane {
+    /// Only tells the feed thread to stop (it exits after its current frame); never waits.
+    /// [`DataPlane::stop`] joins it.
     fn drop(&mut self) {
         self.control.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.feed.take() {
-            let _ = t.join();
-        }
     }
 }
 

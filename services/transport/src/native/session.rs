@@ -15,7 +15,7 @@ use punktfunk_quic::RecvError;
 use tokio::task::JoinSet;
 
 use super::{Reader, Stream, close, error_msg};
-use crate::config::SourceKind;
+use crate::config::Source;
 use crate::media;
 use crate::session::{ProbeStats, Protocol, Session, SessionSpec};
 use crate::stream::now_ns;
@@ -83,12 +83,12 @@ async fn policy(s: &Stream, id: u64) -> HostPolicy {
     policy.max_probe_kbps = host.config.max_bitrate_kbps;
     policy.fec = host.config.fec.to_proto();
     match host.config.source {
-        SourceKind::Synthetic => {
+        Source::Synthetic => {
             // Verifiable bytes, not a bitstream, and no audio.
             policy.payload = VideoPayload::Synthetic;
             policy.audio = None;
         }
-        SourceKind::Test | SourceKind::Compositor => {
+        Source::Test | Source::Compositor => {
             policy.payload = VideoPayload::Encoded;
             if let Some(dir) = &host.runtime_dir {
                 media::limits(dir).await.apply(&mut policy);

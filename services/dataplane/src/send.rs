@@ -452,36 +452,7 @@ impl SendPipeline {
             gso_probe_error,
         })
     }
-}
 
-fn duration_ns(d: Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX)) as u64
-}
-
-/// Probes UDP GSO on `fd` (with `stride` as the segment size, or a typical packet size if
-/// the packetizer does not know its stride yet) and picks the mode `choice` asks for.
-fn choose_mode(
-    fd: RawFd,
-    choice: ModeChoice,
-    stride: usize,
-) -> Result<(SendMode, Option<String>), SenderError> {
-    let segment = match stride {
-        1..=65_535 => stride as u16,
-        _ => 1200,
-    };
-    let probe = sys::probe_gso(fd, segment);
-    match (choice, probe) {
-        (ModeChoice::Sendmmsg, _) => Ok((SendMode::Sendmmsg, None)),
-        (_, Ok(())) => Ok((SendMode::Gso, None)),
-        (ModeChoice::Gso, Err(e)) => Err(SenderError::GsoUnsupported(e)),
-        (ModeChoice::Auto, Err(e)) => {
-            tracing::warn!("UDP GSO unavailable ({e}); sending with plain sendmmsg");
-            Ok((SendMode::Sendmmsg, Some(e.to_string())))
-        }
-    }
-}
-
-impl SendPipeline {
     /// Mode in use.
     pub fn mode(&self) -> SendMode {
         self.mode
@@ -631,6 +602,33 @@ impl SendPipeline {
             }
         }
         pos - range.start
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// Probes UDP GSO on `fd` (with `stride` as the segment size, or a typical packet size if
+/// the packetizer does not know its stride yet) and picks the mode `choice` asks for.
+fn choose_mode(
+    fd: RawFd,
+    choice: ModeChoice,
+    stride: usize,
+) -> Result<(SendMode, Option<String>), SenderError> {
+    let segment = match stride {
+        1..=65_535 => stride as u16,
+        _ => 1200,
+    };
+    let probe = sys::probe_gso(fd, segment);
+    match (choice, probe) {
+        (ModeChoice::Sendmmsg, _) => Ok((SendMode::Sendmmsg, None)),
+        (_, Ok(())) => Ok((SendMode::Gso, None)),
+        (ModeChoice::Gso, Err(e)) => Err(SenderError::GsoUnsupported(e)),
+        (ModeChoice::Auto, Err(e)) => {
+            tracing::warn!("UDP GSO unavailable ({e}); sending with plain sendmmsg");
+            Ok((SendMode::Sendmmsg, Some(e.to_string())))
+        }
     }
 }
 

@@ -53,6 +53,7 @@ pub enum ModeChoice {
 pub struct SendOptions {
     /// Pacing; `None` sends every frame back to back.
     pub pacing: Option<PacingConfig>,
+    /// sendmmsg or UDP GSO (default: GSO if the kernel has it).
     pub mode: ModeChoice,
     /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
     pub queue_frames: usize,

@@ -130,6 +130,7 @@ impl PacketBatch {
         self.count
     }
 
+    /// No packets (nothing to send).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

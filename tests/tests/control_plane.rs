@@ -111,6 +111,48 @@ fn wrong_pin_fails_clearly_and_closes_the_window() {
             .unwrap()
             .is_empty()
     );
+
+    // The host saw both failures (issue #9, defect 7): a WARN line each with the peer's
+    // address, the client's name and the reason, and the count in `punktfunkctl status`.
+    // (The host learns of the wrong PIN when the client's close arrives: poll for it.)
+    let failures = || -> Vec<String> {
+        host.log()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("pairing attempt failed"))
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let warnings = failures();
+    assert_eq!(warnings.len(), 2, "{}", host.log());
+    assert!(
+        warnings.iter().any(|w| w.contains("wrong pin")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("not armed")),
+        "{warnings:?}"
+    );
+    for w in &warnings {
+        assert!(w.contains("127.0.0.1") && w.contains("eve"), "{w}");
+    }
+    // (Only transport runs here, so `status` exits 1 for the other three; its JSON is whole.)
+    let status: serde_json::Value =
+        serde_json::from_slice(&host.ctl(&["status", "--json"]).stdout).expect("status --json");
+    let transport = status["daemons"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "transport"))
+        .expect("transport row")
+        .clone();
+    assert!(
+        transport["status"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("2 failed pairing attempts")),
+        "{transport}"
+    );
 }
 
 #[test]

@@ -23,12 +23,22 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Why the next message could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecvError {
-    /// The stream or the connection broke (peer gone, idle timeout, reset, closed).
-    #[error("{0}")]
+    /// The stream or the connection broke (peer gone, idle timeout, reset, closed); a close by
+    /// the peer shows its code and reason.
+    #[error("{}", lost(.0))]
     Lost(#[from] quinn::ReadError),
     /// The bytes are not valid framed protobuf (or the stream ended inside a message).
     #[error("malformed control message: {0}")]
     Malformed(#[from] FrameError),
+}
+
+/// "connection lost: closed by peer: wrong pin (code 4)" rather than quinn's bare
+/// "connection lost".
+fn lost(e: &quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => format!("connection lost: {c}"),
+        other => other.to_string(),
+    }
 }
 
 /// Framed messages of type `M` off one receive stream.

@@ -137,6 +137,8 @@ impl Host {
     pub fn pairing_failed(&self, remote: SocketAddr, client: &str, reason: &str) {
         let n = self.pairing_failures.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(%remote, client, reason, failed_attempts = n, "pairing attempt failed");
+        // (No lock is held here: refreshing takes each one on its own.)
+        self.refresh_status();
     }
 
     pub fn pairing_failures(&self) -> u64 {

@@ -76,8 +76,17 @@ pub(super) async fn run(mut s: Stream, mut reader: Reader, first: ClientMessage)
                 refuse(&mut s, &PairingError::Rejected(why)).await;
                 return;
             }
-            Ok(None) | Err(RecvError::Lost(_)) => {
-                failed("the client left during the ceremony");
+            // A client that finds the host's confirmation wrong (a wrong PIN, or someone in
+            // between) does not confirm: it closes the connection (its close reason says so
+            // when the close frame arrives; otherwise the idle timeout ends the wait).
+            Ok(None) => {
+                failed("the client did not confirm (a wrong PIN, most likely)");
+                return;
+            }
+            Err(e @ RecvError::Lost(_)) => {
+                failed(&format!(
+                    "the client did not confirm (a wrong PIN, most likely): {e}"
+                ));
                 return;
             }
         };

@@ -240,7 +240,7 @@ impl Driver {
                         self.s.refuse(m, close::PROTOCOL, "malformed").await;
                         Err(End(format!("malformed message: {e}")))
                     }
-                    Err(RecvError::Lost(e)) => Err(End(format!("connection lost: {e}"))),
+                    Err(e @ RecvError::Lost(_)) => Err(End(e.to_string())),
                 },
                 e = media_refused(&mut self.live) => {
                     let m = error_msg(e.client_code(), e.to_string());

@@ -1,6 +1,7 @@
 //! The audio stream: one Opus packet per data-plane frame (after the AU envelope), decoded with
 //! libopus on a plain thread so the report can show the audio arrived and is not silence.
 
+use anyhow::Context;
 use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
@@ -120,7 +121,7 @@ impl AudioDecoder {
 pub fn spawn(
     channels: u32,
     sample_rate: u32,
-) -> Result<(SyncSender<AudioPacket>, JoinHandle<AudioOutcome>), String> {
+) -> anyhow::Result<(SyncSender<AudioPacket>, JoinHandle<AudioOutcome>)> {
     let (tx, rx) = mpsc::sync_channel::<AudioPacket>(CHANNEL_PACKETS);
     let thread = std::thread::Builder::new()
         .name("pf-audio".into())
@@ -131,7 +132,7 @@ pub fn spawn(
             }
             d.outcome()
         })
-        .map_err(|e| format!("cannot start the audio thread: {e}"))?;
+        .context("cannot start the audio thread")?;
     Ok((tx, thread))
 }
 

@@ -4,35 +4,29 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use punktfunk_control::framing::{self, FrameDecoder};
+use anyhow::{Context, anyhow};
+use punktfunk_control::error::close;
 use punktfunk_proto::control::{ClientMessage, HostMessage};
+use punktfunk_quic::{FramedRecv, RecvError, SendError};
 use punktfunk_tls::{Fingerprint, Identity};
 use quinn::ConnectionError;
 
 use crate::outcome::ClientError;
 
-pub const DEFAULT_PORT: u16 = 9777;
+pub use punktfunk_discovery::DEFAULT_PORT;
 
 /// How long the client waits for the host's answer to a pairing or session message. A host
 /// whose QUIC endpoint is alive but whose control task is stuck keeps the connection open
 /// (keep-alives are answered), so without this bound the client would wait forever.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The host's QUIC application close codes (punktfunk-transport, `host::close`) and the
-/// machine-readable name the client reports for each.
-const CLOSE_CODES: [(u64, &str); 4] = [
-    (1, "protocol"),
-    (2, "pairing-required"),
-    (3, "unpaired"),
-    (4, "pairing-failed"),
-];
+/// The application close code of a connection this client ends normally (done, paired).
+pub const CLOSE_DONE: u32 = 0;
 
-/// The name of a host close code (`close-N` for one this client does not know).
+/// The name of a host close code ([`close::name`]; `close-N` for one this client does not
+/// know).
 pub fn close_code_name(code: u64) -> String {
-    CLOSE_CODES
-        .iter()
-        .find(|(c, _)| *c == code)
-        .map_or_else(|| format!("close-{code}"), |(_, name)| (*name).to_string())
+    close::name(code).map_or_else(|| format!("close-{code}"), str::to_string)
 }
 
 /// Says why the connection ended. A close by the host carries its code and reason: they are
@@ -43,7 +37,7 @@ pub fn describe_connection_error(e: &ConnectionError) -> ClientError {
             let code = close.error_code.into_inner();
             let reason = String::from_utf8_lossy(&close.reason).into_owned();
             let name = close_code_name(code);
-            let message = if name == "pairing-required" {
+            let message = if code == u64::from(close::PAIRING_REQUIRED) {
                 format!(
                     "this host requires pairing (it closed the connection: {reason}): run \
                      `punktfunkctl pair` on the host, then `punktfunk-client pair --pin <PIN> <host>`"
@@ -68,7 +62,7 @@ pub fn describe_connection_error(e: &ConnectionError) -> ClientError {
 }
 
 /// Resolves `HOST`, `HOST:PORT`, `[V6]:PORT` or an IP to a socket address.
-pub fn resolve(host: &str) -> Result<SocketAddr, String> {
+pub fn resolve(host: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = host.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -82,9 +76,9 @@ pub fn resolve(host: &str) -> Result<SocketAddr, String> {
     };
     with_port
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .with_context(|| format!("cannot resolve {host}"))?
         .next()
-        .ok_or_else(|| format!("{host} has no address"))
+        .ok_or_else(|| anyhow!("{host} has no address"))
 }
 
 /// Connects to `addr` presenting `identity`; with `pinned`, the host must have that fingerprint.
@@ -92,49 +86,42 @@ pub async fn connect(
     addr: SocketAddr,
     identity: &Identity,
     pinned: Option<Fingerprint>,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let crypto = identity.client_config(pinned).map_err(|e| e.to_string())?;
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let crypto = identity.client_config(pinned)?;
     let mut cfg = quinn::ClientConfig::new(crypto);
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(1)));
-    transport.max_idle_timeout(Some(
-        Duration::from_secs(10)
-            .try_into()
-            .map_err(|e| format!("{e}"))?,
-    ));
+    transport.max_idle_timeout(Some(Duration::from_secs(10).try_into()?));
     cfg.transport_config(Arc::new(transport));
     let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse()
+        "0.0.0.0:0"
     } else {
-        "[::]:0".parse()
+        "[::]:0"
     }
-    .map_err(|e| format!("{e}"))?;
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    .parse()?;
+    let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
     endpoint.set_default_client_config(cfg);
     let connecting = endpoint
         .connect(addr, "punktfunk")
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .with_context(|| format!("cannot connect to {addr}"))?;
     let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
         .await
         .map_err(|_| {
-            format!(
+            anyhow!(
                 "no answer from {addr} within 5 s: is punktfunk-transport running there (UDP {})?",
                 addr.port()
             )
         })?
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .with_context(|| format!("cannot connect to {addr}"))?;
     Ok((endpoint, conn))
 }
 
-/// One control stream: framed protobuf both ways.
+/// One control stream: framed protobuf both ways ([`punktfunk_quic`]), with the client's
+/// errors: a broken stream is reported as the connection's end when the connection ended.
 pub struct Control {
     pub send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    recv: FramedRecv<HostMessage>,
     conn: quinn::Connection,
-    decoder: FrameDecoder<HostMessage>,
-    ready: std::collections::VecDeque<HostMessage>,
-    buf: Vec<u8>,
 }
 
 impl Control {
@@ -145,11 +132,8 @@ impl Control {
         })?;
         Ok(Self {
             send,
-            recv,
+            recv: FramedRecv::new(recv),
             conn: conn.clone(),
-            decoder: FrameDecoder::new(),
-            ready: Default::default(),
-            buf: vec![0; 16 * 1024],
         })
     }
 
@@ -163,30 +147,21 @@ impl Control {
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
-        let bytes = framing::encode_to_vec(msg).map_err(|e| e.to_string())?;
-        match self.send.write_all(&bytes).await {
+        match punktfunk_quic::send_framed(&mut self.send, msg).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(e)),
+            Err(SendError::Encode(e)) => Err(ClientError::from(e.to_string())),
+            Err(SendError::Write(e)) => Err(self.failed(e)),
         }
     }
 
     /// The next host message; `Ok(None)` when the host finished the stream.
     pub async fn next(&mut self) -> Result<Option<HostMessage>, ClientError> {
-        loop {
-            if let Some(m) = self.ready.pop_front() {
-                return Ok(Some(m));
-            }
-            match self.recv.read(&mut self.buf).await {
-                Ok(Some(n)) => {
-                    let msgs = self
-                        .decoder
-                        .push(&self.buf[..n])
-                        .map_err(|e| format!("malformed message from the host: {e}"))?;
-                    self.ready.extend(msgs);
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(self.failed(e)),
-            }
+        match self.recv.next().await {
+            Ok(m) => Ok(m),
+            Err(RecvError::Malformed(e)) => Err(ClientError::from(format!(
+                "malformed message from the host: {e}"
+            ))),
+            Err(RecvError::Lost(e)) => Err(self.failed(e)),
         }
     }
 

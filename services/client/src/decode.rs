@@ -10,6 +10,7 @@
 //! callback (on GStreamer's streaming thread) matches each picture to its frame by PTS, so
 //! decoding is accounted 1:1 and a pushed frame without a picture counts as a decode error.
 
+use anyhow::{Context, anyhow};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -263,25 +264,25 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn build(codec: VideoCodec, link: &Arc<Link>) -> Result<Pipe, String> {
+    fn build(codec: VideoCodec, link: &Arc<Link>) -> anyhow::Result<Pipe> {
         let pipeline = gst::parse::launch(&codec.pipeline())
             .map_err(|e| {
-                format!(
+                anyhow!(
                     "cannot build the {} decoder (are gstreamer1.0-libav and plugins-bad installed?): {e}",
                     codec.name()
                 )
             })?
             .downcast::<gst::Pipeline>()
-            .map_err(|_| "the decoder description is not a pipeline".to_string())?;
+            .map_err(|_| anyhow!("the decoder description is not a pipeline"))?;
         let src = pipeline
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("the decoder pipeline has no appsrc")?;
+            .context("the decoder pipeline has no appsrc")?;
         let sink = pipeline
             .by_name("sink")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("the decoder pipeline has no appsink")?;
-        let bus = pipeline.bus().ok_or("the decoder pipeline has no bus")?;
+            .context("the decoder pipeline has no appsink")?;
+        let bus = pipeline.bus().context("the decoder pipeline has no bus")?;
         let cb = link.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -295,7 +296,7 @@ impl Pipe {
         );
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|e| format!("the decoder pipeline does not start: {e}"))?;
+            .map_err(|e| anyhow!("the decoder pipeline does not start: {e}"))?;
         Ok(Pipe { pipeline, src, bus })
     }
 
@@ -338,18 +339,18 @@ pub struct DecoderHandle {
 
 impl DecoderHandle {
     /// Waits until every sender is gone and the decoder drained, then returns what it did.
-    pub fn join(self) -> Result<DecodeOutcome, String> {
+    pub fn join(self) -> anyhow::Result<DecodeOutcome> {
         self.thread
             .join()
-            .map_err(|_| "the decoder thread panicked".to_string())
+            .map_err(|_| anyhow!("the decoder thread panicked"))
     }
 }
 
 /// Initialises GStreamer and loads the parser and decoder plugins of both codecs, before the
 /// client connects: the registry scan and plugin loading take tens of milliseconds of CPU,
 /// which on a small machine would otherwise land exactly while the host starts streaming.
-pub fn preload() -> Result<(), String> {
-    gst::init().map_err(|e| format!("GStreamer does not initialise: {e}"))?;
+pub fn preload() -> anyhow::Result<()> {
+    gst::init().map_err(|e| anyhow!("GStreamer does not initialise: {e}"))?;
     for name in [
         "h264parse",
         "avdec_h264",
@@ -368,8 +369,8 @@ pub fn preload() -> Result<(), String> {
 /// Builds the pipeline (so a missing plugin is reported at once) and starts the decoder
 /// thread. Frames go in through the returned sender, in index order; the thread drains and
 /// finishes when every sender is dropped.
-pub fn spawn(cfg: DecoderConfig) -> Result<(SyncSender<DecodeInput>, DecoderHandle), String> {
-    gst::init().map_err(|e| format!("GStreamer does not initialise: {e}"))?;
+pub fn spawn(cfg: DecoderConfig) -> anyhow::Result<(SyncSender<DecodeInput>, DecoderHandle)> {
+    gst::init().map_err(|e| anyhow!("GStreamer does not initialise: {e}"))?;
     let link = Arc::new(Link {
         shared: Mutex::new(Shared {
             pending: BTreeMap::new(),
@@ -383,7 +384,7 @@ pub fn spawn(cfg: DecoderConfig) -> Result<(SyncSender<DecodeInput>, DecoderHand
     let thread = std::thread::Builder::new()
         .name("pf-decode".into())
         .spawn(move || run(cfg.codec, pipe, &link, rx))
-        .map_err(|e| format!("cannot start the decoder thread: {e}"))?;
+        .context("cannot start the decoder thread")?;
     Ok((tx, DecoderHandle { thread }))
 }
 

@@ -1,5 +1,6 @@
 //! `--frames-out`: one CSV row per received video frame, for plotting elsewhere.
 
+use anyhow::Context;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -52,11 +53,11 @@ pub fn write_csv(mut w: impl Write, rows: &[FrameRow]) -> io::Result<()> {
 }
 
 /// Writes the CSV file at `path`.
-pub fn write_file(path: &Path, rows: &[FrameRow]) -> Result<(), String> {
-    let f = std::fs::File::create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+pub fn write_file(path: &Path, rows: &[FrameRow]) -> anyhow::Result<()> {
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     write_csv(io::BufWriter::new(f), rows)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

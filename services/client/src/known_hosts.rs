@@ -1,6 +1,7 @@
 //! Hosts this client has paired with: `known-hosts.toml` (0600) in the client's config dir.
 //! A stream pins the stored fingerprint, so a different certificate fails the handshake.
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 use punktfunk_tls::Fingerprint;
@@ -26,12 +27,12 @@ pub struct KnownHosts {
 }
 
 impl KnownHosts {
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("known-hosts.toml");
         let mut k: KnownHosts = match std::fs::read_to_string(&path) {
-            Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", path.display()))?,
+            Ok(t) => toml::from_str(&t).with_context(|| path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => KnownHosts::default(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(e).with_context(|| path.display().to_string()),
         };
         k.path = path;
         Ok(k)
@@ -45,15 +46,15 @@ impl KnownHosts {
             .and_then(|h| Fingerprint::from_hex(&h.fingerprint).map(|fp| (fp, h)))
     }
 
-    pub fn remember(&mut self, host: KnownHost) -> Result<(), String> {
+    pub fn remember(&mut self, host: KnownHost) -> anyhow::Result<()> {
         self.hosts
             .retain(|h| h.alias != host.alias && h.fingerprint != host.fingerprint);
         self.hosts.push(host);
-        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        let text = toml::to_string(self)?;
         if let Some(d) = self.path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
         }
         punktfunk_tls::write_private(&self.path, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+            .with_context(|| self.path.display().to_string())
     }
 }

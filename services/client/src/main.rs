@@ -12,6 +12,7 @@ mod outcome;
 mod report;
 mod session;
 mod snapshot;
+mod stream;
 #[cfg(test)]
 mod testenc;
 #[cfg(test)]
@@ -109,7 +110,7 @@ fn main() -> ExitCode {
         .init();
     let dir = match cli.config_dir.clone().map(Ok).unwrap_or_else(default_dir) {
         Ok(d) => d,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&outcome::chain(&e)),
     };
     let name = cli
         .name
@@ -142,7 +143,7 @@ fn main() -> ExitCode {
                 no_audio,
                 json,
             } => {
-                let opts = session::StreamOptions {
+                let opts = stream::StreamOptions {
                     duration,
                     mode: session::parse_mode(&mode)?,
                     bitrate,
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
                     frames_out,
                     audio: !no_audio,
                 };
-                session::stream(&dir, &name, &host, &opts).await
+                stream::stream(&dir, &name, &host, &opts).await
             }
             Command::SpeedTest {
                 host,
@@ -180,11 +181,13 @@ fn fail(e: &str) -> ExitCode {
     ExitCode::from(outcome::EXIT_FAILED)
 }
 
-fn default_dir() -> Result<PathBuf, String> {
+fn default_dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(d).join("punktfunk-client"));
     }
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".config/punktfunk-client"))
-        .ok_or_else(|| "neither XDG_CONFIG_HOME nor HOME is set; pass --config-dir".into())
+        .ok_or_else(|| {
+            anyhow::anyhow!("neither XDG_CONFIG_HOME nor HOME is set; pass --config-dir")
+        })
 }

@@ -46,10 +46,34 @@ impl From<&str> for ClientError {
     }
 }
 
-impl From<ClientError> for String {
-    fn from(e: ClientError) -> Self {
-        e.message
+impl std::error::Error for ClientError {}
+
+/// A local fault (or an error of a step without a host code): its whole chain of context in
+/// one message. A [`ClientError`] carried inside keeps its code.
+impl From<anyhow::Error> for ClientError {
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<ClientError>() {
+            Ok(coded) => coded,
+            Err(e) => chain(&e).into(),
+        }
     }
+}
+
+/// An error and its causes in one line, each cause once: a cause the message already ends
+/// with (as a `thiserror` message with `{source}` does) is not repeated.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// What `main` prints and exits with when a command does not succeed.
@@ -65,6 +89,18 @@ impl From<String> for Failure {
             message,
             exit: EXIT_FAILED,
         }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        chain(&e).into()
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        e.message.into()
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use punktfunk_control::clock::ClockEstimate;
+use punktfunk_proto::common::Mode;
 use punktfunk_wire::au::AuTiming;
 use serde::Serialize;
 
@@ -278,6 +279,179 @@ pub struct SpeedReport {
     pub send_drops: u64,
     pub goodput_mbps: f64,
     pub percent_of_target: f64,
+}
+
+/// `WxH@Hz` (Hz without trailing zeros: `1920x1080@59.94`).
+pub fn mode_name(m: &Mode) -> String {
+    format!(
+        "{}x{}@{}",
+        m.width,
+        m.height,
+        f64::from(m.refresh_mhz) / 1000.0
+    )
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub fn print_stream(r: &StreamReport, json: bool) {
+    if json {
+        match serde_json::to_string(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("cannot encode the report: {e}"),
+        }
+        return;
+    }
+    if let Some(e) = &r.error {
+        println!(
+            "error {e}{}",
+            r.error_code
+                .as_ref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    let Some(mode) = &r.mode else {
+        // No Welcome: nothing was measured.
+        return;
+    };
+    print_summary(r, mode);
+    print_decoded(r);
+    print_artefacts_and_audio(r);
+    print_gaps(r);
+    print_latency(r);
+}
+
+/// The text report's first lines: host, frames, payload, goodput and clock.
+fn print_summary(r: &StreamReport, mode: &str) {
+    println!(
+        "host {}  {}  {} kbit/s  {:.1} s",
+        r.host,
+        mode,
+        r.bitrate_kbps.unwrap_or(0),
+        r.duration_s
+    );
+    println!(
+        "frames {} received, {} verified, {} failed, {} lost ({} keyframe requests), {} shards recovered by FEC",
+        r.frames_received,
+        r.frames_verified,
+        r.verify_failures,
+        r.frames_lost,
+        r.keyframe_requests,
+        r.fec_recovered_shards
+    );
+    println!(
+        "payload {}{}, {} keyframes, {} discontinuities",
+        r.payload.unwrap_or("-"),
+        r.codec.map(|c| format!(" ({c})")).unwrap_or_default(),
+        r.keyframes,
+        r.discontinuities
+    );
+    println!(
+        "goodput {:.2} Mbit/s, first frame {} ms, clock {}",
+        r.goodput_mbps,
+        r.first_frame_ms
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "-".into()),
+        match (r.clock_offset_us, r.clock_rtt_us) {
+            (Some(o), Some(rtt)) => format!("offset {o:.1} µs (rtt {rtt:.1} µs)"),
+            _ => "not synchronised".into(),
+        }
+    );
+}
+
+/// The decoder's lines (`--decode`).
+fn print_decoded(r: &StreamReport) {
+    let Some(d) = r.decoded_frames else {
+        return;
+    };
+    println!(
+        "decoded {}/{} ({:.1} %), {} decode errors, {} frames skipped waiting for a keyframe",
+        d,
+        r.frames_received,
+        100.0 * r.decoded_fraction.unwrap_or(0.0),
+        r.decode_errors.unwrap_or(0),
+        r.decode_skipped.unwrap_or(0)
+    );
+    let range = match (r.counter_first, r.counter_last) {
+        (Some(a), Some(b)) => format!("{a}..{b}"),
+        _ => "unreadable".into(),
+    };
+    println!(
+        "counter {range}, strictly increasing {} ({} resets at discontinuities, {} unreadable)",
+        yes_no(r.counter_strictly_increasing.unwrap_or(false)),
+        r.counter_resets.unwrap_or(0),
+        r.counter_unreadable.unwrap_or(0)
+    );
+}
+
+/// The saved frame's line and the audio line, when there are.
+fn print_artefacts_and_audio(r: &StreamReport) {
+    if let Some(s) = &r.saved_frame {
+        println!(
+            "saved frame {} ({}x{}, counter {}) to {}",
+            s.frame,
+            s.width,
+            s.height,
+            s.counter.map_or_else(|| "-".into(), |c| c.to_string()),
+            s.file
+        );
+    }
+    if let Some(p) = r.audio_packets {
+        println!(
+            "audio {} packets, {} decoded, {} errors, {} lost, rms {}",
+            p,
+            r.audio_decoded.unwrap_or(0),
+            r.audio_decode_errors.unwrap_or(0),
+            r.audio_lost.unwrap_or(0),
+            r.audio_rms
+                .map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+        );
+    }
+}
+
+/// The `gaps` line.
+fn print_gaps(r: &StreamReport) {
+    if r.gaps.is_empty() {
+        println!("gaps none");
+        return;
+    }
+    let list: Vec<String> = r.gaps.iter().map(gap_text).collect();
+    println!("gaps {}", list.join("; "));
+}
+
+/// One gap in words.
+fn gap_text(g: &Gap) -> String {
+    format!(
+        "{}: {:.1} ms{}{}",
+        g.after_frame.map_or_else(
+            || "from the start".to_string(),
+            |f| format!("after frame {f}")
+        ),
+        g.ms,
+        if g.discontinuity {
+            " (discontinuity)"
+        } else {
+            ""
+        },
+        if g.trailing {
+            " (trailing: to the end of the run)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The latency table.
+fn print_latency(r: &StreamReport) {
+    println!(
+        "{:<30} {:>10} {:>10} {:>10}",
+        "latency (µs)", "p50", "p99", "max"
+    );
+    for (k, s) in &r.latency_us {
+        println!("{k:<30} {:>10.1} {:>10.1} {:>10.1}", s.p50, s.p99, s.max);
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! (BT.601 or BT.709, limited or full), the plugins are already loaded for decoding, and the
 //! client gains no dependency.
 
+use anyhow::{Context, anyhow};
 use std::path::Path;
 
 use gstreamer as gst;
@@ -14,41 +15,41 @@ use gstreamer_app as gst_app;
 use crate::decode::KeptPicture;
 
 /// Encodes `pic` as a PNG (RGB, 8 bit).
-pub fn encode_png(pic: &KeptPicture) -> Result<Vec<u8>, String> {
-    gst::init().map_err(|e| format!("GStreamer does not initialise: {e}"))?;
+pub fn encode_png(pic: &KeptPicture) -> anyhow::Result<Vec<u8>> {
+    gst::init().map_err(|e| anyhow!("GStreamer does not initialise: {e}"))?;
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time ! videoconvert ! video/x-raw,format=RGB ! pngenc ! \
          appsink name=sink sync=false",
     )
-    .map_err(|e| format!("cannot build the PNG pipeline (gstreamer1.0-plugins-good): {e}"))?
+    .map_err(|e| anyhow!("cannot build the PNG pipeline (gstreamer1.0-plugins-good): {e}"))?
     .downcast::<gst::Pipeline>()
-    .map_err(|_| "the PNG description is not a pipeline".to_string())?;
+    .map_err(|_| anyhow!("the PNG description is not a pipeline"))?;
     let src = pipeline
         .by_name("src")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or("the PNG pipeline has no appsrc")?;
+        .context("the PNG pipeline has no appsrc")?;
     let sink = pipeline
         .by_name("sink")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or("the PNG pipeline has no appsink")?;
+        .context("the PNG pipeline has no appsink")?;
     src.set_caps(Some(&pic.caps));
     let result = (|| {
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|e| format!("the PNG pipeline does not start: {e}"))?;
+            .map_err(|e| anyhow!("the PNG pipeline does not start: {e}"))?;
         let mut buffer = pic.buffer.clone();
         buffer.make_mut().set_pts(gst::ClockTime::ZERO);
         src.push_buffer(buffer)
-            .map_err(|e| format!("the PNG pipeline refused the picture: {e}"))?;
+            .map_err(|e| anyhow!("the PNG pipeline refused the picture: {e}"))?;
         src.end_of_stream()
-            .map_err(|e| format!("the PNG pipeline refused end of stream: {e}"))?;
+            .map_err(|e| anyhow!("the PNG pipeline refused end of stream: {e}"))?;
         let sample = sink
             .pull_sample()
-            .map_err(|_| "the PNG pipeline produced no image".to_string())?;
-        let buf = sample.buffer().ok_or("the PNG sample has no buffer")?;
+            .map_err(|_| anyhow!("the PNG pipeline produced no image"))?;
+        let buf = sample.buffer().context("the PNG sample has no buffer")?;
         let map = buf
             .map_readable()
-            .map_err(|e| format!("cannot read the PNG: {e}"))?;
+            .map_err(|e| anyhow!("cannot read the PNG: {e}"))?;
         Ok(map.to_vec())
     })();
     let _ = pipeline.set_state(gst::State::Null);
@@ -56,9 +57,9 @@ pub fn encode_png(pic: &KeptPicture) -> Result<Vec<u8>, String> {
 }
 
 /// Writes `pic` to `path` as a PNG.
-pub fn save_png(path: &Path, pic: &KeptPicture) -> Result<(), String> {
+pub fn save_png(path: &Path, pic: &KeptPicture) -> anyhow::Result<()> {
     let png = encode_png(pic)?;
-    std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::fs::write(path, png).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

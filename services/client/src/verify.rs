@@ -1,6 +1,7 @@
 //! The verifier thread: checks every received video frame, records what the report and
 //! `--frames-out` need, spots delivery gaps, and hands encoded frames on to the decoder.
 
+use anyhow::{Context, anyhow};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
@@ -75,15 +76,15 @@ pub struct Verified {
 
 /// Checks one frame: the envelope parses and the payload is what `payload` promises.
 /// Returns the timing and where the AU starts in `data`.
-pub fn check(payload: Payload, index: u64, data: &[u8]) -> Result<(AuTiming, usize), String> {
-    let (timing, au) = AuTiming::parse(data).map_err(|e| format!("no valid AU envelope: {e}"))?;
+pub fn check(payload: Payload, index: u64, data: &[u8]) -> anyhow::Result<(AuTiming, usize)> {
+    let (timing, au) = AuTiming::parse(data).map_err(|e| anyhow!("no valid AU envelope: {e}"))?;
     match payload {
         Payload::Synthetic => {
-            punktfunk_wire::synthetic::verify(index, au).map_err(|e| e.to_string())?
+            punktfunk_wire::synthetic::verify(index, au)?
         }
         Payload::Encoded => {
             if !(au.starts_with(&[0, 0, 1]) || au.starts_with(&[0, 0, 0, 1])) {
-                return Err("the access unit does not start with an Annex-B start code".into());
+                anyhow::bail!("the access unit does not start with an Annex-B start code");
             }
         }
     }
@@ -136,7 +137,7 @@ pub fn spawn(
     payload: Payload,
     decoder: Option<SyncSender<DecodeInput>>,
     on_dropped: impl Fn(u64) + Send + 'static,
-) -> Result<JoinHandle<Verified>, String> {
+) -> anyhow::Result<JoinHandle<Verified>> {
     std::thread::Builder::new()
         .name("pf-verify".into())
         .spawn(move || {
@@ -201,7 +202,7 @@ pub fn spawn(
             }
             v
         })
-        .map_err(|e| format!("cannot start the verifier thread: {e}"))
+        .context("cannot start the verifier thread")
 }
 
 #[cfg(test)]

@@ -3,6 +3,34 @@
 //! protobuf packages (`punktfunk.<api>.v1` → `<api>::v1`, re-exported one level up) because
 //! the generated code refers across packages by relative path.
 
+/// The native protocol's name, as people, logs and mDNS see it; the QUIC ALPN carries the same
+/// bytes (`punktfunk_control::ALPN`, `punktfunk_tls::ALPN`, discovery's `proto` TXT value).
+pub const PROTOCOL_NAME: &str = "punktfunk/1";
+
+/// The bounds of what punktfunk/1 streams, whatever one host allows: `HostPolicy` validates
+/// against them, the host clamps requests into them, and each daemon's own, narrower limits
+/// (media's encoder ceiling, told through `Capabilities`) must lie within them.
+pub mod limits {
+    /// Lowest bitrate any session runs at (kbit/s).
+    pub const MIN_BITRATE_KBPS: u32 = 500;
+    /// Highest bitrate any session runs at (kbit/s): 2 Gbit/s.
+    pub const MAX_BITRATE_KBPS: u32 = 2_000_000;
+    /// Bitrate when a request asks for 0 (kbit/s), unless a host's policy says otherwise.
+    pub const DEFAULT_BITRATE_KBPS: u32 = 20_000;
+    /// Smallest mode width.
+    pub const MIN_WIDTH: u32 = 320;
+    /// Smallest mode height.
+    pub const MIN_HEIGHT: u32 = 200;
+    /// Largest width any policy may allow.
+    pub const MAX_WIDTH: u32 = 7680;
+    /// Largest height any policy may allow.
+    pub const MAX_HEIGHT: u32 = 4320;
+    /// Lowest refresh rate (mHz): 10 Hz.
+    pub const MIN_REFRESH_MHZ: u32 = 10_000;
+    /// Highest refresh rate anything streams or encodes (mHz): 500 Hz.
+    pub const MAX_REFRESH_MHZ: u32 = 500_000;
+}
+
 /// Messages every daemon API shares (health, fd tickets, modes, codecs).
 pub mod common {
     pub mod v1 {

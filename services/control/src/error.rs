@@ -24,6 +24,10 @@ pub const CODE_CAPACITY: &str = "capacity";
 pub const CODE_MEDIA_UNAVAILABLE: &str = "media-unavailable";
 /// `Error.code` for a fault of the host itself (misconfiguration, a failed socket).
 pub const CODE_INTERNAL: &str = "internal";
+/// `Error.code` / `PairResult` code when the pairing PIN was wrong or malformed.
+pub const CODE_WRONG_PIN: &str = "wrong-pin";
+/// `Error.code` when the host refused a pairing attempt (not armed, expired, not stored).
+pub const CODE_PAIRING_REJECTED: &str = "rejected";
 
 /// QUIC application close codes of the control connection. The host closes with one of these;
 /// the close reason (and the `Error` message sent before the close) says why in words.
@@ -43,8 +47,8 @@ pub mod close {
     /// The name of a close code, for people and reports (`None`: not one of ours).
     pub fn name(code: u64) -> Option<&'static str> {
         Some(match u32::try_from(code).ok()? {
-            PROTOCOL => "protocol",
-            PAIRING_REQUIRED => "pairing-required",
+            PROTOCOL => super::CODE_PROTOCOL,
+            PAIRING_REQUIRED => super::CODE_PAIRING_REQUIRED,
             UNPAIRED => "unpaired",
             PAIRING_FAILED => "pairing-failed",
             REFUSED => "refused",

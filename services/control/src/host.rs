@@ -63,24 +63,10 @@ use punktfunk_proto::control::{
 };
 use punktfunk_wire::{ConfigError, DataPlaneConfig};
 
-/// Lowest bitrate any session runs at (kbit/s).
-pub const MIN_BITRATE_KBPS: u32 = 500;
-/// Highest bitrate any session runs at (kbit/s): 2 Gbit/s.
-pub const MAX_BITRATE_KBPS: u32 = 2_000_000;
-/// Bitrate when the client asks for 0 (kbit/s), unless the policy says otherwise.
-pub const DEFAULT_BITRATE_KBPS: u32 = 20_000;
-/// Smallest mode width.
-pub const MIN_WIDTH: u32 = 320;
-/// Smallest mode height.
-pub const MIN_HEIGHT: u32 = 200;
-/// Largest width any policy may allow.
-pub const MAX_WIDTH: u32 = 7680;
-/// Largest height any policy may allow.
-pub const MAX_HEIGHT: u32 = 4320;
-/// Lowest refresh rate (mHz): 10 Hz.
-pub const MIN_REFRESH_MHZ: u32 = 10_000;
-/// Highest refresh rate any policy may allow (mHz): 500 Hz.
-pub const MAX_REFRESH_MHZ: u32 = 500_000;
+pub use punktfunk_proto::limits::{
+    DEFAULT_BITRATE_KBPS, MAX_BITRATE_KBPS, MAX_HEIGHT, MAX_REFRESH_MHZ, MAX_WIDTH,
+    MIN_BITRATE_KBPS, MIN_HEIGHT, MIN_REFRESH_MHZ, MIN_WIDTH,
+};
 /// Shortest bandwidth probe.
 pub const MIN_PROBE_MS: u32 = 100;
 /// Longest bandwidth probe: 10 s.
@@ -178,9 +164,9 @@ impl HostPolicy {
             )));
         }
         if self.max_probe_kbps < self.min_bitrate_kbps || self.max_probe_kbps > MAX_BITRATE_KBPS {
-            return Err(PolicyError(
-                "max_probe_kbps must be in min_bitrate_kbps..=2 Gbit/s".into(),
-            ));
+            return Err(PolicyError(format!(
+                "max_probe_kbps must be in min_bitrate_kbps..={MAX_BITRATE_KBPS}"
+            )));
         }
         let m = &self.max_mode;
         if !(MIN_WIDTH..=MAX_WIDTH).contains(&m.width)
@@ -188,7 +174,9 @@ impl HostPolicy {
             || !(MIN_REFRESH_MHZ..=MAX_REFRESH_MHZ).contains(&m.refresh_mhz)
         {
             return Err(PolicyError(format!(
-                "max_mode must be within {MIN_WIDTH}x{MIN_HEIGHT}@10Hz ..= {MAX_WIDTH}x{MAX_HEIGHT}@500Hz"
+                "max_mode must be within {MIN_WIDTH}x{MIN_HEIGHT}@{}Hz ..= {MAX_WIDTH}x{MAX_HEIGHT}@{}Hz",
+                MIN_REFRESH_MHZ / 1000,
+                MAX_REFRESH_MHZ / 1000
             )));
         }
         for r in [MIN_REFRESH_MHZ, m.refresh_mhz] {

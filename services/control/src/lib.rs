@@ -87,7 +87,7 @@ pub use host::{HostAction, HostPolicy, HostSession, ResolvedSession};
 pub use pairing::{PairingClient, PairingError, PairingHost, generate_pin};
 
 /// The protocol's name, as people and logs see it (the ALPN carries the same bytes).
-pub const PROTOCOL_NAME: &str = "punktfunk/1";
+pub use punktfunk_proto::PROTOCOL_NAME;
 
 /// The protocol version this crate speaks (`Hello.version`, `Welcome.version`).
 pub const PROTOCOL_VERSION: u32 = 1;

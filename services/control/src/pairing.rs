@@ -49,6 +49,7 @@
 //! * MAC comparisons are constant-time (`hmac`'s `verify_slice`); every field is length-checked
 //!   before use; PINs are exactly six ASCII digits.
 
+use crate::error;
 use hmac::{Hmac, Mac};
 use punktfunk_proto::control::{
     ClientMessage, HostMessage, PairChallenge, PairConfirm, PairResult, PairStart, client_message,
@@ -111,10 +112,10 @@ impl PairingError {
     /// Machine-readable code for an `Error`/`PairResult`.
     pub fn code(&self) -> &'static str {
         match self {
-            PairingError::InvalidPin | PairingError::WrongPin => "wrong-pin",
-            PairingError::Malformed(_) | PairingError::InvalidName => "protocol",
-            PairingError::Unexpected(_) | PairingError::Finished => "protocol",
-            PairingError::Rejected(_) => "rejected",
+            PairingError::InvalidPin | PairingError::WrongPin => error::CODE_WRONG_PIN,
+            PairingError::Malformed(_) | PairingError::InvalidName => error::CODE_PROTOCOL,
+            PairingError::Unexpected(_) | PairingError::Finished => error::CODE_PROTOCOL,
+            PairingError::Rejected(_) => error::CODE_PAIRING_REJECTED,
         }
     }
 

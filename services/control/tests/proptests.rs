@@ -2,7 +2,10 @@ use proptest::prelude::*;
 use punktfunk_control::client::{ClientRequest, ClientSession};
 use punktfunk_control::error::ProtocolError;
 use punktfunk_control::framing::{FrameDecoder, MAX_CONTROL_MESSAGE, encode};
-use punktfunk_control::host::{HostAction, HostPolicy, HostSession};
+use punktfunk_control::host::{
+    HostAction, HostPolicy, HostSession, MAX_BITRATE_KBPS, MAX_HEIGHT, MAX_PROBE_MS,
+    MAX_REFRESH_MHZ, MAX_WIDTH, MIN_BITRATE_KBPS, MIN_PROBE_MS, MIN_WIDTH,
+};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::control::{
     AudioConfig, ClientMessage, ClockProbe, Goodbye, Hello, HostMessage, KeyframeRequest,
@@ -125,19 +128,19 @@ fn check_host_step(
             for a in actions {
                 match a {
                     HostAction::StartStream(r) | HostAction::StartProbeSession(r) => {
-                        assert!((500..=2_000_000).contains(&r.bitrate_kbps));
-                        assert!(r.mode.width <= 7680 && r.mode.height <= 4320);
-                        assert!(r.mode.refresh_mhz > 0 && r.mode.refresh_mhz <= 500_000);
+                        assert!((MIN_BITRATE_KBPS..=MAX_BITRATE_KBPS).contains(&r.bitrate_kbps));
+                        assert!(r.mode.width <= MAX_WIDTH && r.mode.height <= MAX_HEIGHT);
+                        assert!(r.mode.refresh_mhz > 0 && r.mode.refresh_mhz <= MAX_REFRESH_MHZ);
                         assert!(r.data_port != 0);
                         r.data_plane.validate().unwrap();
                     }
                     HostAction::Reconfigure { mode, bitrate_kbps } => {
-                        assert!((500..=2_000_000).contains(bitrate_kbps));
-                        assert!(mode.width >= 320 && mode.width <= 7680);
+                        assert!((MIN_BITRATE_KBPS..=MAX_BITRATE_KBPS).contains(bitrate_kbps));
+                        assert!(mode.width >= MIN_WIDTH && mode.width <= MAX_WIDTH);
                     }
                     HostAction::StartProbe { kbps, duration_ms } => {
-                        assert!((500..=2_000_000).contains(kbps));
-                        assert!((100..=10_000).contains(duration_ms));
+                        assert!((MIN_BITRATE_KBPS..=MAX_BITRATE_KBPS).contains(kbps));
+                        assert!((MIN_PROBE_MS..=MAX_PROBE_MS).contains(duration_ms));
                     }
                     HostAction::RefInvalidate {
                         first_frame,

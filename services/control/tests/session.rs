@@ -1,5 +1,8 @@
 use punktfunk_control::client::{ClientAction, ClientRequest, ClientSession};
-use punktfunk_control::error::ProtocolError;
+use punktfunk_control::error::{
+    CODE_PROTOCOL, CODE_UNSUPPORTED_CODEC, CODE_UNSUPPORTED_MODE, CODE_UNSUPPORTED_VERSION,
+    ProtocolError,
+};
 use punktfunk_control::framing::{FrameDecoder, encode};
 use punktfunk_control::host::{HostAction, HostPolicy, HostSession, MAX_PROBE_MS, PROBE_ONLY_MODE};
 use punktfunk_proto::common::{Codec, Mode};
@@ -172,7 +175,7 @@ fn messages_before_hello_are_errors() {
         let Some(host_message::Msg::Error(em)) = HostSession::error_message(&e).msg else {
             panic!()
         };
-        assert_eq!(em.code, "protocol");
+        assert_eq!(em.code, CODE_PROTOCOL);
         assert_eq!(em.message, "expected Hello first");
         assert!(s.is_closed());
         // Closed afterwards, even for a Hello.
@@ -228,7 +231,7 @@ fn version_mismatch_is_refused() {
     let mut s = HostSession::new(policy()).unwrap();
     let a = s.on_message(0, hello_with(|h| h.version = 2)).unwrap();
     let (code, msg) = error_code_of(&a);
-    assert_eq!(code, "unsupported-version");
+    assert_eq!(code, CODE_UNSUPPORTED_VERSION);
     assert!(msg.contains("punktfunk/1"), "{msg}");
     assert!(s.is_closed());
 }
@@ -261,7 +264,7 @@ fn no_common_codec_is_refused() {
         .on_message(0, hello_with(|h| h.codecs = vec![Codec::Av1 as i32, 0, 77]))
         .unwrap();
     let (code, msg) = error_code_of(&a);
-    assert_eq!(code, "unsupported-codec");
+    assert_eq!(code, CODE_UNSUPPORTED_CODEC);
     assert!(
         msg.contains("CODEC_HEVC") && msg.contains("CODEC_H264"),
         "{msg}"
@@ -301,7 +304,7 @@ fn modes_are_refused_or_refresh_clamped() {
     ] {
         let mut s = HostSession::new(p.clone()).unwrap();
         let a = s.on_message(0, hello_with(|h| h.mode = bad)).unwrap();
-        assert_eq!(error_code_of(&a).0, "unsupported-mode", "{bad:?}");
+        assert_eq!(error_code_of(&a).0, CODE_UNSUPPORTED_MODE, "{bad:?}");
     }
     let mut s = HostSession::new(p).unwrap();
     let a = s
@@ -330,7 +333,7 @@ fn bad_hello_fields_are_refused() {
     ] {
         let mut s = HostSession::new(policy()).unwrap();
         let a = s.on_message(0, hello_with(f)).unwrap();
-        assert_eq!(error_code_of(&a).0, "protocol");
+        assert_eq!(error_code_of(&a).0, CODE_PROTOCOL);
     }
     let mut s = HostSession::new(policy()).unwrap();
     let a = s
@@ -717,7 +720,7 @@ fn client_sees_host_refusal_as_closed() {
     let ca = client.on_message(0, err).unwrap();
     assert!(matches!(
         &ca[0],
-        ClientAction::Closed { code: Some(c), reason } if c == "unsupported-codec" && reason.contains("no codec in common")
+        ClientAction::Closed { code: Some(c), reason } if c == CODE_UNSUPPORTED_CODEC && reason.contains("no codec in common")
     ));
     assert!(client.is_closed());
 }

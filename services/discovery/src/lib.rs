@@ -38,8 +38,8 @@ pub use txt::{
 pub const PUNKTFUNK_SERVICE: &str = "_punktfunk._udp.local.";
 /// DNS-SD service type of GameStream (Moonlight).
 pub const GAMESTREAM_SERVICE: &str = "_nvstream._tcp.local.";
-/// Value of the `proto` TXT key this crate advertises.
-pub const PROTO: &str = "punktfunk/1";
+/// Value of the `proto` TXT key this crate advertises: the protocol's name.
+pub const PROTO: &str = punktfunk_proto::PROTOCOL_NAME;
 /// Default UDP port of the punktfunk/1 QUIC endpoint.
 pub const DEFAULT_PORT: u16 = 9777;
 /// Default TCP port of the GameStream HTTP endpoint.

@@ -43,6 +43,30 @@ impl Codec {
     }
 }
 
+/// The contract's codecs (`punktfunk.common.v1.Codec`) this ladder encodes; the one
+/// conversion between the two vocabularies. `Unspecified` and AV1 have no rung: the error is
+/// the contract's codec, for the caller's message.
+impl TryFrom<punktfunk_proto::common::Codec> for Codec {
+    type Error = punktfunk_proto::common::Codec;
+    fn try_from(c: punktfunk_proto::common::Codec) -> Result<Self, Self::Error> {
+        use punktfunk_proto::common::Codec as P;
+        match c {
+            P::H264 => Ok(Codec::H264),
+            P::Hevc => Ok(Codec::Hevc),
+            P::Av1 | P::Unspecified => Err(c),
+        }
+    }
+}
+
+impl From<Codec> for punktfunk_proto::common::Codec {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::H264 => punktfunk_proto::common::Codec::H264,
+            Codec::Hevc => punktfunk_proto::common::Codec::Hevc,
+        }
+    }
+}
+
 /// A video mode: width × height at `refresh_mhz` millihertz (59940 = 59.94 Hz).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Mode {
@@ -51,11 +75,21 @@ pub struct Mode {
     pub refresh_mhz: u32,
 }
 
-/// Limits a mode must satisfy (beyond them a request is refused as INVALID_ARGUMENT).
+/// Limits a mode must satisfy (beyond them a request is refused as INVALID_ARGUMENT): the
+/// encoders' own, wider than the protocol's ([`punktfunk_proto::limits`]) except the refresh
+/// ceiling, which is the protocol's. Media tells transport its largest mode (`Capabilities`).
 pub const MAX_DIMENSION: u32 = 8192;
+/// Smallest width or height an encoder is asked for.
 pub const MIN_DIMENSION: u32 = 16;
+/// Lowest refresh rate (mHz): 1 Hz.
 pub const MIN_REFRESH_MHZ: u32 = 1_000;
-pub const MAX_REFRESH_MHZ: u32 = 500_000;
+pub use punktfunk_proto::limits::MAX_REFRESH_MHZ;
+/// The largest mode the encoders are asked for (what `Capabilities.max_mode` reports).
+pub const MAX_MODE: Mode = Mode {
+    width: MAX_DIMENSION,
+    height: MAX_DIMENSION,
+    refresh_mhz: MAX_REFRESH_MHZ,
+};
 
 impl Mode {
     pub const fn new(width: u32, height: u32, hz: u32) -> Self {
@@ -120,6 +154,27 @@ impl Mode {
             format!("{:.2}", self.refresh_mhz as f64 / 1000.0)
         };
         format!("{}x{}@{hz}", self.width, self.height)
+    }
+}
+
+/// The contract's mode (`punktfunk.common.v1.Mode`) as the ladder's: the one conversion.
+impl From<punktfunk_proto::common::Mode> for Mode {
+    fn from(m: punktfunk_proto::common::Mode) -> Self {
+        Mode {
+            width: m.width,
+            height: m.height,
+            refresh_mhz: m.refresh_mhz,
+        }
+    }
+}
+
+impl From<Mode> for punktfunk_proto::common::Mode {
+    fn from(m: Mode) -> Self {
+        punktfunk_proto::common::Mode {
+            width: m.width,
+            height: m.height,
+            refresh_mhz: m.refresh_mhz,
+        }
     }
 }
 

@@ -17,6 +17,12 @@ pub mod lease;
 pub mod nal;
 pub mod worker;
 
-/// Names of the fds in the StartStream ticket, in order (audio only when requested).
-pub const VIDEO_RING_FD_NAMES: [&str; 2] = ["video-ring-memfd", "video-ring-doorbell"];
-pub const AUDIO_RING_FD_NAMES: [&str; 2] = ["audio-ring-memfd", "audio-ring-doorbell"];
+/// Names of the fds in the StartStream ticket, in order (audio only when requested): the
+/// contract's, defined once in `punktfunk-proto`.
+pub use punktfunk_proto::media::{AUDIO_RING_FD_NAMES, VIDEO_RING_FD_NAMES};
+
+/// The highest bitrate media's encoders are asked for (kbit/s): 500 Mbit/s. Below the
+/// protocol's ceiling ([`punktfunk_proto::limits::MAX_BITRATE_KBPS`]); transport learns it from
+/// `Capabilities.max_bitrate_kbps` and clamps each session to it.
+pub const MAX_BITRATE_KBPS: u32 = 500_000;
+const _: () = assert!(MAX_BITRATE_KBPS <= punktfunk_proto::limits::MAX_BITRATE_KBPS);

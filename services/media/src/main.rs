@@ -31,7 +31,7 @@ use punktfunk_media::lease::{self, Lease, Orphaned, Ticket};
 use punktfunk_media::worker::{
     self, EncodeWorker, Source, StreamConfig, WorkerError, pick_encoder,
 };
-use punktfunk_media::{AUDIO_RING_FD_NAMES, VIDEO_RING_FD_NAMES};
+use punktfunk_media::{AUDIO_RING_FD_NAMES, MAX_BITRATE_KBPS, VIDEO_RING_FD_NAMES};
 use punktfunk_proto::common::{Codec, HealthReply, HealthRequest};
 use punktfunk_proto::media::media_server::{Media, MediaServer};
 use punktfunk_proto::media::*;
@@ -40,9 +40,8 @@ use tonic::{Request, Response, Status};
 /// Streams one media daemon runs at once, whatever their encoders (hardware encoders have no
 /// other limit here; software ones also share the pixel budget).
 const MAX_STREAMS: usize = 4;
-/// Bitrate when the request says 0.
-const DEFAULT_BITRATE_KBPS: u32 = 20_000;
-const MAX_BITRATE_KBPS: u32 = 500_000;
+// Bitrate when the request says 0: the protocol's default.
+use punktfunk_proto::limits::DEFAULT_BITRATE_KBPS;
 
 /// One running stream.
 struct Stream {
@@ -125,14 +124,6 @@ fn worker_status(e: WorkerError) -> Status {
         }
         WorkerError::Stopped => Status::not_found(e.to_string()),
         _ => Status::internal(e.to_string()),
-    }
-}
-
-fn mode_of(m: &punktfunk_proto::common::Mode) -> MMode {
-    MMode {
-        width: m.width,
-        height: m.height,
-        refresh_mhz: m.refresh_mhz,
     }
 }
 
@@ -240,11 +231,9 @@ impl MediaService {
 
     /// What the ladder does with `codec`.
     fn capability(&self, codec: Codec) -> CodecCapability {
-        let kind = match codec {
-            Codec::H264 => choose_encoder(MCodec::H264, &self.encoders),
-            Codec::Hevc => choose_encoder(MCodec::Hevc, &self.encoders),
-            Codec::Av1 | Codec::Unspecified => None,
-        };
+        let kind = MCodec::try_from(codec)
+            .ok()
+            .and_then(|c| choose_encoder(c, &self.encoders));
         CodecCapability {
             codec: codec as i32,
             available: kind.is_some(),
@@ -314,20 +303,18 @@ impl Media for MediaService {
         req: Request<StartStreamRequest>,
     ) -> Result<Response<StartStreamReply>, Status> {
         let req = req.into_inner();
-        let mode =
-            req.mode.as_ref().map(mode_of).ok_or_else(|| {
-                Status::invalid_argument("mode is required (width, height, refresh)")
-            })?;
+        let mode = req
+            .mode
+            .map(MMode::from)
+            .ok_or_else(|| Status::invalid_argument("mode is required (width, height, refresh)"))?;
         mode.validate()
             .map_err(|e| Status::invalid_argument(format!("invalid mode: {e}")))?;
         let codec = match Codec::try_from(req.codec) {
-            Ok(Codec::Unspecified) | Ok(Codec::H264) => MCodec::H264,
-            Ok(Codec::Hevc) => MCodec::Hevc,
-            Ok(Codec::Av1) => {
-                return Err(Status::invalid_argument(
-                    "AV1 is not in the encoder ladder (H.264 and HEVC are)",
-                ));
-            }
+            Ok(Codec::Unspecified) => MCodec::H264,
+            // Only AV1 has no rung.
+            Ok(c) => MCodec::try_from(c).map_err(|_| {
+                Status::invalid_argument("AV1 is not in the encoder ladder (H.264 and HEVC are)")
+            })?,
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
                     "unknown codec {}",
@@ -436,7 +423,7 @@ impl Media for MediaService {
             .mode
             .as_ref()
             .filter(|m| m.width != 0 || m.height != 0 || m.refresh_mhz != 0)
-            .map(mode_of);
+            .map(|m| MMode::from(*m));
         if let Some(m) = &mode {
             m.validate()
                 .map_err(|e| Status::invalid_argument(format!("invalid mode: {e}")))?;
@@ -497,11 +484,7 @@ impl Media for MediaService {
             software_in_use_pixels_per_second: Budget::software_in_use(&loads),
             cpus: u32::try_from(self.cpus).unwrap_or(u32::MAX),
             max_bitrate_kbps: MAX_BITRATE_KBPS,
-            max_mode: Some(punktfunk_proto::common::Mode {
-                width: punktfunk_media::description::MAX_DIMENSION,
-                height: punktfunk_media::description::MAX_DIMENSION,
-                refresh_mhz: punktfunk_media::description::MAX_REFRESH_MHZ,
-            }),
+            max_mode: Some(punktfunk_media::description::MAX_MODE.into()),
         }))
     }
 }

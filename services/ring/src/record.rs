@@ -153,12 +153,6 @@ pub struct RingStats {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of every timestamp in a record. The clock is
-/// system-wide, so stamps from different processes on the host are comparable.
-#[inline]
-pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    // CLOCK_MONOTONIC is never negative; `max(0)` only guards the conversions.
-    (ts.tv_sec.max(0) as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec.max(0) as u64)
-}
+/// system-wide, so stamps from different processes on the host are comparable. Defined once,
+/// in `punktfunk-clock`.
+pub use punktfunk_clock::monotonic_ns;

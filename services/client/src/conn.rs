@@ -192,3 +192,25 @@ pub fn no_answer(timeout: Duration, what: &str) -> ClientError {
         timeout.as_secs_f64()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punktfunk_control::error::CODE_PAIRING_REQUIRED;
+
+    #[test]
+    fn close_codes_are_named_by_the_control_crate() {
+        assert_eq!(close_code_name(close::PROTOCOL.into()), "protocol");
+        assert_eq!(
+            close_code_name(close::PAIRING_REQUIRED.into()),
+            CODE_PAIRING_REQUIRED
+        );
+        assert_eq!(close_code_name(close::UNPAIRED.into()), "unpaired");
+        assert_eq!(
+            close_code_name(close::PAIRING_FAILED.into()),
+            "pairing-failed"
+        );
+        assert_eq!(close_code_name(close::REFUSED.into()), "refused");
+        assert_eq!(close_code_name(9), "close-9");
+    }
+}

@@ -109,3 +109,49 @@ impl From<&str> for Failure {
         message.to_string().into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose message ends with its source, as thiserror's `#[error("…: {0}")]`
+    /// with `#[from]` makes it.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "mDNS: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let io = || std::io::Error::other("no route");
+        // A context gets its cause appended.
+        let e = anyhow::Error::new(io()).context("cannot resolve deck");
+        assert_eq!(chain(&e), "cannot resolve deck: no route");
+        // A message that already ends with its source (thiserror's `{0}` with `#[from]`)
+        // does not repeat it.
+        let e = anyhow::Error::new(Wrapped(io())).context("mDNS browse failed");
+        assert_eq!(chain(&e), "mDNS browse failed: mDNS: no route");
+    }
+
+    #[test]
+    fn a_coded_error_keeps_its_code_through_anyhow() {
+        let coded = ClientError::coded("the host refused".into(), Some("capacity".into()));
+        let back = ClientError::from(anyhow::Error::new(coded.clone()));
+        assert_eq!(back, coded);
+        let plain = ClientError::from(anyhow::anyhow!("local fault"));
+        assert_eq!((plain.message.as_str(), plain.code), ("local fault", None));
+        let failure = Failure::from(anyhow::anyhow!("disk full").context("cannot write x.csv"));
+        assert_eq!(failure.message, "cannot write x.csv: disk full");
+        assert_eq!(failure.exit, EXIT_FAILED);
+    }
+}

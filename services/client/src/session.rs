@@ -15,9 +15,9 @@ use punktfunk_control::keys::Direction;
 use punktfunk_control::pairing::{PairingClient, PairingClientStep, PairingError};
 use punktfunk_dataplane::{Receiver, ReceiverConfig, RxEvent};
 use punktfunk_proto::common::{Codec, Mode};
-use punktfunk_proto::control::{AudioConfig, Welcome};
+use punktfunk_proto::control::{AudioConfig, ProbeResult, Welcome};
 use punktfunk_tls::{Fingerprint, Identity, peer_fingerprint};
-use punktfunk_wire::StreamKind;
+use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 use crate::conn::{self, CLOSE_DONE, Control};
 use crate::known_hosts::{KnownHost, KnownHosts};
@@ -191,6 +191,25 @@ pub struct Ask<'a> {
     pub codecs: &'a [Codec],
 }
 
+impl Open {
+    /// The data plane the Welcome configured.
+    pub fn data_plane(&self) -> anyhow::Result<DataPlaneConfig> {
+        self.session
+            .data_plane()
+            .copied()
+            .context("the host sent no data-plane configuration")
+    }
+
+    /// The key of the host's data plane (from the TLS exporter, [`punktfunk_quic::export_key`]).
+    pub fn key(&self) -> anyhow::Result<SessionKey> {
+        Ok(punktfunk_quic::export_key(
+            &self.connection,
+            self.welcome.session_id,
+            Direction::HostToClient,
+        )?)
+    }
+}
+
 /// Connects (pinning the host when this client paired with it), sends `Hello` and waits for
 /// the `Welcome`: the first step of `stream` and `speed-test`.
 pub async fn open_session(
@@ -199,13 +218,6 @@ pub async fn open_session(
     host: &str,
     ask: Ask<'_>,
 ) -> Result<Open, ClientError> {
-    let Ask {
-        mode,
-        bitrate,
-        probe_only,
-        audio,
-        codecs,
-    } = ask;
     let identity = Identity::load_or_create(dir, "client", name).map_err(anyhow::Error::from)?;
     let addr = conn::resolve(host)?;
     let known = KnownHosts::open(dir)?;
@@ -217,23 +229,51 @@ pub async fn open_session(
         .local_addr()
         .context("the data-plane socket has no address")?
         .port();
-    let mut session = ClientSession::new(ClientRequest {
+    let mut session = ClientSession::new(request(name, ask, data_port));
+    let mut ctl = Control::open(&connection).await?;
+    ctl.send(&session.hello()).await?;
+    let welcome = await_welcome(&mut ctl, &mut session).await?;
+    if pinned.is_none() {
+        tracing::warn!(
+            "streaming from a host this client has not paired with: its identity is not verified"
+        );
+    }
+    Ok(Open {
+        connection,
+        _endpoint: endpoint,
+        ctl,
+        session,
+        welcome,
+        socket,
+        host_verified: pinned.is_some(),
+        connect_started_ns,
+    })
+}
+
+/// What the `Hello` says: `ask`, and where the data plane should go.
+fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
+    ClientRequest {
         name: name.to_string(),
-        mode,
-        codecs: codecs.to_vec(),
-        bitrate_kbps: bitrate,
+        mode: ask.mode,
+        codecs: ask.codecs.to_vec(),
+        bitrate_kbps: ask.bitrate,
         // The host's format for the native client: 48 kHz stereo Opus in 5 ms packets.
-        audio: audio.then_some(AudioConfig {
+        audio: ask.audio.then_some(AudioConfig {
             enabled: true,
             channels: 2,
             sample_rate: 48_000,
         }),
         data_port,
         compositor: None,
-        probe_only,
-    });
-    let mut ctl = Control::open(&connection).await?;
-    ctl.send(&session.hello()).await?;
+        probe_only: ask.probe_only,
+    }
+}
+
+/// The host's answer to `Hello`: its `Welcome`, or its refusal with the host's code.
+async fn await_welcome(
+    ctl: &mut Control,
+    session: &mut ClientSession,
+) -> Result<Welcome, ClientError> {
     loop {
         let msg = ctl
             .reply("the session request")
@@ -258,21 +298,7 @@ pub async fn open_session(
             }
         }
         if let Some(welcome) = welcomed {
-            if pinned.is_none() {
-                tracing::warn!(
-                    "streaming from a host this client has not paired with: its identity is not verified"
-                );
-            }
-            return Ok(Open {
-                connection,
-                _endpoint: endpoint,
-                ctl,
-                session,
-                welcome,
-                socket,
-                host_verified: pinned.is_some(),
-                connect_started_ns,
-            });
+            return Ok(welcome);
         }
     }
 }
@@ -289,6 +315,7 @@ pub fn parse_codec(s: &str) -> anyhow::Result<Codec> {
     }
 }
 
+/// `speed-test`: the host sends probe packets at `kbps` for `ms`; prints what arrived.
 pub async fn speed_test(
     dir: &Path,
     name: &str,
@@ -310,62 +337,14 @@ pub async fn speed_test(
         codecs: &DEFAULT_CODECS,
     };
     let mut open = open_session(dir, name, host, ask).await?;
-    let data_plane = *open
-        .session
-        .data_plane()
-        .context("the host sent no data-plane configuration")?;
-    let key = punktfunk_quic::export_key(
-        &open.connection,
-        open.welcome.session_id,
-        Direction::HostToClient,
-    )?;
     let bytes = Arc::new(AtomicU64::new(0));
-    let b2 = bytes.clone();
-    let socket = open
-        .socket
-        .try_clone()
-        .context("cannot share the data-plane socket")?;
-    let receiver = Receiver::spawn(
-        socket,
-        &ReceiverConfig::new(StreamKind::Probe, data_plane, key),
-        move |ev| {
-            if let RxEvent::Frame(f) = ev {
-                b2.fetch_add(f.data.len() as u64, Ordering::Relaxed);
-            }
-        },
-    )
-    .context("cannot start the receiver")?;
+    let receiver = probe_receiver(&open, bytes.clone())?;
     let req = open
         .session
         .probe_request(kbps, ms)
         .context("a probe is already running")?;
     open.ctl.send(&req).await?;
-    let probe_wait = Duration::from_millis(u64::from(ms)) + conn::REPLY_TIMEOUT;
-    let result = loop {
-        let msg = open
-            .ctl
-            .reply_within(probe_wait, "the bandwidth probe")
-            .await?
-            .context("the host closed the session during the probe")?;
-        let mut got = None;
-        for a in open
-            .session
-            .on_message(now_ns(), msg)
-            .map_err(|e| anyhow!("protocol error: {e}"))?
-        {
-            match a {
-                ClientAction::Send(m) => open.ctl.send(&m).await?,
-                ClientAction::ProbeResult(r) => got = Some(r),
-                ClientAction::Closed { reason, .. } => {
-                    bail!("the host ended the session: {reason}");
-                }
-                _ => {}
-            }
-        }
-        if let Some(r) = got {
-            break r;
-        }
-    };
+    let result = await_probe_result(&mut open, ms).await?;
     // The last packets may still be in flight behind the result.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (rx, _) = tokio::task::spawn_blocking(move || receiver.shutdown()).await?;
@@ -392,10 +371,59 @@ pub async fn speed_test(
         goodput_mbps: goodput,
         percent_of_target: 100.0 * goodput * 1e3 / f64::from(kbps.max(1)),
     };
+    print_speed(&report, json)
+}
+
+/// The probe stream's receiver: counts the bytes of every probe frame into `bytes`.
+fn probe_receiver(open: &Open, bytes: Arc<AtomicU64>) -> anyhow::Result<Receiver> {
+    let socket = open
+        .socket
+        .try_clone()
+        .context("cannot share the data-plane socket")?;
+    let cfg = ReceiverConfig::new(StreamKind::Probe, open.data_plane()?, open.key()?);
+    Receiver::spawn(socket, &cfg, move |ev| {
+        if let RxEvent::Frame(f) = ev {
+            bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
+        }
+    })
+    .context("cannot start the receiver")
+}
+
+/// The host's result of the probe of `ms` milliseconds.
+async fn await_probe_result(open: &mut Open, ms: u32) -> anyhow::Result<ProbeResult> {
+    let probe_wait = Duration::from_millis(u64::from(ms)) + conn::REPLY_TIMEOUT;
+    loop {
+        let msg = open
+            .ctl
+            .reply_within(probe_wait, "the bandwidth probe")
+            .await?
+            .context("the host closed the session during the probe")?;
+        let mut got = None;
+        for a in open
+            .session
+            .on_message(now_ns(), msg)
+            .map_err(|e| anyhow!("protocol error: {e}"))?
+        {
+            match a {
+                ClientAction::Send(m) => open.ctl.send(&m).await?,
+                ClientAction::ProbeResult(r) => got = Some(r),
+                ClientAction::Closed { reason, .. } => {
+                    bail!("the host ended the session: {reason}");
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = got {
+            return Ok(r);
+        }
+    }
+}
+
+fn print_speed(report: &SpeedReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!(
             "{}",
-            serde_json::to_string(&report).context("cannot encode the report")?
+            serde_json::to_string(report).context("cannot encode the report")?
         );
     } else {
         println!(
@@ -438,6 +466,21 @@ mod tests {
         }
     }
 
+    /// The error of a session request to a test host that behaves so (within [`LIVENESS`]).
+    async fn session_error_from(behaviour: Behaviour) -> ClientError {
+        let dir = tempfile::tempdir().unwrap();
+        let host = testhost::start(&dir.path().join("host"), behaviour);
+        let (client, addr) = (dir.path().join("client"), host.addr.to_string());
+        let opened = open_session(&client, "deck", &addr, ask());
+        match tokio::time::timeout(LIVENESS, opened)
+            .await
+            .expect("the client gave up by itself")
+        {
+            Ok(_) => panic!("{behaviour:?} is not a session"),
+            Err(e) => e,
+        }
+    }
+
     #[tokio::test]
     async fn pairing_gives_up_on_a_host_that_does_not_answer() {
         let dir = tempfile::tempdir().unwrap();
@@ -462,26 +505,38 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_only_closes_is_reported_with_its_reason_and_code() {
         // The host refuses and closes; its Error message never arrived, its close frame did.
-        let dir = tempfile::tempdir().unwrap();
-        let host = testhost::start(
-            &dir.path().join("host"),
-            Behaviour::Close(2, "pairing required"),
-        );
-        let (client, addr) = (dir.path().join("client"), host.addr.to_string());
-        let opened = open_session(&client, "deck", &addr, ask());
-        let err = match tokio::time::timeout(LIVENESS, opened)
-            .await
-            .expect("an answer")
-        {
-            Ok(_) => panic!("a closed connection is not a session"),
-            Err(e) => e,
-        };
+        let err = session_error_from(Behaviour::Close(2, "pairing required")).await;
         assert_eq!(err.code.as_deref(), Some("pairing-required"), "{err}");
         assert!(
             err.message.contains("pairing required") && err.message.contains("punktfunkctl pair"),
             "{err}"
         );
         assert!(!err.message.contains("connection lost"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_session_refusal_by_close_code_5_is_reported_as_refused() {
+        // The host's session refusals (media refused the mode, encoders busy, media
+        // unavailable) close with code 5; the close frame may overtake the coded Error.
+        let err = session_error_from(Behaviour::Close(5, "media refused 7680x4320@240")).await;
+        assert_eq!(err.code.as_deref(), Some("refused"), "{err}");
+        assert_eq!(
+            err.message,
+            "the host closed the connection: media refused 7680x4320@240 (refused)"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_control_message_is_malformed_and_never_waited_for() {
+        // A length prefix of 1 GiB: the shared bounded reader (punktfunk-quic) refuses it as
+        // soon as the varint shows it, instead of waiting for (or allocating) the body.
+        let err = session_error_from(Behaviour::Send(&[0x80, 0x80, 0x80, 0x80, 0x04])).await;
+        assert!(
+            err.message.starts_with("malformed message from the host: ")
+                && err.message.contains("exceeds the limit of 65536 bytes"),
+            "{err}"
+        );
+        assert_eq!(err.code, None, "{err}");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use punktfunk_control::client::ClientAction;
 use punktfunk_control::clock::ClockEstimate;
-use punktfunk_control::keys::{self, Direction};
+use punktfunk_control::keys;
 use punktfunk_dataplane::{Receiver, ReceiverConfig, ReceiverStats, RxEvent};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::control::{Stats, VideoPayload};
@@ -86,12 +86,7 @@ async fn run_stream(
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let settled = Settled::from_welcome(&open)?;
-    let key = punktfunk_quic::export_key(
-        &open.connection,
-        open.welcome.session_id,
-        Direction::HostToClient,
-    )
-    .map_err(anyhow::Error::from)?;
+    let key = open.key()?;
     let mut pipeline = start_pipeline(&mut open, &settled, key, opts).await?;
     let ran = control_loop(&mut open, &mut pipeline, opts.duration).await;
     let collected = teardown(&mut open, pipeline).await?;
@@ -108,10 +103,7 @@ struct Settled {
 
 impl Settled {
     fn from_welcome(open: &Open) -> anyhow::Result<Self> {
-        let data_plane = *open
-            .session
-            .data_plane()
-            .context("the host sent no data-plane configuration")?;
+        let data_plane = open.data_plane()?;
         let payload = match VideoPayload::try_from(open.welcome.payload) {
             Ok(VideoPayload::Encoded) => Payload::Encoded,
             // UNSPECIFIED: a host from before Welcome.payload, which only had the synthetic source.

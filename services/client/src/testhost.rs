@@ -1,6 +1,6 @@
 //! A real QUIC endpoint with a punktfunk TLS identity that misbehaves like a broken host, for
 //! the tests of the client's error paths: it takes the client's first control stream, reads
-//! what the client sends, and then either never answers or closes the connection.
+//! what the client sends, and then never answers, closes the connection, or writes raw bytes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +15,8 @@ pub enum Behaviour {
     /// Closes the connection with this application close code and reason, sending no
     /// `Error` message first (as when the close frame overtakes it).
     Close(u32, &'static str),
+    /// Writes these bytes on the control stream (no framing added) and then stays silent.
+    Send(&'static [u8]),
 }
 
 pub struct TestHost {
@@ -49,13 +51,17 @@ async fn serve(endpoint: quinn::Endpoint, behaviour: Behaviour) {
         return;
     };
     let Ok(conn) = incoming.await else { return };
-    let Ok((_send, mut recv)) = conn.accept_bi().await else {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
         return;
     };
     let mut buf = [0u8; 1024];
     let _ = recv.read(&mut buf).await;
     match behaviour {
         Behaviour::Silent => std::future::pending::<()>().await,
+        Behaviour::Send(bytes) => {
+            let _ = send.write_all(bytes).await;
+            std::future::pending::<()>().await
+        }
         Behaviour::Close(code, reason) => {
             conn.close(code.into(), reason.as_bytes());
             // Keep the endpoint's task alive until the close frame is out.

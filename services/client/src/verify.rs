@@ -79,9 +79,7 @@ pub struct Verified {
 pub fn check(payload: Payload, index: u64, data: &[u8]) -> anyhow::Result<(AuTiming, usize)> {
     let (timing, au) = AuTiming::parse(data).map_err(|e| anyhow!("no valid AU envelope: {e}"))?;
     match payload {
-        Payload::Synthetic => {
-            punktfunk_wire::synthetic::verify(index, au)?
-        }
+        Payload::Synthetic => punktfunk_wire::synthetic::verify(index, au)?,
         Payload::Encoded => {
             if !(au.starts_with(&[0, 0, 1]) || au.starts_with(&[0, 0, 0, 1])) {
                 anyhow::bail!("the access unit does not start with an Annex-B start code");

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use punktfunk_dataplane::netlab::{NetnsPair, Side};
+use punktfunk_testsupport::netlab::{NetnsPair, Side};
 use punktfunk_tests::bin;
 
 struct Kill(std::process::Child);

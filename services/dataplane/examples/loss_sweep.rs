@@ -12,7 +12,7 @@
 //! factor, so pacing spread and the loss deadline (3 frame intervals) stay consistent with
 //! the frame rate actually sent. Needs root, `ip` and `nft`.
 
-use punktfunk_dataplane::netlab::{NetnsPair, Side, StreamOutcome, StreamRun, run_verified};
+use punktfunk_testsupport::netlab::{NetnsPair, Side, StreamOutcome, StreamRun, run_verified};
 use punktfunk_wire::synthetic::SyntheticConfig;
 
 struct Args {

@@ -1,13 +1,13 @@
 //! Real UDP on 127.0.0.1: the send thread sends the synthetic source to the receive loop and
 //! every frame must arrive byte-identical, in both send modes.
 
-use punktfunk_dataplane::netlab::{StreamRun, run_verified};
+use punktfunk_testsupport::netlab::{StreamRun, run_verified};
 use punktfunk_dataplane::{ModeChoice, SendMode};
 use punktfunk_wire::synthetic::SyntheticConfig;
 use std::net::UdpSocket;
 
 /// 600 frames at 60 fps, 20 Mbit/s, a keyframe every 120 frames at 30× a P-frame (~0.96 MiB).
-fn run_loopback(mode: ModeChoice) -> punktfunk_dataplane::netlab::StreamOutcome {
+fn run_loopback(mode: ModeChoice) -> punktfunk_testsupport::netlab::StreamOutcome {
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind receiver");
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
     tx.connect(rx.local_addr().expect("addr")).expect("connect");
@@ -28,7 +28,7 @@ fn run_loopback(mode: ModeChoice) -> punktfunk_dataplane::netlab::StreamOutcome 
     out
 }
 
-fn assert_all_delivered(out: &punktfunk_dataplane::netlab::StreamOutcome) {
+fn assert_all_delivered(out: &punktfunk_testsupport::netlab::StreamOutcome) {
     assert_eq!(out.corrupt, 0, "corrupt frames: {:?}", out.first_error);
     assert_eq!(out.repeated, 0, "frames delivered twice");
     assert_eq!(

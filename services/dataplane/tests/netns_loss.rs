@@ -2,7 +2,7 @@
 //! (docs/testing.md "Networks"). Needs root, `ip` and `nft`: without them these tests FAIL with
 //! the reason (CI runs as root after `just setup`), they never skip silently.
 
-use punktfunk_dataplane::netlab::{NetnsPair, Side, StreamOutcome, StreamRun, run_verified};
+use punktfunk_testsupport::netlab::{NetnsPair, Side, StreamOutcome, StreamRun, run_verified};
 use punktfunk_wire::synthetic::SyntheticConfig;
 
 const PORT: u16 = 47_998;

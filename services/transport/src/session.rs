@@ -189,7 +189,11 @@ impl Session {
 
     pub fn keyframe(&self) {
         match &self.feed {
-            Feed::Synthetic(dp) => dp.control().force_keyframe.store(true, Ordering::Relaxed),
+            Feed::Synthetic(dp) => {
+                if let Some(c) = dp.control() {
+                    c.force_keyframe.store(true, Ordering::Relaxed)
+                }
+            }
             Feed::Media { media, .. } => media.send(media::Command::Keyframe),
             Feed::None => {}
         }
@@ -197,10 +201,12 @@ impl Session {
 
     pub fn reconfigure(&self, mode: Mode, bitrate_kbps: u32) {
         match &self.feed {
-            Feed::Synthetic(dp) => dp
-                .control()
-                .bitrate_bps
-                .store(u64::from(bitrate_kbps) * 1000, Ordering::Relaxed),
+            Feed::Synthetic(dp) => {
+                if let Some(c) = dp.control() {
+                    c.bitrate_bps
+                        .store(u64::from(bitrate_kbps) * 1000, Ordering::Relaxed)
+                }
+            }
             Feed::Media { media, .. } => media.send(media::Command::Reconfigure {
                 bitrate_kbps,
                 mode: Some(mode),
@@ -269,15 +275,16 @@ impl Session {
             keyframe_factor: 1,
             max_frame_bytes: max_payload(&self.data_plane),
         };
-        let limit = Duration::from_millis(duration_ms.into());
+        // As many frames as fit in the test's duration at the session's frame rate.
+        let frames = (u64::from(duration_ms) * u64::from(self.fps)).div_ceil(1000);
         let sequence = self.probe_sequence.clone();
         let mut cfg = SenderConfig::new(self.data_plane, key, StreamKind::Probe);
         cfg.first_sequence = sequence.load(Ordering::Relaxed);
         // A probe measures throughput, not latency: a deeper queue rides out a scheduler
         // hiccup of the send thread instead of counting it as a send drop.
         cfg.queue_frames = 8;
-        let frames = Arc::new(AtomicU64::new(0));
-        let mut dp = DataPlane::start(socket, cfg, feed, Some(limit), frames)
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut dp = DataPlane::start(socket, cfg, feed, Some(frames), sent)
             .map_err(|e| Refusal::internal(e.to_string()))?;
         Ok(async move {
             tokio::task::spawn_blocking(move || {

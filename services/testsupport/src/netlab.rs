@@ -14,11 +14,10 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use crate::feed::{FeedConfig, FeedReport, run_synthetic};
-use crate::{
+use punktfunk_dataplane::feed::{FeedConfig, FeedControl, FeedReport, run_synthetic};
+use punktfunk_dataplane::{
     ModeChoice, Receiver, ReceiverConfig, ReceiverStats, RxEvent, SendMode, Sender, SenderConfig,
     SenderStats,
 };
@@ -291,9 +290,9 @@ pub fn wire_is_unoptimized() -> bool {
     // Best of three (the first pays for allocation and page faults).
     let mut best = u64::MAX;
     for i in 0..3 {
-        let c0 = crate::sys::thread_cpu_ns();
+        let c0 = punktfunk_dataplane::sys::thread_cpu_ns();
         let _ = p.packetize(i, true, &au, &mut batch);
-        best = best.min(crate::sys::thread_cpu_ns() - c0);
+        best = best.min(punktfunk_dataplane::sys::thread_cpu_ns() - c0);
     }
     best > 10_000_000
 }
@@ -428,6 +427,7 @@ pub fn run_verified(
         frames: Some(n),
         interval_ns: run.feed_interval_ns,
         backpressure: run.backpressure,
+        envelope: false,
     };
     if run.backpressure {
         eprintln!(
@@ -435,12 +435,13 @@ pub fn run_verified(
              build with optimizations for real-time 60 fps"
         );
     }
-    let feed = run_synthetic(&sender, &feed_cfg, &AtomicBool::new(false), |_| {});
+    let control = FeedControl::new(&feed_cfg, Default::default());
+    let feed = run_synthetic(&sender, &feed_cfg, &control, |_| {});
     let sender_stats = sender.shutdown();
     // Wait until every frame is accounted for, or nothing happened for one loss deadline
     // + 1 s (the receiver may still be working through a backlog in slow builds).
     let quiet_ns = run.data_plane.loss_deadline_ns() + 1_000_000_000;
-    let mut last_progress = (crate::sys::monotonic_ns(), u64::MAX);
+    let mut last_progress = (punktfunk_dataplane::sys::monotonic_ns(), u64::MAX);
     loop {
         let (accounted, done) = seen
             .lock()
@@ -450,7 +451,7 @@ pub fn run_verified(
             })
             .unwrap_or((0, true));
         let progress = receiver.stats().datagrams + accounted;
-        let now = crate::sys::monotonic_ns();
+        let now = punktfunk_dataplane::sys::monotonic_ns();
         if progress != last_progress.1 {
             last_progress = (now, progress);
         }

@@ -91,5 +91,6 @@ pub use punktfunk_proto::PROTOCOL_NAME;
 
 /// The protocol version this crate speaks (`Hello.version`, `Welcome.version`).
 pub const PROTOCOL_VERSION: u32 = 1;
-/// QUIC ALPN of the control connection.
+/// QUIC ALPN of the control connection (the same bytes as `punktfunk_tls::ALPN`, which the
+/// QUIC configs use; both are the protocol's name).
 pub const ALPN: &[u8] = PROTOCOL_NAME.as_bytes();

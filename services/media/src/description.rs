@@ -638,6 +638,23 @@ pub fn launch_string(nodes: &[Node]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn contract_vocabulary_converts_in_one_place() {
+        use punktfunk_proto::common::{Codec as P, Mode as PMode};
+        for c in [Codec::H264, Codec::Hevc] {
+            assert_eq!(Codec::try_from(P::from(c)), Ok(c));
+        }
+        assert_eq!(Codec::try_from(P::Av1), Err(P::Av1));
+        assert_eq!(Codec::try_from(P::Unspecified), Err(P::Unspecified));
+        let m = Mode::new(1920, 1080, 60);
+        assert_eq!(Mode::from(PMode::from(m)), m);
+        assert_eq!(
+            PMode::from(MAX_MODE).refresh_mhz,
+            punktfunk_proto::limits::MAX_REFRESH_MHZ
+        );
+        assert_eq!(MAX_MODE.validate(), Ok(()));
+    }
+
     fn set(names: &[&str]) -> HashSet<String> {
         names.iter().map(|s| s.to_string()).collect()
     }

@@ -25,8 +25,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-/// The ALPN protocol id of punktfunk/1.
-pub const ALPN: &[u8] = b"punktfunk/1";
+/// The ALPN protocol id of punktfunk/1: the protocol's name ([`punktfunk_proto::PROTOCOL_NAME`]).
+pub const ALPN: &[u8] = punktfunk_proto::PROTOCOL_NAME.as_bytes();
 
 /// SHA-256 of a certificate's DER encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

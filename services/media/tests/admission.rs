@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Daemon, Drain};
+use punktfunk_media::description::{MAX_REFRESH_MHZ, MIN_REFRESH_MHZ};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::media::media_client::MediaClient;
 use punktfunk_proto::media::*;
@@ -19,7 +20,7 @@ fn mode_taking(budget: u64, share: f64) -> Mode {
     let hz = (budget as f64 * share / f64::from(W * H)) as u32;
     let refresh_mhz = hz * 1000;
     assert!(
-        (1_000..=500_000).contains(&refresh_mhz),
+        (MIN_REFRESH_MHZ..=MAX_REFRESH_MHZ).contains(&refresh_mhz),
         "{refresh_mhz} mHz: the test needs another size on this machine"
     );
     Mode {

@@ -422,99 +422,128 @@ impl Gate {
     }
 }
 
+/// The decoder thread: every frame from `rx` through [`DecodeLoop::on_input`], then drains.
 fn run(
     codec: VideoCodec,
     first: Pipe,
     link: &Arc<Link>,
     rx: Receiver<DecodeInput>,
 ) -> DecodeOutcome {
-    let mut pipe = Some(first);
-    let mut gate = Gate::default();
-    let mut next_pts = 0u64;
-    let restart = |pipe: &mut Option<Pipe>, gate: &mut Gate, why: &str| {
-        tracing::warn!(reason = why, "restarting the decoder pipeline");
-        // Drop (→ NULL) before touching the pending frames: the streaming thread is gone then.
-        *pipe = None;
-        let mut s = link.lock();
-        s.abandon_pending();
-        s.out.restarts += 1;
-        drop(s);
-        gate.reset();
-        match Pipe::build(codec, link) {
-            Ok(p) => *pipe = Some(p),
-            Err(e) => tracing::error!(error = %e, "the decoder pipeline cannot be rebuilt"),
-        }
+    let mut d = DecodeLoop {
+        codec,
+        link,
+        pipe: Some(first),
+        gate: Gate::default(),
+        next_pts: 0,
     };
     for input in rx {
-        if let Some(e) = pipe.as_ref().and_then(Pipe::error) {
-            restart(&mut pipe, &mut gate, &e);
+        d.on_input(input);
+    }
+    d.finish()
+}
+
+/// The decoder thread's state: the pipeline (rebuilt when it fails; `None` when it could
+/// not be), the keyframe gate, and the next presentation time.
+struct DecodeLoop<'a> {
+    codec: VideoCodec,
+    link: &'a Arc<Link>,
+    pipe: Option<Pipe>,
+    gate: Gate,
+    next_pts: u64,
+}
+
+impl DecodeLoop<'_> {
+    /// Pushes one frame, or counts it skipped (waiting for a keyframe, no pipeline, a
+    /// pipeline that stopped producing).
+    fn on_input(&mut self, input: DecodeInput) {
+        if let Some(e) = self.pipe.as_ref().and_then(Pipe::error) {
+            self.restart(&e);
         }
-        let Some(segment_start) = gate.admit(input.index, input.flags) else {
-            link.lock().out.skipped += 1;
-            continue;
+        let Some(segment_start) = self.gate.admit(input.index, input.flags) else {
+            self.link.lock().out.skipped += 1;
+            return;
         };
-        let Some(p) = pipe.as_ref() else {
-            link.lock().out.skipped += 1;
-            continue;
-        };
-        // Bound the frames inside the pipeline; a pipeline that stops producing is rebuilt.
-        let stalled = {
-            let mut s = link.lock();
-            let mut waited = Duration::ZERO;
-            while s.pending.len() >= MAX_IN_FLIGHT && waited < STALL {
-                let step = Duration::from_millis(50);
-                s = link
-                    .progress
-                    .wait_timeout(s, step)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
-                waited += step;
-            }
-            s.pending.len() >= MAX_IN_FLIGHT
-        };
-        if stalled {
-            restart(&mut pipe, &mut gate, "no picture came out");
-            link.lock().out.skipped += 1;
-            continue;
+        if self.pipe.is_none() {
+            self.link.lock().out.skipped += 1;
+            return;
         }
-        let pts = next_pts;
-        next_pts += PTS_STEP_NS;
+        if self.stalled() {
+            self.restart("no picture came out");
+            self.link.lock().out.skipped += 1;
+            return;
+        }
+        let pts = self.next_pts;
+        self.next_pts += PTS_STEP_NS;
+        let key = input.flags & FLAG_KEYFRAME != 0;
         let mut buffer = gst::Buffer::from_slice(AuBytes {
             frame: input.frame,
             start: input.au_start,
         });
         if let Some(b) = buffer.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds(pts));
-            if input.flags & FLAG_KEYFRAME == 0 {
+            if !key {
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
         }
         {
-            let mut s = link.lock();
-            s.pending.insert(
-                pts,
-                Pending {
-                    index: input.index,
-                    reassembled_ns: input.reassembled_ns,
-                    segment_start,
-                },
-            );
+            let mut s = self.link.lock();
+            let pending = Pending {
+                index: input.index,
+                reassembled_ns: input.reassembled_ns,
+                segment_start,
+            };
+            s.pending.insert(pts, pending);
             s.out.pushed += 1;
         }
-        if let Err(e) = p.src.push_buffer(buffer) {
-            restart(
-                &mut pipe,
-                &mut gate,
-                &format!("appsrc refused a buffer: {e}"),
-            );
+        let pushed = self.pipe.as_ref().map(|p| p.src.push_buffer(buffer));
+        if let Some(Err(e)) = pushed {
+            self.restart(&format!("appsrc refused a buffer: {e}"));
         }
     }
-    if let Some(p) = pipe.take() {
-        p.drain();
+
+    /// Bounds the frames inside the pipeline: waits up to [`STALL`] for room; `true` when
+    /// none came (the pipeline stopped producing and is rebuilt).
+    fn stalled(&self) -> bool {
+        let mut s = self.link.lock();
+        let mut waited = Duration::ZERO;
+        while s.pending.len() >= MAX_IN_FLIGHT && waited < STALL {
+            let step = Duration::from_millis(50);
+            s = self
+                .link
+                .progress
+                .wait_timeout(s, step)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+            waited += step;
+        }
+        s.pending.len() >= MAX_IN_FLIGHT
     }
-    let mut s = link.lock();
-    s.abandon_pending();
-    std::mem::take(&mut s.out)
+
+    /// Rebuilds the pipeline (`why`: for the log); the frames inside it are lost.
+    fn restart(&mut self, why: &str) {
+        tracing::warn!(reason = why, "restarting the decoder pipeline");
+        // Drop (→ NULL) before touching the pending frames: the streaming thread is gone then.
+        self.pipe = None;
+        let mut s = self.link.lock();
+        s.abandon_pending();
+        s.out.restarts += 1;
+        drop(s);
+        self.gate.reset();
+        match Pipe::build(self.codec, self.link) {
+            Ok(p) => self.pipe = Some(p),
+            Err(e) => tracing::error!(error = %e, "the decoder pipeline cannot be rebuilt"),
+        }
+    }
+
+    /// Drains the pipeline; what the decoder did.
+    fn finish(mut self) -> DecodeOutcome {
+        if let Some(p) = self.pipe.take() {
+            p.drain();
+        }
+        let mut s = self.link.lock();
+        s.abandon_pending();
+        std::mem::take(&mut s.out)
+    }
 }
 
 /// What the decoded counters say (documented in the README's report schema).

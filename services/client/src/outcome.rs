@@ -113,6 +113,7 @@ impl From<&str> for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use punktfunk_control::error::CODE_CAPACITY;
 
     /// An error whose message ends with its source, as thiserror's `#[error("…: {0}")]`
     /// with `#[from]` makes it.
@@ -145,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_coded_error_keeps_its_code_through_anyhow() {
-        let coded = ClientError::coded("the host refused".into(), Some("capacity".into()));
+        let coded = ClientError::coded("the host refused".into(), Some(CODE_CAPACITY.into()));
         let back = ClientError::from(anyhow::Error::new(coded.clone()));
         assert_eq!(back, coded);
         let plain = ClientError::from(anyhow::anyhow!("local fault"));

@@ -456,6 +456,8 @@ fn print_latency(r: &StreamReport) {
 
 #[cfg(test)]
 mod tests {
+    use punktfunk_control::error::CODE_PAIRING_REQUIRED;
+
     fn trailing(after_frame: Option<u64>, ms: f64) -> super::Gap {
         super::Gap {
             after_frame,
@@ -538,12 +540,12 @@ mod tests {
     fn a_failed_run_reports_the_error_without_host_decided_fields() {
         let e = super::ClientError::coded(
             "the host refused the session: this host requires pairing".into(),
-            Some("pairing-required".into()),
+            Some(CODE_PAIRING_REQUIRED.into()),
         );
         let r = super::StreamReport::failed("deck:9777", e);
         assert_eq!(r.outcome().unwrap_err().exit, super::EXIT_FAILED);
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["error_code"], "pairing-required");
+        assert_eq!(json["error_code"], CODE_PAIRING_REQUIRED);
         assert_eq!(json["host"], "deck:9777");
         assert_eq!(json["frames_received"], 0);
         assert!(json.get("mode").is_none() && json.get("payload").is_none());

@@ -444,6 +444,7 @@ fn print_speed(report: &SpeedReport, json: bool) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::testhost::{self, Behaviour};
+    use punktfunk_control::error::CODE_PAIRING_REQUIRED;
 
     #[test]
     fn modes_parse() {
@@ -506,7 +507,7 @@ mod tests {
     async fn a_host_that_only_closes_is_reported_with_its_reason_and_code() {
         // The host refuses and closes; its Error message never arrived, its close frame did.
         let err = session_error_from(Behaviour::Close(2, "pairing required")).await;
-        assert_eq!(err.code.as_deref(), Some("pairing-required"), "{err}");
+        assert_eq!(err.code.as_deref(), Some(CODE_PAIRING_REQUIRED), "{err}");
         assert!(
             err.message.contains("pairing required") && err.message.contains("punktfunkctl pair"),
             "{err}"

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, Mode, ModeExt, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::Consumer;
 
@@ -77,6 +77,6 @@ fn run(mode: Mode, kbps: u32) {
 }
 
 fn main() {
-    run(Mode::new(1280, 720, 60), 20_000);
-    run(Mode::new(1920, 1080, 60), 20_000);
+    run(mode(1280, 720, 60), 20_000);
+    run(mode(1920, 1080, 60), 20_000);
 }

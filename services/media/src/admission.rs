@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::description::{EncoderKind, Mode};
+use crate::description::{EncoderKind, Mode, ModeExt};
 
 /// Software pixel budget per CPU, in Mpixel/s (2 CPUs → 166 Mpixel/s: three 1280x720@60 fit,
 /// each 55.3 Mpixel/s).
@@ -157,9 +157,10 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::description::mode;
 
-    const HD60: Mode = Mode::new(1280, 720, 60);
-    const FHD60: Mode = Mode::new(1920, 1080, 60);
+    const HD60: Mode = mode(1280, 720, 60);
+    const FHD60: Mode = mode(1920, 1080, 60);
 
     fn sw(mode: Mode) -> Load {
         Load::new(mode, EncoderKind::X264)
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn hardware_streams_count_against_max_streams_only() {
         let b = Budget::new(4, DEFAULT_SOFTWARE_MPIXELS_PER_CPU, 2);
-        let huge = Mode::new(7680, 4320, 120);
+        let huge = mode(7680, 4320, 120);
         let mut running = vec![sw(HD60), sw(HD60), sw(HD60)];
         assert_eq!(b.admit(&running, hw(huge)), Ok(()));
         running.push(hw(huge));
@@ -267,14 +268,14 @@ mod tests {
     fn zero_means_no_software_budget() {
         let b = Budget::new(4, 0, 2);
         assert_eq!(b.software_pixels_per_second, None);
-        assert_eq!(b.admit(&[], sw(Mode::new(7680, 4320, 240))), Ok(()));
+        assert_eq!(b.admit(&[], sw(mode(7680, 4320, 240))), Ok(()));
     }
 
     #[test]
     fn a_mode_change_is_judged_without_the_streams_old_mode() {
         let b = Budget::new(4, DEFAULT_SOFTWARE_MPIXELS_PER_CPU, 2);
         let others = [sw(HD60)];
-        assert_eq!(b.fits(&others, sw(Mode::new(1280, 720, 120))), Ok(()));
+        assert_eq!(b.fits(&others, sw(mode(1280, 720, 120))), Ok(()));
         assert!(matches!(
             b.fits(&others, sw(FHD60)),
             Err(Refusal::SoftwareBudget { .. })

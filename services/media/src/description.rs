@@ -67,13 +67,9 @@ impl From<Codec> for punktfunk_proto::common::Codec {
     }
 }
 
-/// A video mode: width × height at `refresh_mhz` millihertz (59940 = 59.94 Hz).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Mode {
-    pub width: u32,
-    pub height: u32,
-    pub refresh_mhz: u32,
-}
+/// A video mode: the contract's (`punktfunk.common.v1.Mode`): width × height at
+/// `refresh_mhz` millihertz (59940 = 59.94 Hz). What media does with one is [`ModeExt`].
+pub use punktfunk_proto::common::Mode;
 
 /// Limits a mode must satisfy (beyond them a request is refused as INVALID_ARGUMENT): the
 /// encoders' own, wider than the protocol's ([`punktfunk_proto::limits`]) except the refresh
@@ -91,18 +87,33 @@ pub const MAX_MODE: Mode = Mode {
     refresh_mhz: MAX_REFRESH_MHZ,
 };
 
-impl Mode {
-    pub const fn new(width: u32, height: u32, hz: u32) -> Self {
-        Mode {
-            width,
-            height,
-            refresh_mhz: hz * 1000,
-        }
+/// `width` × `height` at a whole `hz`.
+pub const fn mode(width: u32, height: u32, hz: u32) -> Mode {
+    Mode {
+        width,
+        height,
+        refresh_mhz: hz * 1000,
     }
+}
 
+/// What the encoder pipeline needs to know about a [`Mode`].
+pub trait ModeExt {
     /// Checks the mode is something an encoder can be asked for: even sizes (4:2:0), within
-    /// [`MIN_DIMENSION`]..=[`MAX_DIMENSION`], refresh 1–500 Hz.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`MIN_DIMENSION`]..=[`MAX_DIMENSION`], refresh [`MIN_REFRESH_MHZ`]..=[`MAX_REFRESH_MHZ`].
+    fn validate(&self) -> Result<(), String>;
+    /// The frame rate as a reduced GStreamer fraction string, e.g. `60/1`, `60000/1001`.
+    fn framerate(&self) -> String;
+    /// The frame rate as (numerator, denominator): millihertz over 1000, with NTSC rates
+    /// (x*1000/1001, given as e.g. 59940) mapped to their exact fractions.
+    fn framerate_fraction(&self) -> (u32, u32);
+    /// The nominal frame interval in nanoseconds.
+    fn frame_interval_ns(&self) -> u64;
+    /// `1280x720@60`, `1920x1080@59.94`.
+    fn label(&self) -> String;
+}
+
+impl ModeExt for Mode {
+    fn validate(&self) -> Result<(), String> {
         for (what, v) in [("width", self.width), ("height", self.height)] {
             if !(MIN_DIMENSION..=MAX_DIMENSION).contains(&v) {
                 return Err(format!(
@@ -115,22 +126,19 @@ impl Mode {
         }
         if !(MIN_REFRESH_MHZ..=MAX_REFRESH_MHZ).contains(&self.refresh_mhz) {
             return Err(format!(
-                "refresh {} mHz is outside {MIN_REFRESH_MHZ}..={MAX_REFRESH_MHZ} mHz (1–500 Hz)",
+                "refresh {} mHz is outside {MIN_REFRESH_MHZ}..={MAX_REFRESH_MHZ} mHz",
                 self.refresh_mhz
             ));
         }
         Ok(())
     }
 
-    /// The frame rate as a reduced GStreamer fraction string, e.g. `60/1`, `60000/1001`.
-    pub fn framerate(&self) -> String {
+    fn framerate(&self) -> String {
         let (n, d) = self.framerate_fraction();
         format!("{n}/{d}")
     }
 
-    /// The frame rate as (numerator, denominator): millihertz over 1000, with NTSC rates
-    /// (x*1000/1001, given as e.g. 59940) mapped to their exact fractions.
-    pub fn framerate_fraction(&self) -> (u32, u32) {
+    fn framerate_fraction(&self) -> (u32, u32) {
         let m = self.refresh_mhz;
         // 59940 → 60000/1001, 29970 → 30000/1001, 119880 → 120000/1001.
         let ntsc_base = (m as u64 * 1001).div_ceil(1000);
@@ -141,40 +149,17 @@ impl Mode {
         (m / g, 1000 / g)
     }
 
-    /// The nominal frame interval in nanoseconds.
-    pub fn frame_interval_ns(&self) -> u64 {
+    fn frame_interval_ns(&self) -> u64 {
         1_000_000_000_000 / self.refresh_mhz.max(1) as u64
     }
 
-    /// `1280x720@60`, `1920x1080@59.94`.
-    pub fn label(&self) -> String {
+    fn label(&self) -> String {
         let hz = if self.refresh_mhz.is_multiple_of(1000) {
             format!("{}", self.refresh_mhz / 1000)
         } else {
             format!("{:.2}", self.refresh_mhz as f64 / 1000.0)
         };
         format!("{}x{}@{hz}", self.width, self.height)
-    }
-}
-
-/// The contract's mode (`punktfunk.common.v1.Mode`) as the ladder's: the one conversion.
-impl From<punktfunk_proto::common::Mode> for Mode {
-    fn from(m: punktfunk_proto::common::Mode) -> Self {
-        Mode {
-            width: m.width,
-            height: m.height,
-            refresh_mhz: m.refresh_mhz,
-        }
-    }
-}
-
-impl From<Mode> for punktfunk_proto::common::Mode {
-    fn from(m: Mode) -> Self {
-        punktfunk_proto::common::Mode {
-            width: m.width,
-            height: m.height,
-            refresh_mhz: m.refresh_mhz,
-        }
     }
 }
 
@@ -639,17 +624,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn contract_vocabulary_converts_in_one_place() {
-        use punktfunk_proto::common::{Codec as P, Mode as PMode};
+    fn contract_codecs_convert_in_one_place() {
+        use punktfunk_proto::common::Codec as P;
         for c in [Codec::H264, Codec::Hevc] {
             assert_eq!(Codec::try_from(P::from(c)), Ok(c));
         }
         assert_eq!(Codec::try_from(P::Av1), Err(P::Av1));
         assert_eq!(Codec::try_from(P::Unspecified), Err(P::Unspecified));
-        let m = Mode::new(1920, 1080, 60);
-        assert_eq!(Mode::from(PMode::from(m)), m);
         assert_eq!(
-            PMode::from(MAX_MODE).refresh_mhz,
+            MAX_MODE.refresh_mhz,
             punktfunk_proto::limits::MAX_REFRESH_MHZ
         );
         assert_eq!(MAX_MODE.validate(), Ok(()));
@@ -690,7 +673,7 @@ mod tests {
             .collect()
     }
 
-    const M720: Mode = Mode::new(1280, 720, 60);
+    const M720: Mode = mode(1280, 720, 60);
 
     #[test]
     fn ladder_picks_best_available() {
@@ -916,7 +899,7 @@ mod tests {
                 node_id: 42,
                 dmabuf: true,
             },
-            Mode::new(2560, 1440, 120),
+            mode(2560, 1440, 120),
             EncoderKind::NvH265,
             50_000,
         );
@@ -999,7 +982,7 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(Mode::new(1280, 720, 60).framerate(), "60/1");
+        assert_eq!(mode(1280, 720, 60).framerate(), "60/1");
         let ntsc = Mode {
             width: 1920,
             height: 1080,
@@ -1016,11 +999,11 @@ mod tests {
             .framerate(),
             "61/2"
         );
-        assert!(Mode::new(1280, 720, 60).validate().is_ok());
-        assert!(Mode::new(1281, 720, 60).validate().is_err());
-        assert!(Mode::new(0, 720, 60).validate().is_err());
-        assert!(Mode::new(1280, 720, 0).validate().is_err());
-        assert!(Mode::new(100_000, 720, 60).validate().is_err());
+        assert!(mode(1280, 720, 60).validate().is_ok());
+        assert!(mode(1281, 720, 60).validate().is_err());
+        assert!(mode(0, 720, 60).validate().is_err());
+        assert!(mode(1280, 720, 0).validate().is_err());
+        assert!(mode(100_000, 720, 60).validate().is_err());
     }
 
     #[test]

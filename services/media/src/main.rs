@@ -26,7 +26,7 @@ use punktfunk_common::health::Health;
 use punktfunk_common::{alloc, paths};
 use punktfunk_media::admission::{Budget, Load, Refusal};
 use punktfunk_media::config::MediaConfig;
-use punktfunk_media::description::{Codec as MCodec, Mode as MMode, choose_encoder};
+use punktfunk_media::description::{Codec as MCodec, Mode, ModeExt, choose_encoder};
 use punktfunk_media::lease::{self, Lease, Orphaned, Ticket};
 use punktfunk_media::worker::{
     self, EncodeWorker, Source, StreamConfig, WorkerError, pick_encoder,
@@ -160,7 +160,7 @@ impl MediaService {
 
     /// Admits a mode change of stream `id` to `mode` and charges it at once (so concurrent
     /// starts see it). Returns the worker.
-    fn admit_mode(&self, id: &str, mode: Option<MMode>) -> Result<Arc<EncodeWorker>, Status> {
+    fn admit_mode(&self, id: &str, mode: Option<Mode>) -> Result<Arc<EncodeWorker>, Status> {
         let mut streams = self.streams();
         let others = streams.loads(Some(id));
         let stream = streams.running.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -305,7 +305,6 @@ impl Media for MediaService {
         let req = req.into_inner();
         let mode = req
             .mode
-            .map(MMode::from)
             .ok_or_else(|| Status::invalid_argument("mode is required (width, height, refresh)"))?;
         mode.validate()
             .map_err(|e| Status::invalid_argument(format!("invalid mode: {e}")))?;
@@ -423,7 +422,7 @@ impl Media for MediaService {
             .mode
             .as_ref()
             .filter(|m| m.width != 0 || m.height != 0 || m.refresh_mhz != 0)
-            .map(|m| MMode::from(*m));
+            .copied();
         if let Some(m) = &mode {
             m.validate()
                 .map_err(|e| Status::invalid_argument(format!("invalid mode: {e}")))?;
@@ -484,7 +483,7 @@ impl Media for MediaService {
             software_in_use_pixels_per_second: Budget::software_in_use(&loads),
             cpus: u32::try_from(self.cpus).unwrap_or(u32::MAX),
             max_bitrate_kbps: MAX_BITRATE_KBPS,
-            max_mode: Some(punktfunk_media::description::MAX_MODE.into()),
+            max_mode: Some(punktfunk_media::description::MAX_MODE),
         }))
     }
 }

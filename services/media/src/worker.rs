@@ -31,7 +31,7 @@ use punktfunk_ring::{
 
 use crate::counter;
 use crate::description::{
-    Codec, EncoderKind, Mode, PipelineDesc, SourceDesc, choose_encoder, ladder, names,
+    Codec, EncoderKind, Mode, ModeExt, PipelineDesc, SourceDesc, choose_encoder, ladder, names,
 };
 use crate::lease::RingProgress;
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Au, read_for};
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::{Consumer, monotonic_ns};
 
@@ -30,7 +30,7 @@ fn x264_bitrate_drops_live_without_idr_or_restart() {
                 pattern: "snow".into(),
             },
             // 30 Hz keeps the noise encode light on 2 busy cores; the rate is per second either way.
-            mode: Mode::new(1280, 720, 30),
+            mode: mode(1280, 720, 30),
             codec: Codec::H264,
             bitrate_kbps: 20_000,
             encoder: Some(EncoderKind::X264),

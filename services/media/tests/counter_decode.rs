@@ -10,7 +10,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use punktfunk_media::counter;
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, Mode, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::{Consumer, RecordFlags};
 
@@ -71,7 +71,7 @@ fn decode_counters(aus: &[Vec<u8>], w: usize, h: usize) -> Vec<Option<u32>> {
 
 #[test]
 fn counter_survives_x264_and_avdec_and_matches_frame_index() {
-    let (worker, mut consumer) = start(Mode::new(640, 480, 30));
+    let (worker, mut consumer) = start(mode(640, 480, 30));
     let aus = read_n(&mut consumer, 45, Duration::from_secs(20));
     worker.stop();
     let payloads: Vec<Vec<u8>> = aus.iter().map(|a| a.payload.clone()).collect();
@@ -88,11 +88,11 @@ fn counter_survives_x264_and_avdec_and_matches_frame_index() {
 
 #[test]
 fn mode_change_restarts_with_idr_and_discontinuity() {
-    let (worker, mut consumer) = start(Mode::new(640, 480, 30));
+    let (worker, mut consumer) = start(mode(640, 480, 30));
     let first = read_n(&mut consumer, 10, Duration::from_secs(20));
     assert!(first[0].idr(Codec::H264));
     let restarted = worker
-        .reconfigure(None, Some(Mode::new(800, 600, 30)))
+        .reconfigure(None, Some(mode(800, 600, 30)))
         .expect("reconfigure");
     assert!(restarted);
     assert_eq!(worker.generation(), 2);

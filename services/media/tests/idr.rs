@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{read_for, read_n};
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, mode};
 use punktfunk_media::nal;
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::{Consumer, RecordFlags};
@@ -17,7 +17,7 @@ fn x264_one_idr_in_10s_then_one_on_request() {
             source: Source::Test {
                 pattern: "ball".into(),
             },
-            mode: Mode::new(1280, 720, 60),
+            mode: mode(1280, 720, 60),
             codec: Codec::H264,
             bitrate_kbps: 10_000,
             encoder: Some(EncoderKind::X264),

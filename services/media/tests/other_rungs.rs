@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::read_n;
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, mode};
 use punktfunk_media::nal;
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::Consumer;
@@ -18,7 +18,7 @@ fn one_idr_then_one_on_request(kind: EncoderKind, codec: Codec, frames: usize) {
             source: Source::Test {
                 pattern: "ball".into(),
             },
-            mode: Mode::new(640, 360, 60),
+            mode: mode(640, 360, 60),
             codec,
             bitrate_kbps: 2_000,
             encoder: Some(kind),

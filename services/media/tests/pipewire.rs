@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::read_n;
-use punktfunk_media::description::{Codec, EncoderKind, Mode};
+use punktfunk_media::description::{Codec, EncoderKind, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::Consumer;
 
@@ -100,7 +100,7 @@ fn pipewire_node_frames_reach_the_encoder() {
                 node_id: node,
                 dmabuf: false,
             },
-            mode: Mode::new(640, 480, 30),
+            mode: mode(640, 480, 30),
             codec: Codec::H264,
             bitrate_kbps: 4_000,
             encoder: Some(EncoderKind::X264),

@@ -395,3 +395,58 @@ fn a_bitrate_above_what_media_accepts_is_clamped_and_the_welcome_says_so() {
     assert!(!out.status.success(), "{r:#}");
     assert_eq!(r["error_code"], "capacity", "{r:#}");
 }
+
+/// Issue #9 defect 2 (a Reconfigure media rejects used to abandon the stream, leaking it in
+/// media) and #10 (a refusal reaches the client): the client asks mid-stream for a mode beyond
+/// media's encode budget. The stream goes on at the old mode without a break, the client is
+/// told what holds, and once it leaves media runs no stream.
+#[test]
+fn a_reconfiguration_media_refuses_keeps_the_stream_and_tells_the_client() {
+    let mut stack = Stack::start(&[]);
+    stack.pair().expect("pair");
+    let host = stack.host();
+    let out = stack
+        .client(&[
+            "stream",
+            &host,
+            "--duration",
+            "4",
+            "--mode",
+            "640x360@30",
+            "--codec",
+            "h264",
+            "--reconfigure",
+            "1:7680x4320@60:20000",
+            "--json",
+        ])
+        .output()
+        .expect("client");
+    let r = report(&out, &mut stack);
+    let answers = r["reconfigured"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        answers.last().map(|a| a["mode"].clone()),
+        Some(Value::from("640x360@30")),
+        "the host's last word is the mode that holds: {r:#}"
+    );
+    assert_eq!(r["discontinuities"], 0, "{r:#}");
+    assert!(
+        r["frames_received"].as_u64().unwrap_or(0) >= 60,
+        "the stream went on: {r:#}"
+    );
+    assert!(
+        stack
+            .log("transport")
+            .contains("media refused the reconfiguration"),
+        "{}",
+        tail(&stack.log("transport"))
+    );
+    let t = Instant::now();
+    while !media_status(&stack).starts_with("idle") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "media still streams after the client left: {}",
+            media_status(&stack)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

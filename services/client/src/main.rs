@@ -84,6 +84,10 @@ enum Command {
         /// Do not ask the host for audio.
         #[arg(long)]
         no_audio: bool,
+        /// Ask for another mode and bitrate SECS into the run; the report's `reconfigured`
+        /// says what the host put in effect.
+        #[arg(long, value_name = "SECS:WxH@Hz:KBPS")]
+        reconfigure: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                 save_frame,
                 frames_out,
                 no_audio,
+                reconfigure,
                 json,
             } => {
                 let opts = stream::StreamOptions {
@@ -156,6 +161,10 @@ fn main() -> ExitCode {
                     save_frame,
                     frames_out,
                     audio: !no_audio,
+                    reconfigure: reconfigure
+                        .as_deref()
+                        .map(stream::ReconfigureAt::parse)
+                        .transpose()?,
                 };
                 stream::stream(&dir, &name, &host, &opts).await
             }

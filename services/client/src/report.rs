@@ -70,6 +70,14 @@ pub fn frame_stages(
     }
 }
 
+/// The host's answer to a `Reconfigure`: the mode and bitrate in effect afterwards.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Reconfigured {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub bitrate_kbps: u32,
+}
+
 /// A delivery gap between two consecutive received video frames, or (trailing) from the last
 /// one to the end of the run.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -158,6 +166,9 @@ pub struct StreamReport {
     pub keyframes: u64,
     pub discontinuities: u64,
     pub gaps: Vec<Gap>,
+    /// The host's answers to `--reconfigure`: what is in effect afterwards.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconfigured: Vec<Reconfigured>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_frames: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

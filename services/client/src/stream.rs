@@ -49,6 +49,37 @@ pub struct StreamOptions {
     pub frames_out: Option<PathBuf>,
     /// Ask the host for audio (default; `--no-audio` clears it).
     pub audio: bool,
+    /// Ask for another mode and bitrate this far into the run (`--reconfigure`).
+    pub reconfigure: Option<ReconfigureAt>,
+}
+
+/// A `Reconfigure` to send during the run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReconfigureAt {
+    pub after: Duration,
+    pub mode: Mode,
+    pub bitrate_kbps: u32,
+}
+
+impl ReconfigureAt {
+    /// `SECS:WxH@Hz:KBPS`, e.g. `2:1920x1080@60:30000`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let bad = || anyhow::anyhow!("`{s}` is not SECS:WxH@Hz:KBPS (e.g. 2:1920x1080@60:30000)");
+        let mut parts = s.splitn(3, ':');
+        let (Some(secs), Some(mode), Some(kbps)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let secs: f64 = secs.parse().map_err(|_| bad())?;
+        if !(0.0..=86_400.0).contains(&secs) {
+            return Err(bad());
+        }
+        Ok(Self {
+            after: Duration::from_secs_f64(secs),
+            mode: crate::session::parse_mode(mode)?,
+            bitrate_kbps: kbps.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 /// Streams, verifies and measures; prints the report whatever happened (refused, lost, video
@@ -88,7 +119,7 @@ async fn run_stream(
     let settled = Settled::from_welcome(&open)?;
     let key = open.key()?;
     let mut pipeline = start_pipeline(&mut open, &settled, key, opts).await?;
-    let ran = control_loop(&mut open, &mut pipeline, opts.duration).await;
+    let ran = control_loop(&mut open, &mut pipeline, opts).await;
     let collected = teardown(&mut open, pipeline).await?;
     Ok(build_report(host, opts, &open, &settled, ran, collected))
 }
@@ -315,14 +346,19 @@ struct Ran {
     /// CLOCK_MONOTONIC ns when streaming began and ended.
     started_ns: u64,
     ended_ns: u64,
+    /// What the host answered to our `Reconfigure` (what is in effect), in order.
+    reconfigured: Vec<report::Reconfigured>,
 }
 
 /// Serves the control stream for `duration` seconds: host messages, keyframe requests for
 /// lost frames, and `Stats` every second.
-async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, duration: f64) -> Ran {
+async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, opts: &StreamOptions) -> Ran {
     let started = Instant::now();
     let started_ns = now_ns();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(duration.max(0.0));
+    let t0 = tokio::time::Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(opts.duration.max(0.0));
+    let mut reconfigure = opts.reconfigure;
+    let mut reconfigured = Vec::new();
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut clock = None;
     let mut keyframe_requests = 0u64;
@@ -330,8 +366,13 @@ async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, duration: f64) -
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break Ok(()),
             m = open.ctl.next() => {
-                if let Err(e) = on_host_message(open, m, &mut clock).await {
+                if let Err(e) = on_host_message(open, m, &mut clock, &mut reconfigured).await {
                     break Err(e);
+                }
+            }
+            _ = sleep_until_reconfigure(t0, reconfigure) => {
+                if let Some(r) = reconfigure.take() {
+                    let _ = open.ctl.send(&open.session.reconfigure(Some(r.mode), r.bitrate_kbps)).await;
                 }
             }
             Some(index) = pipeline.lost_rx.recv() => {
@@ -348,6 +389,15 @@ async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, duration: f64) -
         elapsed_s: started.elapsed().as_secs_f64(),
         started_ns,
         ended_ns: now_ns(),
+        reconfigured,
+    }
+}
+
+/// Sleeps until the reconfiguration is due; forever without one.
+async fn sleep_until_reconfigure(t0: tokio::time::Instant, r: Option<ReconfigureAt>) {
+    match r {
+        Some(r) => tokio::time::sleep_until(t0 + r.after).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -357,6 +407,7 @@ async fn on_host_message(
     open: &mut Open,
     m: Result<Option<punktfunk_proto::control::HostMessage>, ClientError>,
     clock: &mut Option<ClockEstimate>,
+    reconfigured: &mut Vec<report::Reconfigured>,
 ) -> Result<(), ClientError> {
     let msg = m?.ok_or("the host closed the session")?;
     let actions = open
@@ -370,6 +421,10 @@ async fn on_host_message(
                 let _ = open.ctl.send(&m).await;
             }
             ClientAction::ClockSynced(c) => *clock = Some(c),
+            ClientAction::Reconfigured(r) => reconfigured.push(report::Reconfigured {
+                mode: r.mode.as_ref().map(report::mode_name),
+                bitrate_kbps: r.bitrate_kbps,
+            }),
             ClientAction::Closed { reason, code } => closed = Some((reason, code)),
             _ => {}
         }
@@ -498,6 +553,7 @@ fn build_report(
         keyframes: verified.keyframes,
         discontinuities: verified.discontinuities,
         gaps: verified.gaps.clone(),
+        reconfigured: ran.reconfigured.clone(),
         saved_frame,
         latency_us,
         ..Default::default()

@@ -655,6 +655,27 @@ impl HostSession {
         actions
     }
 
+    /// The shell could not apply the last [`HostAction::Reconfigure`] (media refused that
+    /// mode or bitrate); `mode` and `bitrate_kbps` are what still holds. Returns the
+    /// `Reconfigured` message that tells the client so (None outside a stream).
+    pub fn reconfigure_refused(&mut self, mode: Mode, bitrate_kbps: u32) -> Option<HostMessage> {
+        let data_plane = self.data_plane(&mode);
+        let State::Streaming(cur) = &mut self.state else {
+            return None;
+        };
+        cur.mode = mode;
+        cur.bitrate_kbps = bitrate_kbps;
+        if let Ok(d) = data_plane {
+            cur.data_plane = d;
+        }
+        Some(HostMessage {
+            msg: Some(host_message::Msg::Reconfigured(Reconfigure {
+                mode: Some(mode),
+                bitrate_kbps,
+            })),
+        })
+    }
+
     fn on_probe(&mut self, now_ns: u64, p: ProbeRequest) -> Result<Vec<HostAction>, ProtocolError> {
         if self.probe_until_ns.is_some_and(|t| now_ns < t) {
             return Err(ProtocolError::ProbeInProgress);

@@ -485,6 +485,44 @@ fn session_control_messages() {
 }
 
 #[test]
+fn a_reconfigure_the_shell_could_not_apply_is_reverted_and_told() {
+    let mut s = started(hello_msg(|_| {}));
+    let before = s.resolved().unwrap().clone();
+    let fhd = Mode {
+        width: 1920,
+        height: 1080,
+        refresh_mhz: 30_000,
+    };
+    let a = s
+        .on_message(
+            1,
+            cm(client_message::Msg::Reconfigure(Reconfigure {
+                mode: Some(fhd),
+                bitrate_kbps: 7_000,
+            })),
+        )
+        .unwrap();
+    assert!(matches!(a[0], HostAction::Reconfigure { .. }));
+    // Media refused it: what still holds is the old mode and bitrate, and the client hears so.
+    let m = s
+        .reconfigure_refused(before.mode, before.bitrate_kbps)
+        .expect("streaming");
+    let Some(host_message::Msg::Reconfigured(r)) = m.msg else {
+        panic!("expected Reconfigured, got {m:?}")
+    };
+    assert_eq!(
+        (r.mode, r.bitrate_kbps),
+        (Some(before.mode), before.bitrate_kbps)
+    );
+    let now = s.resolved().unwrap();
+    assert_eq!(
+        (now.mode, now.bitrate_kbps),
+        (before.mode, before.bitrate_kbps)
+    );
+    assert_eq!(now.data_plane, before.data_plane);
+}
+
+#[test]
 fn reconfigure_rules() {
     let mut s = started(hello_msg(|_| {}));
     let rc = |mode, kbps| {

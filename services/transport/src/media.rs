@@ -70,14 +70,27 @@ pub enum Command {
     },
 }
 
+/// What the supervisor tells the session.
+#[derive(Debug)]
+pub enum MediaEvent {
+    /// Media refused to restart the stream: final, the session should end and say why.
+    Refused(MediaError),
+    /// Media refused a reconfiguration; the stream goes on at this mode and bitrate.
+    Kept {
+        mode: Mode,
+        bitrate_kbps: u32,
+        reason: String,
+    },
+}
+
 /// A media stream under supervision; dropping it without [`MediaSession::stop`] aborts the
 /// supervisor (the stream then ends when media notices nothing reads it — prefer `stop`).
 pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The supervisor's final word when media refuses a restarted stream.
-    refused: mpsc::UnboundedReceiver<MediaError>,
+    /// What the supervisor tells the session.
+    events: mpsc::UnboundedReceiver<MediaEvent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,13 +176,13 @@ impl MediaSession {
         let running = start_stream(&runtime_dir, &plan, &outputs, &events_tx, false).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (refused_tx, refused) = mpsc::unbounded_channel();
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
         let shell = Shell {
             runtime_dir,
             plan,
             outputs,
             events_tx,
-            refused: refused_tx,
+            session: session_tx,
             running: Some(running),
             last_error: None,
         };
@@ -178,14 +191,13 @@ impl MediaSession {
             commands,
             stop: Some(stop_tx),
             task: Some(task),
-            refused,
+            events: session_rx,
         })
     }
 
-    /// Resolves when media refused to restart the stream (final: the session should end and
-    /// tell the client why); pending forever otherwise.
-    pub async fn refused(&mut self) -> MediaError {
-        match self.refused.recv().await {
+    /// The supervisor's next word for the session; pending forever when it has none.
+    pub async fn event(&mut self) -> MediaEvent {
+        match self.events.recv().await {
             Some(e) => e,
             None => std::future::pending().await,
         }
@@ -221,7 +233,7 @@ struct Shell {
     plan: MediaPlan,
     outputs: Outputs,
     events_tx: mpsc::UnboundedSender<PumpEvent>,
-    refused: mpsc::UnboundedSender<MediaError>,
+    session: mpsc::UnboundedSender<MediaEvent>,
     running: Option<Running>,
     /// Why the last restart failed (a refusal is handed to the session as it came).
     last_error: Option<MediaError>,
@@ -325,7 +337,14 @@ impl Shell {
                     code: tonic::Code::FailedPrecondition,
                     message: reason,
                 });
-                let _ = self.refused.send(e);
+                let _ = self.session.send(MediaEvent::Refused(e));
+            }
+            Action::Kept(plan, reason) => {
+                let _ = self.session.send(MediaEvent::Kept {
+                    mode: plan.mode,
+                    bitrate_kbps: plan.bitrate_kbps,
+                    reason,
+                });
             }
         }
         Some(())

@@ -28,7 +28,7 @@ use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 use crate::config::Source;
 use crate::host::{Host, SessionEntry};
-use crate::media::{self, MediaError, MediaPlan, MediaSession, Outputs};
+use crate::media::{self, MediaError, MediaEvent, MediaPlan, MediaSession, Outputs};
 use crate::pump::PumpShared;
 use crate::stream::{DataPlane, connect_socket};
 
@@ -215,11 +215,11 @@ impl Session {
         }
     }
 
-    /// Resolves when media refused to restart the stream (final: end the session and tell the
-    /// client why); never for a session without media.
-    pub async fn refused(&mut self) -> MediaError {
+    /// The next thing media's supervisor reports (a final refusal, a refused
+    /// reconfiguration); never for a session without media.
+    pub async fn media_event(&mut self) -> MediaEvent {
         match &mut self.feed {
-            Feed::Media { media, .. } => media.refused().await,
+            Feed::Media { media, .. } => media.event().await,
             _ => std::future::pending().await,
         }
     }

@@ -70,6 +70,9 @@ pub enum Action {
     Restart(Plan),
     /// Media refused to run the stream again: final. The session ends and tells its client.
     Refused(String),
+    /// Media refused a reconfiguration: the stream goes on with this plan (what held before);
+    /// the session tells its client what is in effect, and why.
+    Kept(Plan, String),
 }
 
 /// How a call to media ended.
@@ -223,7 +226,10 @@ impl Supervisor {
         };
         match outcome {
             CallOutcome::Done => self.plan = asked,
-            CallOutcome::Refused(_) => {}
+            CallOutcome::Refused(reason) => {
+                self.actions
+                    .push_back(Action::Kept(self.plan.clone(), reason));
+            }
             CallOutcome::Gone => {
                 if matches!(self.state, State::Running | State::Probing) {
                     self.lose(now);
@@ -497,7 +503,11 @@ mod tests {
         };
         assert_eq!(drain(&mut s), vec![Action::Reconfigure(asked)]);
         s.handle_reconfigure_result(t0, CallOutcome::Refused("above 500000".into()));
-        assert!(drain(&mut s).is_empty(), "no restart, no abandon");
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::Kept(plan(), "above 500000".into())],
+            "no restart, no abandon: the session is told what holds"
+        );
         assert_eq!(s.plan(), &plan());
         // An accepted one becomes the plan a restart would use.
         s.handle_reconfigure(t0, 10_000, None);

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::{Reader, Stream, close, error_msg};
 use crate::config::Source;
-use crate::media;
+use crate::media::{self, MediaEvent};
 use crate::session::{ProbeStats, Protocol, Session, SessionSpec};
 use crate::stream::now_ns;
 
@@ -242,16 +242,39 @@ impl Driver {
                     }
                     Err(e @ RecvError::Lost(_)) => Err(End(e.to_string())),
                 },
-                e = media_refused(&mut self.live) => {
-                    let m = error_msg(e.client_code(), e.to_string());
-                    self.s.refuse(m, close::REFUSED, e.client_code()).await;
-                    return Err(End(e.to_string()));
-                }
+                ev = media_event(&mut self.live) => self.on_media_event(ev).await?,
                 Some(done) = self.probes.join_next() => {
                     if let Ok(stats) = done {
                         let m = self.machine.probe_finished(probe_result(stats));
                         self.s.send(&m).await.map_err(|e| End(format!("send failed: {e}")))?;
                     }
+                }
+            }
+        }
+    }
+
+    /// A refused restart ends the session with media's reason; a refused reconfiguration
+    /// tells the client what still holds.
+    async fn on_media_event(&mut self, ev: MediaEvent) -> Result<(), End> {
+        match ev {
+            MediaEvent::Refused(e) => {
+                let m = error_msg(e.client_code(), e.to_string());
+                self.s.refuse(m, close::REFUSED, e.client_code()).await;
+                Err(End(e.to_string()))
+            }
+            MediaEvent::Kept {
+                mode,
+                bitrate_kbps,
+                reason,
+            } => {
+                tracing::info!(client = %self.s.fp.short(), bitrate_kbps, %reason, "told the client its reconfiguration was refused");
+                match self.machine.reconfigure_refused(mode, bitrate_kbps) {
+                    Some(m) => self
+                        .s
+                        .send(&m)
+                        .await
+                        .map_err(|e| End(format!("send failed: {e}"))),
+                    None => Ok(()),
                 }
             }
         }
@@ -271,10 +294,10 @@ impl Driver {
     }
 }
 
-/// Resolves when media refused to restart this session's stream; never without one.
-async fn media_refused(live: &mut Option<Session>) -> media::MediaError {
+/// The next report of this session's media supervisor; never without media.
+async fn media_event(live: &mut Option<Session>) -> MediaEvent {
     match live {
-        Some(l) => l.refused().await,
+        Some(l) => l.media_event().await,
         None => std::future::pending().await,
     }
 }

@@ -2,6 +2,7 @@
 //! messages. Generated at build time from `proto/punktfunk/*.proto`. Modules mirror the
 //! protobuf packages (`punktfunk.<api>.v1` → `<api>::v1`, re-exported one level up) because
 //! the generated code refers across packages by relative path.
+#![forbid(unsafe_code)]
 
 /// The native protocol's name, as people, logs and mDNS see it; the QUIC ALPN carries the same
 /// bytes (`punktfunk_control::ALPN`, `punktfunk_tls::ALPN`, discovery's `proto` TXT value).

@@ -2,6 +2,7 @@
 //!
 //! `discover` lists hosts on the LAN, `pair` runs the PIN ceremony once, `stream` receives,
 //! verifies and measures a stream, `speed-test` measures the data plane's goodput.
+#![forbid(unsafe_code)]
 
 mod audio;
 mod conn;

@@ -69,7 +69,6 @@
 //! that TLS session.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod client;
 pub mod clock;

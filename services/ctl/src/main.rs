@@ -1,5 +1,6 @@
 //! punktfunkctl: the command line over the daemons' gRPC APIs. Human tables by default,
 //! `--json` for scripts; exit codes that mean something.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

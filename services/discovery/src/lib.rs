@@ -18,6 +18,7 @@
 //! pairing (certificate pinning) on the QUIC connection.
 //!
 //! The `pf-mdns` binary in this crate wraps both sides for tests and people.
+#![forbid(unsafe_code)]
 
 mod advertise;
 mod browse;

@@ -11,6 +11,7 @@
 //! is set to neutral (128) so colour bleeding cannot shift the luma decision. The reader averages
 //! the central half of each block and thresholds at 128, which survives lossy encoding at any sane
 //! bitrate.
+#![forbid(unsafe_code)]
 
 /// Marker blocks, then data blocks.
 pub const MARKER: [bool; 4] = [true, false, true, false];

@@ -1,5 +1,6 @@
 //! punktfunk-input: virtual input devices (docs/architecture.md) — uinput keyboard/mouse/pads
 //! and a UHID DualSense with feedback. For now it serves `Health` and declares its API.
+#![forbid(unsafe_code)]
 
 use std::pin::Pin;
 use std::process::ExitCode;

@@ -8,6 +8,7 @@
 //! * [`lease`] — when a stream has lost its consumer (reaped without StopStream);
 //! * [`admission`] — the encode budget a new stream or a bigger mode must fit;
 //! * [`config`] — `media.toml`.
+#![forbid(unsafe_code)]
 
 pub use punktfunk_framecount as counter;
 pub mod admission;

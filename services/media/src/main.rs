@@ -11,6 +11,7 @@
 //! [`lease::REAP_INTERVAL`] and stops orphans the way StopStream does. StartStream and a
 //! Reconfigure to a bigger mode are admitted against the encode budget
 //! ([`punktfunk_media::admission`]); Capabilities reports the ladder and the budget.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;

@@ -10,6 +10,7 @@
 //!
 //! Everything protocol-level (what the messages mean, the state machines) stays in the sans-IO
 //! `punktfunk-control`; this crate only moves bytes.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 

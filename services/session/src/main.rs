@@ -1,6 +1,7 @@
 //! punktfunk-session: the compositor-session manager (docs/architecture.md). It will start
 //! headless gamescope/KWin/weston/sway outputs at a client's mode and hand their screencast to
 //! media; for now it serves `Health` and declares its API.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

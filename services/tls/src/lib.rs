@@ -10,6 +10,7 @@
 //! - the client pins the host's fingerprint: the TLS handshake fails on any other certificate.
 //!
 //! Only TLS 1.3 (QUIC requires it), ALPN `punktfunk/1`, the ring crypto provider.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io::Write;

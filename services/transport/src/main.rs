@@ -1,6 +1,7 @@
 //! punktfunk-transport: the network-facing daemon and per-client session orchestrator
 //! (docs/architecture.md): punktfunk/1 over QUIC with PIN pairing, the UDP data plane,
 //! mDNS discovery, and the gRPC API `punktfunkctl` uses.
+#![forbid(unsafe_code)]
 
 mod api;
 mod config;

@@ -23,29 +23,39 @@ pub const ENVELOPE_LEN: usize = 40;
 const MAGIC: &[u8; 4] = b"PFAU";
 const VERSION: u8 = 1;
 
-/// Envelope flags.
+/// Envelope flag: the AU is a keyframe.
 pub const FLAG_KEYFRAME: u8 = 1;
+/// Envelope flag: frames were dropped before this one (e.g. media restarted).
 pub const FLAG_DISCONTINUITY: u8 = 2;
 
 /// The host-side stage timestamps of one AU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuTiming {
+    /// `FLAG_*` bits.
     pub flags: u8,
+    /// When the frame was captured (CLOCK_MONOTONIC ns).
     pub captured_ns: u64,
+    /// When the encoder received the frame.
     pub encode_start_ns: u64,
+    /// When the encoder produced the access unit.
     pub encode_end_ns: u64,
+    /// When transport read the AU (from the ring or the generator).
     pub handed_ns: u64,
 }
 
 /// Why an envelope was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
+    /// The frame (length given) is shorter than [`ENVELOPE_LEN`].
     #[error("frame of {0} bytes is shorter than the AU envelope")]
     Short(usize),
+    /// The frame does not start with the `PFAU` magic.
     #[error("frame does not start with the AU envelope magic")]
     Magic,
+    /// The envelope version (given) is not supported.
     #[error("AU envelope version {0} is not supported")]
     Version(u8),
+    /// The envelope's header-length field (given) is invalid.
     #[error("AU envelope header length {0} is invalid")]
     HeaderLen(u16),
 }

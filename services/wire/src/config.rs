@@ -62,28 +62,44 @@ impl Default for DataPlaneConfig {
 /// Why a [`DataPlaneConfig`] was rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// `shard_bytes` is odd or below 2.
     #[error("shard_bytes must be even and at least 2 (got {0})")]
     ShardBytes(u32),
     #[error(
         "packet of {packet} bytes (header {HEADER_LEN} + shard + tag {TAG_LEN}) exceeds max_udp_payload {max}"
     )]
-    PacketTooLarge { packet: u32, max: u32 },
+    /// A sealed packet would exceed `max_udp_payload`.
+    PacketTooLarge {
+        /// Size of one sealed packet in bytes.
+        packet: u32,
+        /// The configured `max_udp_payload`.
+        max: u32,
+    },
+    /// `max_udp_payload` is above [`MAX_UDP_PAYLOAD`].
     #[error("max_udp_payload must be at most {MAX_UDP_PAYLOAD} (got {0})")]
     UdpPayload(u32),
+    /// `max_data_shards` is zero or above the limit.
     #[error("max_data_shards must be in 1..={MAX_DATA_SHARDS_LIMIT} (got {0})")]
     MaxDataShards(u32),
+    /// `parity_permille` is above 1000.
     #[error("parity_permille must be at most 1000 (got {0})")]
     ParityPermille(u32),
+    /// `parity_floor` is above `max_data_shards`.
     #[error("parity_floor must be at most max_data_shards (got {0})")]
     ParityFloor(u32),
+    /// `max_frame_bytes` is zero or above the limit.
     #[error("max_frame_bytes must be in 1..={MAX_FRAME_BYTES_LIMIT} (got {0})")]
     MaxFrameBytes(u32),
+    /// A max-size frame would need more blocks (given) than the 16-bit header field holds.
     #[error("a max-size frame would need {0} blocks; at most 65535 fit the header")]
     TooManyBlocks(u64),
+    /// `frames_in_flight` is zero or above the limit.
     #[error("frames_in_flight must be in 1..={MAX_FRAMES_IN_FLIGHT} (got {0})")]
     FramesInFlight(u32),
+    /// `frame_interval_ns` is zero or above 10 s.
     #[error("frame_interval_ns must be in 1..=10 s (got {0})")]
     FrameInterval(u64),
+    /// `loss_deadline_intervals` is outside 1..=1000.
     #[error("loss_deadline_intervals must be in 1..=1000 (got {0})")]
     LossDeadline(u32),
 }

@@ -55,6 +55,7 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// A sealer for `kind` under `key`, starting at sequence number 0.
     pub fn new(key: &SessionKey, kind: StreamKind) -> Self {
         Self::with_initial_sequence(key, kind, 0)
     }
@@ -136,6 +137,7 @@ pub struct Opener {
 pub struct AuthError;
 
 impl Opener {
+    /// An opener for `kind` packets sealed under `key`.
     pub fn new(key: &SessionKey, kind: StreamKind) -> Self {
         Self {
             cipher: Aes128Gcm::new(&key.key.into()),

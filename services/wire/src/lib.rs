@@ -115,6 +115,7 @@
 //! Sockets, `sendmmsg`/`recvmmsg`/GSO, threads, sleeping/spinning between pacing chunks,
 //! clocks, key derivation (TLS exporter) and the control plane. Also the GameStream formats
 //! (to be added beside this module set).
+#![forbid(unsafe_code)]
 
 pub mod au;
 pub mod config;

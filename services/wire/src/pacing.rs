@@ -33,7 +33,9 @@ impl Default for PacingConfig {
 /// A run of consecutive packets to send `offset_ns` after the frame's send start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaceChunk {
+    /// Indices of the packets in this run, into the frame's batch.
     pub packets: Range<usize>,
+    /// When to send the run, in ns after the frame's send start.
     pub offset_ns: u64,
 }
 

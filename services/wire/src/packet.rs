@@ -15,7 +15,9 @@ pub(crate) const SEQ_OFFSET: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum StreamKind {
+    /// Encoded video access units.
     Video = 0,
+    /// Encoded audio packets (Opus).
     Audio = 1,
     /// Speed-test probe traffic (content is synthetic).
     Probe = 2,
@@ -44,6 +46,7 @@ const FLAGS_KNOWN: u8 = FLAG_KEYFRAME | FLAG_LAST_BLOCK | FLAG_PARITY;
 /// Decoded packet header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketHeader {
+    /// The stream this packet belongs to.
     pub kind: StreamKind,
     /// `FLAG_*` bits.
     pub flags: u8,
@@ -53,35 +56,61 @@ pub struct PacketHeader {
     pub frame_index: u32,
     /// Length of the whole access unit in bytes (padding is stripped with it).
     pub frame_len: u32,
+    /// Index of this packet's FEC block within the frame.
     pub block_index: u16,
+    /// Number of FEC blocks the frame is split into.
     pub block_count: u16,
     /// Shard index within the block: `0..data_shards` are data, then parity.
     pub shard_index: u16,
+    /// Number of data shards in this block.
     pub data_shards: u16,
+    /// Number of parity shards in this block.
     pub parity_shards: u16,
 }
 
 /// Why a byte string is not a well-formed packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The packet (length given) cannot hold a header and a tag.
     #[error("packet of {0} bytes is shorter than header + tag")]
     TooShort(usize),
+    /// The version byte (given) is not [`VERSION`].
     #[error("unsupported version {0}")]
     Version(u8),
+    /// The stream-kind byte (given) names no [`StreamKind`].
     #[error("unknown stream kind {0}")]
     Kind(u8),
+    /// Flag bits outside the known `FLAG_*` set are set (the flags byte is given).
     #[error("reserved flag bits set: {0:#04x}")]
     Flags(u8),
+    /// Reserved header bytes are not zero.
     #[error("reserved header bytes are not zero")]
     Reserved,
+    /// The block index is not below the block count.
     #[error("block index {index} not below block count {count}")]
-    BlockIndex { index: u16, count: u16 },
+    BlockIndex {
+        /// The packet's block index.
+        index: u16,
+        /// The frame's block count.
+        count: u16,
+    },
+    /// The block claims zero data shards.
     #[error("block has no data shards")]
     NoDataShards,
+    /// The shard index is beyond the block's data + parity shards.
     #[error("shard index {index} beyond data {data} + parity {parity}")]
-    ShardIndex { index: u16, data: u16, parity: u16 },
+    ShardIndex {
+        /// The packet's shard index.
+        index: u16,
+        /// Data shards in the block.
+        data: u16,
+        /// Parity shards in the block.
+        parity: u16,
+    },
+    /// The parity flag disagrees with whether the shard index is a parity index.
     #[error("parity flag disagrees with the shard index")]
     ParityFlag,
+    /// The last-block flag disagrees with whether this is the frame's last block.
     #[error("last-block flag disagrees with the block index")]
     LastBlockFlag,
 }

@@ -11,18 +11,25 @@ use std::collections::VecDeque;
 /// them mean "drop the datagram and carry on".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
+    /// The packet header did not parse.
     #[error("malformed packet: {0}")]
     Malformed(#[from] ParseError),
+    /// The packet belongs to another stream kind (given) than this reassembler's.
     #[error("packet of stream {0:?} pushed to another stream's reassembler")]
     WrongStream(StreamKind),
+    /// The header's block or shard layout disagrees with the negotiated config (what is named).
     #[error("packet disagrees with the negotiated layout: {0}")]
     Layout(&'static str),
+    /// The AEAD tag did not verify.
     #[error("packet failed authentication")]
     AuthFailed,
+    /// The sequence number or shard position was seen before.
     #[error("duplicate packet")]
     Duplicate,
+    /// The frame was already completed, given up, or is outside the window.
     #[error("packet for a frame that was already given up or fell out of the window")]
     Late,
+    /// Reed-Solomon recovery failed for the block.
     #[error("reed-solomon decoder failed")]
     Fec,
 }
@@ -54,6 +61,7 @@ pub struct Counters {
     pub recovered_shards: u64,
     /// Blocks that needed the decoder.
     pub recovered_blocks: u64,
+    /// Frames handed out complete.
     pub frames_completed: u64,
     /// Frames reported lost (including skipped ones).
     pub frames_lost: u64,
@@ -67,7 +75,9 @@ pub struct Counters {
 pub struct CompleteFrame<'a> {
     /// Extended (64-bit, unwrapped) frame index.
     pub index: u64,
+    /// The stream the frame came on.
     pub kind: StreamKind,
+    /// True if the sender flagged the frame as a keyframe.
     pub keyframe: bool,
     /// The access unit, padding stripped.
     pub data: &'a [u8],
@@ -82,14 +92,18 @@ pub struct CompleteFrame<'a> {
 /// Output of [`Reassembler::poll_event`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
+    /// A frame arrived whole (possibly after FEC recovery).
     FrameComplete(CompleteFrame<'a>),
     /// The frame can no longer complete (deadline passed or it fell out of the window).
     FrameLost {
+        /// Extended index of the lost frame.
         index: u64,
     },
     /// `count` frames starting at `first` were never seen before the window jumped past them.
     FramesSkipped {
+        /// Extended index of the first skipped frame.
         first: u64,
+        /// How many consecutive frames were skipped.
         count: u64,
     },
 }
@@ -215,6 +229,7 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
+    /// Validates `cfg` and creates the receiver core for one stream kind under `key`.
     pub fn new(
         cfg: DataPlaneConfig,
         key: &SessionKey,
@@ -243,6 +258,7 @@ impl Reassembler {
         })
     }
 
+    /// The validated data-plane config this reassembler runs with.
     pub fn config(&self) -> &DataPlaneConfig {
         &self.cfg
     }
@@ -257,6 +273,7 @@ impl Reassembler {
         }
     }
 
+    /// A snapshot of the monotonic counters.
     pub fn counters(&self) -> Counters {
         self.counters
     }

@@ -15,8 +15,11 @@ use reed_solomon_simd::ReedSolomonEncoder;
 pub struct FrameSummary {
     /// Total packets in the batch.
     pub packets: u32,
+    /// Packets carrying data shards.
     pub data_packets: u32,
+    /// Packets carrying Reed-Solomon parity shards.
     pub parity_packets: u32,
+    /// FEC blocks the frame was cut into.
     pub blocks: u32,
     /// Sequence number of the first packet; the rest follow consecutively.
     pub first_seq: u64,
@@ -26,10 +29,18 @@ pub struct FrameSummary {
 /// The error of every [`Packetize`] implementation (a new packetizer adds its variants here).
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 pub enum PacketizeError {
+    /// The access unit is larger than the config's `max_frame_bytes`.
     #[error("access unit of {len} bytes exceeds max_frame_bytes {max}")]
-    FrameTooLarge { len: usize, max: u32 },
+    FrameTooLarge {
+        /// Size of the access unit in bytes.
+        len: usize,
+        /// The config's `max_frame_bytes`.
+        max: u32,
+    },
+    /// Sealing failed (the sequence space is exhausted).
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The Reed-Solomon encoder rejected the block.
     #[error("reed-solomon encoder: {0}")]
     Fec(reed_solomon_simd::Error),
 }
@@ -71,6 +82,7 @@ impl Packetizer {
         })
     }
 
+    /// The validated data-plane config this packetizer runs with.
     pub fn config(&self) -> &DataPlaneConfig {
         &self.cfg
     }

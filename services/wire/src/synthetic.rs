@@ -20,16 +20,32 @@ const MAGIC: &[u8; 4] = b"PFSY";
 /// Why an AU failed verification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// The AU (length given) is shorter than [`SYNTH_HEADER_LEN`].
     #[error("AU of {0} bytes is shorter than the synthetic header")]
     TooShort(usize),
+    /// The AU does not start with the `PFSY` magic.
     #[error("bad magic")]
     Magic,
+    /// The AU carries another frame index than expected.
     #[error("AU carries index {found}, expected {expected}")]
-    Index { expected: u64, found: u64 },
+    Index {
+        /// The frame index the caller expected.
+        expected: u64,
+        /// The frame index written in the AU.
+        found: u64,
+    },
+    /// The AU's length disagrees with its header.
     #[error("AU is {actual} bytes, header says {claimed}")]
-    Length { claimed: u32, actual: usize },
+    Length {
+        /// The length written in the header.
+        claimed: u32,
+        /// The AU's real length.
+        actual: usize,
+    },
+    /// The FNV-1a checksum does not match the body.
     #[error("checksum mismatch")]
     Checksum,
+    /// The body differs from the regenerated stream at the given byte offset.
     #[error("content differs at byte {0}")]
     Content(usize),
 }
@@ -37,7 +53,9 @@ pub enum VerifyError {
 /// Parameters of the synthetic stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntheticConfig {
+    /// Average bitrate of the stream in bits per second.
     pub bitrate_bps: u64,
+    /// Frames per second.
     pub fps: u32,
     /// Every `keyframe_every`-th frame (starting with frame 0) is a keyframe.
     pub keyframe_every: u32,
@@ -62,8 +80,11 @@ impl Default for SyntheticConfig {
 /// Metadata of a generated AU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntheticFrame {
+    /// Frame index, from 0.
     pub index: u64,
+    /// True for every `keyframe_every`-th frame.
     pub keyframe: bool,
+    /// Size of the AU in bytes.
     pub len: usize,
     /// Presentation time relative to frame 0, ns.
     pub pts_ns: u64,
@@ -77,6 +98,7 @@ pub struct SyntheticSource {
 }
 
 impl SyntheticSource {
+    /// A source that starts at frame 0.
     pub fn new(cfg: SyntheticConfig) -> Self {
         Self { cfg, next: 0 }
     }

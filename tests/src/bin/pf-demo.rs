@@ -6,6 +6,7 @@
 //! source with Opus audio over punktfunk/1 on loopback, decodes every picture and packet in the
 //! client, prints a summary, writes a decoded frame and a latency-per-frame plot as PNGs, and
 //! stops everything with SIGTERM.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

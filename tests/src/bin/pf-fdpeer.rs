@@ -3,6 +3,7 @@
 //! one line, and serves until killed.
 //!
 //! usage: pf-fdpeer DIR TEXT TTL_MS
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::time::Duration;

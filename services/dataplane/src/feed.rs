@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 /// What to feed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeedConfig {
+    /// The synthetic stream to generate (bitrate, frame rate, keyframe shape).
     pub source: SyntheticConfig,
     /// Frames to produce (`None`: until stopped).
     pub frames: Option<u64>,
@@ -57,6 +58,7 @@ pub struct FeedControl {
 }
 
 impl FeedControl {
+    /// Controls starting at `cfg`'s bitrate, counting accepted frames into `frames_sent`.
     pub fn new(cfg: &FeedConfig, frames_sent: Arc<AtomicU64>) -> Self {
         Self {
             bitrate_bps: AtomicU64::new(cfg.source.bitrate_bps),
@@ -85,6 +87,7 @@ pub struct FeedReport {
     pub late_ticks: u64,
     /// Waits for queue space (only with `backpressure`).
     pub backpressure_waits: u64,
+    /// How long the feed ran, in ns.
     pub elapsed_ns: u64,
 }
 
@@ -255,6 +258,7 @@ pub struct SyntheticFeed {
 }
 
 impl SyntheticFeed {
+    /// Starts the feed thread, pushing `cfg`'s frames into `sender`.
     pub fn spawn(sender: Arc<Sender>, cfg: FeedConfig) -> std::io::Result<Self> {
         Self::spawn_counting(sender, cfg, Arc::new(AtomicU64::new(0)))
     }

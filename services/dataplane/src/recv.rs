@@ -49,13 +49,18 @@ impl ReceiverConfig {
 /// A completed frame; `data` borrows the reassembler's buffer for the duration of the callback.
 #[derive(Debug)]
 pub struct RxFrame<'a> {
+    /// The stream the frame came on.
     pub kind: StreamKind,
+    /// Extended (64-bit) frame index.
     pub index: u64,
+    /// True if the sender flagged the frame as a keyframe.
     pub keyframe: bool,
+    /// The access unit, padding stripped.
     pub data: &'a [u8],
     /// CLOCK_MONOTONIC ns of the recvmmsg batch that brought the frame's first / completing
     /// packet (one timestamp per batch, taken right after the call returned).
     pub first_arrival_ns: u64,
+    /// (See `first_arrival_ns`: the batch of the completing packet.)
     pub last_arrival_ns: u64,
     /// When the frame was handed to the callback.
     pub delivered_ns: u64,
@@ -66,16 +71,22 @@ pub struct RxFrame<'a> {
 /// What the receive loop reports.
 #[derive(Debug)]
 pub enum RxEvent<'a> {
+    /// A frame arrived whole.
     Frame(RxFrame<'a>),
     /// The frame can no longer complete (loss deadline or window).
     Lost {
+        /// The stream of the lost frame.
         kind: StreamKind,
+        /// Extended index of the lost frame.
         index: u64,
     },
     /// `count` frames from `first` were never seen.
     Skipped {
+        /// The stream of the skipped frames.
         kind: StreamKind,
+        /// Extended index of the first skipped frame.
         first: u64,
+        /// How many consecutive frames were skipped.
         count: u64,
     },
 }
@@ -85,6 +96,7 @@ pub enum RxEvent<'a> {
 pub struct ReceiverStats {
     /// Datagrams taken from the socket and their bytes.
     pub datagrams: u64,
+    /// (See `datagrams`: their total bytes.)
     pub bytes: u64,
     /// recvmmsg calls that returned data.
     pub batches: u64,
@@ -174,6 +186,7 @@ struct StopInner {
 }
 
 impl StopHandle {
+    /// A fresh, unsignalled handle backed by a new eventfd.
     pub fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; we check the result before wrapping it.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -190,6 +203,7 @@ impl StopHandle {
         })
     }
 
+    /// Signals the receive loop to return; wakes it if it is blocked in poll.
     pub fn stop(&self) {
         self.inner.flag.store(true, Relaxed);
         let one: u64 = 1;
@@ -203,6 +217,7 @@ impl StopHandle {
         };
     }
 
+    /// True once [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
         self.inner.flag.load(Relaxed)
     }
@@ -249,6 +264,7 @@ impl ReceiveLoop {
         })
     }
 
+    /// The receiving socket (e.g. for its local address).
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
     }
@@ -258,6 +274,7 @@ impl ReceiveLoop {
         self.rcvbuf
     }
 
+    /// A snapshot of the receive counters.
     pub fn stats(&self) -> ReceiverStats {
         self.stats.snapshot()
     }
@@ -389,8 +406,10 @@ fn add_counters(a: &mut Counters, b: &Counters) {
 /// Why a receiver could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
+    /// A stream's data-plane config was rejected.
     #[error("data-plane config rejected: {0}")]
     Config(#[from] ConfigError),
+    /// Setting up the socket or the stop eventfd failed.
     #[error("socket setup failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -441,6 +460,7 @@ impl Receiver {
         })
     }
 
+    /// A snapshot of the receive thread's counters.
     pub fn stats(&self) -> ReceiverStats {
         self.stats.snapshot()
     }

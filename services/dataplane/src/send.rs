@@ -98,6 +98,7 @@ pub struct SenderConfig {
     pub kind: StreamKind,
     /// Pacing; `None` sends every frame back to back (benchmarks, speed-test probes).
     pub pacing: Option<PacingConfig>,
+    /// How to hand packets to the kernel: UDP GSO, sendmmsg, or probe and choose.
     pub mode: ModeChoice,
     /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
     pub queue_frames: usize,
@@ -161,12 +162,16 @@ impl SenderConfig {
 /// Why a sender could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
+    /// The data-plane config was rejected.
     #[error("data-plane config rejected: {0}")]
     Config(#[from] ConfigError),
+    /// The socket has no peer (`peer_addr` failed).
     #[error("socket must be connected to the peer: {0}")]
     NotConnected(io::Error),
+    /// Setting up the socket or the send thread failed.
     #[error("socket setup failed: {0}")]
     Io(#[from] io::Error),
+    /// [`ModeChoice::Gso`] was asked for but the GSO probe failed.
     #[error("UDP GSO was forced but the kernel refused it: {0}")]
     GsoUnsupported(io::Error),
 }
@@ -176,6 +181,7 @@ pub enum SenderError {
 pub struct Frame {
     /// Frame index of this stream (a session starts at 0).
     pub index: u64,
+    /// True if the AU is a keyframe (flagged on every packet).
     pub keyframe: bool,
     /// The AU; returned to the sender's buffer pool after sending ([`Sender::buffer`]).
     pub data: Vec<u8>,
@@ -184,6 +190,7 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame stamped as queued now.
     pub fn new(index: u64, keyframe: bool, data: Vec<u8>) -> Self {
         Self {
             index,
@@ -208,6 +215,7 @@ pub enum TrySendError {
 }
 
 impl TrySendError {
+    /// The refused frame, to recycle its buffer.
     pub fn into_frame(self) -> Frame {
         match self {
             Self::Full(f) | Self::Disconnected(f) => f,
@@ -218,9 +226,11 @@ impl TrySendError {
 /// What sending one frame cost and when it left.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameReport {
+    /// Frame index of the reported frame.
     pub index: u64,
     /// Packets of the frame (data + parity) and the bytes they occupy on the wire (UDP payload).
     pub packets: u32,
+    /// (See `packets`: their bytes on the wire.)
     pub bytes: u64,
     /// Packets the kernel took; `packets - sent_packets` were dropped (send buffer full or a
     /// send error).
@@ -230,10 +240,13 @@ pub struct FrameReport {
     /// CLOCK_MONOTONIC ns: frame queued by the caller (0 if unknown), first and last send
     /// call returned.
     pub queued_ns: u64,
+    /// (See `queued_ns`: first send call returned.)
     pub first_sent_ns: u64,
+    /// (See `queued_ns`: last send call returned.)
     pub last_sent_ns: u64,
     /// Thread CPU time of packetize (FEC + seal) and of the send calls; waits excluded.
     pub packetize_cpu_ns: u64,
+    /// (See `packetize_cpu_ns`: CPU in the send calls.)
     pub send_cpu_ns: u64,
     /// Wall time spent waiting between chunks (pacing).
     pub pacing_wait_ns: u64,
@@ -321,6 +334,7 @@ impl StatsInner {
 pub struct SenderStats {
     /// Mode in use now (it can change once, from Gso to Sendmmsg, on a run-time fallback).
     pub mode: SendMode,
+    /// Packets the kernel accepted.
     pub packets_sent: u64,
     /// The sequence number the next sealed packet would get (every sealed packet counts,
     /// sent or dropped): where a replacement sender of the same kind must start.
@@ -346,6 +360,7 @@ pub struct SenderStats {
     pub pacing_wait_ns: u64,
     /// Sum of thread CPU time in packetize (FEC + seal) and in send calls.
     pub packetize_cpu_ns: u64,
+    /// (See `packetize_cpu_ns`: the send calls' share.)
     pub send_cpu_ns: u64,
     /// CPU per frame (packetize + send), log2 µs buckets, see [`CPU_BUCKETS`].
     pub cpu_hist: [u64; CPU_BUCKETS],
@@ -469,10 +484,12 @@ impl SendPipeline {
         self.sndbuf
     }
 
+    /// The connected sending socket.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
     }
 
+    /// A snapshot of the sender's counters.
     pub fn stats(&self) -> SenderStats {
         self.stats.snapshot()
     }
@@ -775,6 +792,7 @@ impl Sender {
         self.sndbuf
     }
 
+    /// A snapshot of the send thread's counters.
     pub fn stats(&self) -> SenderStats {
         self.stats.snapshot()
     }

@@ -66,7 +66,9 @@ pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -
     };
     if r == 0 {
         Ok(value)
+    /// SO_SNDBUF.
     } else {
+    /// SO_RCVBUF.
         Err(io::Error::last_os_error())
     }
 }
@@ -180,6 +182,7 @@ pub fn gso_segments(stride: usize) -> usize {
 pub const MAX_MMSG: usize = 1024;
 
 /// Reusable `mmsghdr`/`iovec`/cmsg arrays for `sendmmsg` on a connected socket.
+    /// Scratch arrays sized for [`MAX_MMSG`] messages.
 pub struct SendScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -279,6 +282,7 @@ impl SendScratch {
             )
         };
         if r < 0 {
+    /// A ring of `batch` (clamped to 1..=[`MAX_MMSG`]) slots of `slot` bytes.
             return Err(io::Error::last_os_error());
         }
         let msgs = r as usize;

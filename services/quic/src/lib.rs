@@ -51,6 +51,7 @@ pub struct FramedRecv<M> {
 }
 
 impl<M: prost::Message + Default> FramedRecv<M> {
+    /// A reader of length-prefixed `M` messages from `recv`.
     pub fn new(recv: quinn::RecvStream) -> Self {
         Self {
             recv,
@@ -83,8 +84,10 @@ impl<M: prost::Message + Default> FramedRecv<M> {
 /// Why a message could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// The message could not be framed (e.g. it exceeds the size limit).
     #[error("{0}")]
     Encode(#[from] FrameError),
+    /// Writing to the QUIC stream failed.
     #[error("{0}")]
     Write(#[from] quinn::WriteError),
 }

@@ -30,17 +30,30 @@ pub enum NetlabError {
     #[error(
         "network-namespace tests need root (CAP_SYS_ADMIN + CAP_NET_ADMIN); running as uid {0}"
     )]
+    /// The process is not root (its uid is given).
     NotRoot(u32),
+    /// A required tool (named) is not installed.
     #[error("`{0}` not found: install iproute2 and nftables (`just setup`)")]
     Missing(&'static str),
     #[error("`{cmd}` failed: {stderr}")]
-    Command { cmd: String, stderr: String },
+    /// A setup command exited with an error.
+    Command {
+        /// The command line.
+        cmd: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// Running a command or opening a namespace failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A veth device did not come up in time.
     #[error("veth {dev} in {ns} not ready after 5 s: {state}")]
     NotReady {
+        /// The namespace holding the device.
         ns: String,
+        /// The device name.
         dev: String,
+        /// Its last seen operational state.
         state: String,
     },
 }
@@ -167,6 +180,7 @@ impl NetnsPair {
         Ok(pair)
     }
 
+    /// The namespace name of `side`.
     pub fn name(&self, side: Side) -> &str {
         match side {
             Side::A => &self.a,
@@ -174,6 +188,7 @@ impl NetnsPair {
         }
     }
 
+    /// The IPv4 address of `side`'s veth end.
     pub fn addr(&self, side: Side) -> Ipv4Addr {
         match side {
             Side::A => ADDR_A,
@@ -259,14 +274,18 @@ impl Drop for NetnsPair {
 /// [`run_verified`]).
 #[derive(Clone, Debug)]
 pub struct StreamRun {
+    /// Data-plane config of both ends.
     pub data_plane: DataPlaneConfig,
+    /// The synthetic stream to send.
     pub source: SyntheticConfig,
     /// Frames to send.
     pub frames: u64,
     /// Time between produced frames; `data_plane.frame_interval_ns` should equal it so that
     /// pacing spread and loss deadlines scale with it.
     pub feed_interval_ns: u64,
+    /// How the sender hands packets to the kernel.
     pub mode: ModeChoice,
+    /// Frames the send queue holds before dropping.
     pub queue_frames: usize,
     /// The feed waits for queue space instead of dropping (see [`FeedConfig::backpressure`]).
     /// Defaults to on in unoptimized builds, where FEC + AES cost ~0.5 s per 1 MiB frame and
@@ -339,6 +358,7 @@ impl StreamRun {
 /// What [`run_verified`] saw.
 #[derive(Clone, Debug, Default)]
 pub struct StreamOutcome {
+    /// Frames the run was asked to send (`StreamRun::frames`).
     pub frames: u64,
     /// Frames delivered and byte-identical to the synthetic source (`synthetic::verify`).
     pub verified: u64,
@@ -348,10 +368,15 @@ pub struct StreamOutcome {
     pub repeated: u64,
     /// Frames reported lost or skipped by the receiver.
     pub lost: u64,
+    /// The send mode the sender ended up using.
     pub mode: SendMode,
+    /// Why the GSO probe failed, if it did.
     pub gso_probe_error: Option<String>,
+    /// Final sender counters.
     pub sender: SenderStats,
+    /// Final receiver counters.
     pub receiver: ReceiverStats,
+    /// What the feed thread reported.
     pub feed: FeedReport,
     /// First corruption, if any.
     pub first_error: Option<String>,

@@ -34,6 +34,7 @@ pub const ALPN: &[u8] = punktfunk_proto::PROTOCOL_NAME.as_bytes();
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
+    /// The fingerprint of a DER-encoded certificate.
     pub fn of(cert: &[u8]) -> Self {
         Self(Sha256::digest(cert).into())
     }
@@ -75,31 +76,49 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// Why a TLS identity could not be loaded, created or turned into a TLS config.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// Reading or writing the file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not the PEM it should be.
     #[error("{path} is not a valid PEM {what}: {detail}")]
     Pem {
+        /// The file concerned.
         path: PathBuf,
+        /// What it should hold (certificate or private key).
         what: &'static str,
+        /// Why parsing failed.
         detail: String,
     },
     #[error("{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")]
-    Permissions { path: PathBuf, mode: u32 },
+    /// The private key file is readable by group or others.
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Generating a self-signed certificate failed (the reason is given).
     #[error("cannot create a certificate: {0}")]
     Generate(String),
+    /// rustls rejected the certificate, key or configuration (the reason is given).
     #[error("TLS configuration: {0}")]
     Tls(String),
 }
 
 /// A peer's certificate and private key.
 pub struct Identity {
+    /// The DER-encoded self-signed certificate.
     pub cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
+    /// The certificate's SHA-256 fingerprint, the peer's identity.
     pub fingerprint: Fingerprint,
 }
 

@@ -160,7 +160,9 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A reference client: an identity directory and the name it announces.
 #[derive(Clone, Debug)]
 pub struct ClientId {
+    /// The client's config and identity directory.
     pub dir: PathBuf,
+    /// The name it announces when pairing.
     pub name: String,
 }
 
@@ -230,8 +232,11 @@ pub struct Running {
 pub struct Finished {
     /// `None`: it was still running at the deadline and was killed.
     pub status: Option<ExitStatus>,
+    /// Everything it wrote to stdout.
     pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr, lossily decoded.
     pub stderr: String,
+    /// Time from spawn to exit (or kill).
     pub elapsed: Duration,
 }
 
@@ -262,6 +267,7 @@ impl Running {
         }
     }
 
+    /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -299,10 +305,12 @@ impl Running {
 }
 
 impl Finished {
+    /// True if it exited on its own with status 0.
     pub fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
+    /// True if it was killed at the deadline.
     pub fn timed_out(&self) -> bool {
         self.status.is_none()
     }
@@ -392,11 +400,14 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
 /// What "nothing leaked" is measured against: transport's fds while no client is connected.
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline {
+    /// Transport's process id.
     pub pid: u32,
+    /// Its open file descriptors at the time.
     pub fds: usize,
 }
 
 impl Baseline {
+    /// Counts the host's transport fds now.
     pub fn take(host: &impl Host) -> Self {
         let pid = host.transport_pid();
         Self {
@@ -541,7 +552,9 @@ pub fn private_loopback() -> Result<(), String> {
 pub struct Captured {
     /// The whole IPv4 packet.
     pub ip: Vec<u8>,
+    /// UDP source port.
     pub src_port: u16,
+    /// UDP destination port.
     pub dst_port: u16,
 }
 

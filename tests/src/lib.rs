@@ -24,6 +24,7 @@ pub mod native;
 pub mod plot;
 pub mod stack;
 
+/// The four daemons' short names, in start order.
 pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;
 
 /// Directory of the workspace's built binaries (`target/<profile>`), next to the test binary's
@@ -55,17 +56,21 @@ pub fn bin(name: &str) -> PathBuf {
 /// One notification datagram from a daemon, with its arrival time.
 #[derive(Debug, Clone)]
 pub struct Notification {
+    /// When the harness received it.
     pub at: Instant,
+    /// The datagram as text (`KEY=VALUE` lines).
     pub text: String,
 }
 
 /// A `NOTIFY_SOCKET` the harness reads on a thread, like systemd's.
 pub struct NotifySocket {
+    /// Where the socket is bound.
     pub path: PathBuf,
     log: Arc<Mutex<Vec<Notification>>>,
 }
 
 impl NotifySocket {
+    /// Binds the socket at `path` and starts the reader thread.
     pub fn bind(path: PathBuf) -> Self {
         let sock = UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -127,11 +132,14 @@ impl NotifySocket {
 
 /// The sockets systemd would create for `punktfunk-<name>.socket`.
 pub struct ActivationSockets {
+    /// The gRPC listener (fd 3 in the daemon).
     pub grpc: UnixListener,
+    /// The SOCK_SEQPACKET fd-channel listener (fd 4 in the daemon).
     pub fds: OwnedFd,
 }
 
 impl ActivationSockets {
+    /// Binds `<name>.sock` and `<name>.fds` in `dir`, mode 0600.
     pub fn create(dir: &Path, name: &str) -> Self {
         let grpc_path = dir.join(format!("{name}.sock"));
         let fds_path = dir.join(format!("{name}.fds"));
@@ -154,8 +162,11 @@ impl ActivationSockets {
 
 /// Plays systemd for the four daemons: private runtime and config dirs, sockets, notify sockets.
 pub struct Supervisor {
+    /// The private directory holding runtime, config and log dirs.
     pub root: tempfile::TempDir,
+    /// `WATCHDOG_USEC` handed to every daemon.
     pub watchdog_usec: u64,
+    /// One entry per daemon, in [`DAEMONS`] order.
     pub units: Vec<Unit>,
     /// Extra environment per daemon (like `Environment=` in a drop-in).
     pub env: Vec<(&'static str, String, String)>,
@@ -163,10 +174,15 @@ pub struct Supervisor {
 
 /// One daemon under the [`Supervisor`].
 pub struct Unit {
+    /// The daemon's short name (`session`, `media`, ...).
     pub name: &'static str,
+    /// Its socket-activation listeners.
     pub sockets: ActivationSockets,
+    /// Its `NOTIFY_SOCKET`.
     pub notify: NotifySocket,
+    /// The running process, once started.
     pub child: Option<Child>,
+    /// Where its stdout and stderr go.
     pub log_path: PathBuf,
 }
 
@@ -203,18 +219,22 @@ impl Supervisor {
         }
     }
 
+    /// `$XDG_RUNTIME_DIR` of the daemons.
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.path().join("run")
     }
 
+    /// Where the daemons' sockets live (`$XDG_RUNTIME_DIR/punktfunk`).
     pub fn socket_dir(&self) -> PathBuf {
         self.runtime_dir().join("punktfunk")
     }
 
+    /// `$XDG_CONFIG_HOME` of the daemons.
     pub fn config_home(&self) -> PathBuf {
         self.root.path().join("config")
     }
 
+    /// The unit of daemon `name`; panics on an unknown name.
     pub fn unit(&mut self, name: &str) -> &mut Unit {
         self.units
             .iter_mut()
@@ -284,6 +304,7 @@ impl Supervisor {
         drop((high_grpc, high_fds));
     }
 
+    /// Starts every daemon in [`DAEMONS`] order.
     pub fn start_all(&mut self) {
         for name in DAEMONS {
             self.start(name);
@@ -382,7 +403,9 @@ pub fn parse_status(stdout: &[u8]) -> Vec<(String, bool, serde_json::Value)> {
 
 /// A throwaway system user for permission tests, removed again on drop.
 pub struct ThrowawayUser {
+    /// The user's login name.
     pub name: String,
+    /// Its numeric uid.
     pub uid: u32,
 }
 

@@ -9,8 +9,11 @@ use crate::bin;
 
 /// A transport daemon with private runtime/config dirs on a free UDP port.
 pub struct NativeHost {
+    /// The private directory holding `run/`, `config/`, `client/` and the log.
     pub root: tempfile::TempDir,
+    /// The UDP port transport listens on.
     pub port: u16,
+    /// The transport process, while running.
     pub child: Option<Child>,
     extra_env: Vec<(String, String)>,
 }
@@ -43,14 +46,17 @@ impl NativeHost {
         h
     }
 
+    /// Transport's `$XDG_RUNTIME_DIR`.
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.path().join("run")
     }
 
+    /// The file transport's stdout and stderr go to.
     pub fn log_path(&self) -> PathBuf {
         self.root.path().join("transport.log")
     }
 
+    /// Transport's log so far (empty if unreadable).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
@@ -144,6 +150,7 @@ impl NativeHost {
         c
     }
 
+    /// Runs `punktfunk-client` as `name` against this host to completion.
     pub fn client(&self, name: &str, args: &[&str]) -> Output {
         self.client_cmd(name, args)
             .output()

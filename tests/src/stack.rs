@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 use crate::native::free_udp_port;
 use crate::{DAEMONS, Supervisor, bin};
 
+/// All four daemons under a [`Supervisor`], transport on a free port with mDNS off.
 pub struct Stack {
+    /// The supervisor running the daemons.
     pub sup: Supervisor,
+    /// Transport's UDP port.
     pub port: u16,
+    /// The name the test client pairs under.
     pub client_name: String,
 }
 
@@ -41,10 +45,12 @@ impl Stack {
         }
     }
 
+    /// Transport's `address:port`, as the client takes it.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The client's config directory.
     pub fn client_dir(&self) -> PathBuf {
         self.sup.root.path().join("client")
     }

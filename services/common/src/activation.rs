@@ -22,42 +22,68 @@ pub enum Origin {
     /// Passed by the service manager.
     Activated,
     /// Bound by this process at these paths (removed again on clean exit).
-    Bound { grpc: PathBuf, fds: PathBuf },
+    Bound {
+        /// Path of the gRPC socket.
+        grpc: PathBuf,
+        /// Path of the fd-channel socket.
+        fds: PathBuf,
+    },
 }
 
 /// The daemon's listening sockets.
 #[derive(Debug)]
 pub struct Listeners {
+    /// The gRPC API listener.
     pub grpc: UnixListener,
+    /// The SOCK_SEQPACKET fd-channel listener (passes ring fds between daemons).
     pub fds: OwnedFd,
+    /// Whether the service manager passed them or this process bound them.
     pub origin: Origin,
     /// Filesystem path of the gRPC socket, when it has one (used for the readiness probe).
     pub grpc_path: Option<PathBuf>,
 }
 
+/// Why a daemon could not get its listening sockets.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
+    /// `LISTEN_FDS`/`LISTEN_FDNAMES` could not be parsed (the reason is given).
     #[error("invalid socket activation environment: {0}")]
     Environment(String),
     #[error(
         "socket activation passed no {kind} socket (fds: {passed}); the punktfunk-{daemon}.socket unit needs {directive}"
     )]
+    /// Socket activation passed fds, but not the one of this kind.
     Missing {
+        /// The daemon's short name.
         daemon: String,
+        /// Which socket is missing (`grpc` or `fds`).
         kind: &'static str,
+        /// The fd names that were passed.
         passed: String,
+        /// The `.socket` unit directive that would provide it.
         directive: &'static str,
     },
     #[error(
         "another punktfunk-{daemon} is already serving on {path}; stop it first (systemctl --user stop punktfunk-{daemon}.service)"
     )]
-    InUse { daemon: String, path: PathBuf },
+    /// Another instance already answers on the socket path.
+    InUse {
+        /// The daemon's short name.
+        daemon: String,
+        /// The socket path in use.
+        path: PathBuf,
+    },
+    /// Binding, probing or removing a socket failed.
     #[error("{what} {path}: {source}")]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The socket path concerned.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The runtime directory could not be determined.
     #[error(transparent)]
     Path(#[from] paths::PathError),
 }

@@ -37,10 +37,13 @@ pub async fn health(channel: Channel, daemon: &str) -> Result<HealthReply, tonic
 /// Why a daemon could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The daemon's socket could not be connected.
     #[error(transparent)]
     Connect(#[from] uds::ConnectError),
+    /// The daemon answered with an error status.
     #[error("{0}")]
     Call(#[from] tonic::Status),
+    /// The daemon did not answer within the given time.
     #[error("no answer within {} ms: the daemon may be stuck", .0.as_millis())]
     TimedOut(Duration),
 }

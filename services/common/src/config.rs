@@ -42,6 +42,7 @@ impl Default for IpcConfig {
 }
 
 impl IpcConfig {
+    /// Checks the ranges; on error returns the dotted key and what is wrong with it.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if !(100..=60_000).contains(&self.ticket_ttl_ms) {
             return Err((
@@ -60,6 +61,7 @@ impl IpcConfig {
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaseConfig {
+    /// The `[ipc]` table: settings of the inter-daemon channels.
     pub ipc: IpcConfig,
 }
 
@@ -76,6 +78,7 @@ pub struct ConfigError {
     pub source: String,
     /// The dotted key path, when one is to blame.
     pub key: Option<String>,
+    /// What is wrong, for a human.
     pub message: String,
 }
 
@@ -114,8 +117,11 @@ impl ConfigError {
 /// A loaded configuration and the file it came from (which may not exist).
 #[derive(Debug)]
 pub struct Loaded<T> {
+    /// The configuration, defaults filled in and environment overrides applied.
     pub config: T,
+    /// The config file path that was read (or would have been).
     pub file: PathBuf,
+    /// Whether that file existed.
     pub file_existed: bool,
     /// The environment variables that overrode a key.
     pub overrides: Vec<String>,

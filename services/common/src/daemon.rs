@@ -36,8 +36,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a daemon's services get to work with.
 pub struct Context<C> {
+    /// The daemon's short name (`session`, `media`, ...).
     pub name: &'static str,
+    /// The daemon's validated configuration.
     pub config: Arc<C>,
+    /// The daemon's health state, served over gRPC and sd_notify.
     pub health: Arc<Health>,
     /// Tickets for fds handed out through this daemon's fd channel.
     pub tickets: Arc<TicketBook>,

@@ -46,10 +46,15 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Refusal {
+    /// No such ticket was issued (or the daemon restarted since).
     Unknown = 1,
+    /// The ticket's time to live ran out.
     Expired = 2,
+    /// The ticket was redeemed before (tickets are single-use).
     AlreadyRedeemed = 3,
+    /// The caller runs under another uid than the daemon (and is not root).
     PermissionDenied = 4,
+    /// The request did not parse.
     Malformed = 5,
 }
 
@@ -80,25 +85,40 @@ impl Refusal {
     }
 }
 
+/// Why a ticket could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
+    /// The fd count (given) is outside 1..=`MAX_FDS`.
     #[error("a ticket carries 1 to {MAX_FDS} fds, not {0}")]
     FdCount(usize),
+    /// Too many tickets are outstanding.
     #[error("{MAX_LIVE_TICKETS} tickets are outstanding; a caller is not redeeming its tickets")]
     TooMany,
 }
 
+/// Why redeeming a ticket at another daemon's fd channel failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RedeemError {
+    /// The fd channel socket could not be reached.
     #[error("cannot reach the fd channel {path}: {source}")]
     Connect {
+        /// The fd channel's socket path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("the fd channel refused the ticket: {message}")]
-    Refused { reason: Refusal, message: String },
+    /// The issuing daemon refused the ticket.
+    Refused {
+        /// Its refusal code.
+        reason: Refusal,
+        /// Its human explanation.
+        message: String,
+    },
+    /// The answer did not follow the fd-channel protocol (what was wrong is given).
     #[error("fd channel protocol error: {0}")]
     Protocol(String),
+    /// Reading or writing the channel failed.
     #[error("fd channel I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -134,6 +154,7 @@ pub struct TicketBook {
 }
 
 impl TicketBook {
+    /// An empty book whose tickets expire after `ttl`.
     pub fn new(ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
             ttl,

@@ -17,6 +17,7 @@ pub struct Health {
 }
 
 impl Health {
+    /// Health of daemon `name`: not serving yet, status `starting`, uptime from now.
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
@@ -26,6 +27,7 @@ impl Health {
         }
     }
 
+    /// The daemon's short name.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -42,22 +44,27 @@ impl Health {
         });
     }
 
+    /// The current status line.
     pub fn status(&self) -> String {
         self.status.borrow().clone()
     }
 
+    /// A receiver that sees every status line change.
     pub fn subscribe(&self) -> watch::Receiver<String> {
         self.status.subscribe()
     }
 
+    /// Sets whether the daemon serves its API.
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::Release);
     }
 
+    /// Whether the daemon serves its API.
     pub fn serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
     }
 
+    /// The gRPC `Health` answer: serving flag, version, uptime and status line.
     pub fn reply(&self) -> HealthReply {
         HealthReply {
             serving: self.serving(),

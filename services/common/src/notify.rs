@@ -13,6 +13,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// A notifier for `$NOTIFY_SOCKET`; it logs the first failed notification only.
     pub fn new() -> Self {
         Self::default()
     }

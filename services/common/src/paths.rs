@@ -8,7 +8,9 @@ pub enum PathError {
     #[error(
         "XDG_RUNTIME_DIR is not set: run under a systemd --user session (or export XDG_RUNTIME_DIR=/run/user/$(id -u))"
     )]
+    /// `XDG_RUNTIME_DIR` is not set.
     NoRuntimeDir,
+    /// Neither `XDG_CONFIG_HOME` nor `HOME` is set.
     #[error("neither XDG_CONFIG_HOME nor HOME is set, so there is no config directory")]
     NoConfigDir,
 }

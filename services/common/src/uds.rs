@@ -53,18 +53,24 @@ pub async fn serve(
         .map_err(ServeError::Transport)
 }
 
+/// Why serving gRPC on a Unix socket failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The listener could not be made non-blocking or handed to tokio.
     #[error("cannot use the gRPC listener: {0}")]
     Listener(std::io::Error),
+    /// The tonic server stopped with an error.
     #[error("gRPC server failed: {0}")]
     Transport(tonic::transport::Error),
 }
 
+/// A gRPC channel to a daemon socket could not be connected.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to {path}: {source}")]
 pub struct ConnectError {
+    /// The socket path.
     pub path: PathBuf,
+    /// The transport error.
     #[source]
     pub source: tonic::transport::Error,
 }

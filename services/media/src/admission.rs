@@ -30,11 +30,14 @@ pub fn pixel_rate(mode: &Mode) -> u64 {
 /// What one stream takes from the budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Load {
+    /// The stream's mode (its pixel rate is what a software encoder costs).
     pub mode: Mode,
+    /// True if a hardware encoder runs it (no pixel budget applies).
     pub hardware: bool,
 }
 
 impl Load {
+    /// The load of a `mode` stream on `encoder`.
     pub fn new(mode: Mode, encoder: EncoderKind) -> Self {
         Load {
             mode,
@@ -64,14 +67,22 @@ pub struct Budget {
 /// Why a stream was not admitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The stream-count limit is reached.
     TooManyStreams {
+        /// The most streams media runs at once.
         max: usize,
     },
+    /// The stream would exceed the software encoders' pixel budget.
     SoftwareBudget {
+        /// The budget in pixels per second.
         budget: u64,
+        /// Pixels per second the running software streams use.
         in_use: u64,
+        /// How many software streams are running.
         streams: usize,
+        /// Pixels per second this stream needs.
         needed: u64,
+        /// The refused stream's mode.
         mode: Mode,
     },
 }

@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::{DEFAULT_SOFTWARE_MPIXELS_PER_CPU, MAX_SOFTWARE_MPIXELS_PER_CPU};
 
+/// media.toml: the media daemon's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
+    /// The `[ipc]` table shared by every daemon.
     pub ipc: IpcConfig,
     /// Software encoders' pixel budget per CPU, in Mpixel/s (width × height × fps summed over
     /// software-encoded streams); 0 = no budget (only the stream count limits).

@@ -30,11 +30,14 @@ pub mod names {
 /// Video codecs the ladder knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// H.264 / AVC.
     H264,
+    /// H.265 / HEVC.
     Hevc,
 }
 
 impl Codec {
+    /// The codec's usual name, for people and logs.
     pub fn name(self) -> &'static str {
         match self {
             Codec::H264 => "H.264",
@@ -194,7 +197,9 @@ pub enum SourceDesc {
 /// One encoder element with its settings, in the order they are applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncoderDesc {
+    /// The GStreamer element factory name (e.g. `x264enc`).
     pub element: &'static str,
+    /// Property names and values, in the order they are set.
     pub properties: Vec<(String, String)>,
 }
 
@@ -211,11 +216,16 @@ impl EncoderDesc {
 /// A node of a linear pipeline: an element with properties, or a caps filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
+    /// A GStreamer element.
     Element {
+        /// The element factory name.
         factory: String,
+        /// The element's name in the pipeline, if it needs one.
         name: Option<String>,
+        /// Property names and values, in order.
         properties: Vec<(String, String)>,
     },
+    /// A caps filter (the caps string is given).
     Caps(String),
 }
 
@@ -254,12 +264,19 @@ impl Node {
 /// The encoders of the ladder, best first per codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EncoderKind {
+    /// NVIDIA NVENC HEVC (`nvh265enc`).
     NvH265,
+    /// VA-API HEVC (`vah265enc`).
     VaH265,
+    /// Software HEVC (`x265enc`).
     X265,
+    /// NVIDIA NVENC H.264 (`nvh264enc`).
     NvH264,
+    /// VA-API H.264 (`vah264enc`).
     VaH264,
+    /// Software H.264 (`x264enc`).
     X264,
+    /// Cisco's software H.264 (`openh264enc`).
     OpenH264,
 }
 
@@ -281,6 +298,7 @@ pub const X264_KEYINT_INFINITE: u32 = 1 << 30;
 pub const VA_KEYINT_MAX: u32 = 1024;
 
 impl EncoderKind {
+    /// The GStreamer element factory name.
     pub fn element(self) -> &'static str {
         match self {
             EncoderKind::NvH265 => "nvh265enc",
@@ -293,6 +311,7 @@ impl EncoderKind {
         }
     }
 
+    /// The codec it produces.
     pub fn codec(self) -> Codec {
         match self {
             EncoderKind::NvH265 | EncoderKind::VaH265 | EncoderKind::X265 => Codec::Hevc,
@@ -300,6 +319,7 @@ impl EncoderKind {
         }
     }
 
+    /// True for the NVIDIA NVENC encoders.
     pub fn is_nvenc(self) -> bool {
         matches!(self, EncoderKind::NvH264 | EncoderKind::NvH265)
     }
@@ -417,15 +437,20 @@ pub fn choose_encoder(codec: Codec, available: &HashSet<String>) -> Option<Encod
 /// The whole pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineDesc {
+    /// Where the frames come from.
     pub source: SourceDesc,
+    /// Resolution and frame rate to encode.
     pub mode: Mode,
+    /// The encoder of the ladder to use.
     pub encoder: EncoderKind,
+    /// Target bitrate in kbit/s.
     pub bitrate_kbps: u32,
     /// appsink `max-buffers` (the callback writes into the ring at once, so this stays small).
     pub sink_max_buffers: u32,
 }
 
 impl PipelineDesc {
+    /// A pipeline with the default appsink queue.
     pub fn new(source: SourceDesc, mode: Mode, encoder: EncoderKind, bitrate_kbps: u32) -> Self {
         PipelineDesc {
             source,

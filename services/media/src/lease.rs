@@ -71,9 +71,17 @@ pub enum Orphaned {
     /// The ring ticket expired unredeemed.
     TicketNotRedeemed,
     /// `unread` records waited while the consumer read none for `stalled`.
-    ConsumerStalled { unread: u64, stalled: Duration },
+    ConsumerStalled {
+        /// Records waiting in the ring.
+        unread: u64,
+        /// How long the consumer read none of them.
+        stalled: Duration,
+    },
     /// The pipeline was dead for `dead`.
-    PipelineDead { dead: Duration },
+    PipelineDead {
+        /// How long the pipeline has been dead.
+        dead: Duration,
+    },
 }
 
 impl fmt::Display for Orphaned {

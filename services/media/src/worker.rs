@@ -37,9 +37,11 @@ use crate::lease::RingProgress;
 
 /// Video ring: 32 MiB of data, AUs up to 8 MiB (a 4K IDR at high rate fits).
 pub const VIDEO_RING_CAPACITY: usize = 32 << 20;
+/// The largest video record (one AU with its envelope) the ring accepts.
 pub const VIDEO_RING_MAX_RECORD: usize = 8 << 20;
 /// Audio ring: 1 MiB, packets up to 64 KiB.
 pub const AUDIO_RING_CAPACITY: usize = 1 << 20;
+/// The largest audio record the ring accepts.
 pub const AUDIO_RING_MAX_RECORD: usize = 64 << 10;
 /// How long start waits for the pipeline to reach PLAYING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,22 +50,40 @@ const STAMP_WINDOW: usize = 64;
 /// How many recent encode times feed the percentiles.
 const ENCODE_SAMPLES: usize = 1024;
 
+/// Why a stream could not be started or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// GStreamer failed to initialise (the reason is given).
     #[error("GStreamer cannot be initialised: {0}")]
     Init(String),
     #[error(
         "no {codec} encoder is available (tried {tried}); install gstreamer1.0-plugins-ugly (x264enc) or the GPU plugins"
     )]
-    NoEncoder { codec: &'static str, tried: String },
+    /// No encoder of the ladder for the codec is installed.
+    NoEncoder {
+        /// The codec asked for.
+        codec: &'static str,
+        /// The encoder elements looked for.
+        tried: String,
+    },
+    /// The mode cannot be encoded (what is wrong is given).
     #[error("invalid mode: {0}")]
     Mode(String),
     #[error("cannot build the pipeline `{launch}`: {message}")]
-    Build { launch: String, message: String },
+    /// GStreamer could not build the pipeline.
+    Build {
+        /// The pipeline in gst-launch syntax.
+        launch: String,
+        /// GStreamer's error message.
+        message: String,
+    },
+    /// The pipeline did not reach PLAYING (the reason is given).
     #[error("the pipeline did not start: {0}")]
     Start(String),
+    /// The AU ring could not be created (the reason is given).
     #[error("cannot create the AU ring: {0}")]
     Ring(String),
+    /// The stream was stopped already.
     #[error("the stream is stopped")]
     Stopped,
 }
@@ -106,12 +126,17 @@ pub fn pick_encoder(codec: Codec, available: &HashSet<String>) -> Result<Encoder
 #[derive(Debug)]
 pub enum Source {
     /// videotestsrc with the frame counter; `pattern` is a videotestsrc pattern nick.
-    Test { pattern: String },
+    Test {
+        /// The videotestsrc pattern nick.
+        pattern: String,
+    },
     /// A PipeWire node through a remote fd (kept open for the worker's life).
     PipeWire {
         /// `None`: the default PipeWire daemon of this user.
         fd: Option<OwnedFd>,
+        /// The PipeWire node to capture.
         node_id: u32,
+        /// Negotiate DMA-BUF frames (zero-copy to a hardware encoder).
         dmabuf: bool,
     },
 }
@@ -119,9 +144,13 @@ pub enum Source {
 /// What to start.
 #[derive(Debug)]
 pub struct StreamConfig {
+    /// Where frames come from.
     pub source: Source,
+    /// Resolution and frame rate.
     pub mode: Mode,
+    /// The codec to encode.
     pub codec: Codec,
+    /// Target bitrate in kbit/s.
     pub bitrate_kbps: u32,
     /// Force an encoder instead of walking the ladder (tests, benches).
     pub encoder: Option<EncoderKind>,
@@ -130,16 +159,23 @@ pub struct StreamConfig {
 /// A snapshot of the stream's counters.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkerStats {
+    /// Frames captured per second since the previous snapshot.
     pub fps_in: f64,
+    /// Access units written per second since the previous snapshot.
     pub fps_out: f64,
+    /// Median encode time of recent frames, in µs.
     pub encode_p50_us: u64,
+    /// 99th-percentile encode time of recent frames, in µs.
     pub encode_p99_us: u64,
     /// Frames captured that never reached the encoder (leaky queue) or left it.
     pub dropped_frames: u64,
     /// Records the ring dropped (consumer too slow) or refused (too large).
     pub ring_dropped: u64,
+    /// Frames captured since the start.
     pub frames_captured: u64,
+    /// Access units written to the ring since the start.
     pub aus_written: u64,
+    /// Keyframes among them.
     pub keyframes: u64,
     /// Pipeline generation: 1 at start, +1 per restart (mode change).
     pub generation: u64,
@@ -382,7 +418,9 @@ pub struct EncodeWorker {
 
 /// The fds handed to transport.
 pub struct StreamFds {
+    /// The video AU ring (memfd and doorbell).
     pub video: RingFds,
+    /// The audio ring, when the stream has audio.
     pub audio: Option<RingFds>,
 }
 

@@ -1,3 +1,5 @@
+//! The control-stream framing: round trips, every split point, truncation and the size limit.
+
 use punktfunk_control::framing::{FrameDecoder, FrameError, MAX_CONTROL_MESSAGE, encode};
 use punktfunk_proto::common::Mode;
 use punktfunk_proto::control::{

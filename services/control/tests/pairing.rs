@@ -1,3 +1,5 @@
+//! PIN pairing between client and host: success, wrong PINs, MITM fingerprints, tampering.
+
 use punktfunk_control::pairing::{
     PairingClient, PairingClientStep, PairingError, PairingHost, PairingHostStep, generate_pin,
     validate_pin,

@@ -1,3 +1,5 @@
+//! Property tests: arbitrary client messages never break the host session's invariants.
+
 use proptest::prelude::*;
 use punktfunk_control::client::{ClientRequest, ClientSession};
 use punktfunk_control::error::ProtocolError;

@@ -1,3 +1,6 @@
+//! The sans-IO control sessions: Hello/Welcome negotiation, limits, refusals with their codes,
+//! reconfigure, probes and clock sync, host and client together.
+
 use punktfunk_control::client::{ClientAction, ClientRequest, ClientSession};
 use punktfunk_control::error::{
     CODE_PROTOCOL, CODE_UNSUPPORTED_CODEC, CODE_UNSUPPORTED_MODE, CODE_UNSUPPORTED_VERSION,

@@ -37,9 +37,13 @@ fn bits(value: u32) -> impl Iterator<Item = bool> {
 
 /// One plane of a frame: data, stride, and size in pixels.
 pub struct PlaneMut<'a> {
+    /// The plane's bytes, row after row.
     pub data: &'a mut [u8],
+    /// Bytes from the start of one row to the next.
     pub stride: usize,
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels (rows).
     pub height: usize,
 }
 

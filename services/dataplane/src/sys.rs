@@ -66,9 +66,7 @@ pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -
     };
     if r == 0 {
         Ok(value)
-    /// SO_SNDBUF.
     } else {
-    /// SO_RCVBUF.
         Err(io::Error::last_os_error())
     }
 }
@@ -89,7 +87,9 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// Which socket buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BufferDir {
+    /// SO_SNDBUF.
     Send,
+    /// SO_RCVBUF.
     Receive,
 }
 
@@ -182,7 +182,6 @@ pub fn gso_segments(stride: usize) -> usize {
 pub const MAX_MMSG: usize = 1024;
 
 /// Reusable `mmsghdr`/`iovec`/cmsg arrays for `sendmmsg` on a connected socket.
-    /// Scratch arrays sized for [`MAX_MMSG`] messages.
 pub struct SendScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -204,6 +203,7 @@ impl Default for SendScratch {
 }
 
 impl SendScratch {
+    /// Scratch arrays sized for [`MAX_MMSG`] messages.
     pub fn new() -> Self {
         // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
         let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
@@ -282,7 +282,6 @@ impl SendScratch {
             )
         };
         if r < 0 {
-    /// A ring of `batch` (clamped to 1..=[`MAX_MMSG`]) slots of `slot` bytes.
             return Err(io::Error::last_os_error());
         }
         let msgs = r as usize;
@@ -304,6 +303,7 @@ pub struct RecvRing {
 unsafe impl Send for RecvRing {}
 
 impl RecvRing {
+    /// A ring of `batch` (clamped to 1..=[`MAX_MMSG`]) slots of `slot` bytes.
     pub fn new(batch: usize, slot: usize) -> Self {
         let batch = batch.clamp(1, MAX_MMSG);
         // SAFETY: all-zero is a valid mmsghdr.

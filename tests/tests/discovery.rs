@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use punktfunk_testsupport::netlab::{NetnsPair, Side};
 use punktfunk_tests::bin;
+use punktfunk_testsupport::netlab::{NetnsPair, Side};
 
 struct Kill(std::process::Child);
 impl Drop for Kill {

@@ -72,6 +72,28 @@ fn media_status(stack: &Stack) -> String {
         .unwrap_or_default()
 }
 
+/// `punktfunk-client stream HOST ARGS… --json`, run to its end.
+fn stream_json(stack: &Stack, args: &[&str]) -> std::process::Output {
+    let host = stack.host();
+    let mut all = vec!["stream", host.as_str()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    stack.client(&all).output().expect("client")
+}
+
+/// Media runs no stream within 5 s (the client left, or the stream was given up).
+fn assert_media_idle_soon(stack: &Stack) {
+    let t = Instant::now();
+    while !media_status(stack).starts_with("idle") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "media still streams after the client left: {}",
+            media_status(stack)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `punktfunk-client stream` of H.264 with decoding and per-frame rows into `csv`.
 fn decoding_stream(
     stack: &Stack,
@@ -163,15 +185,7 @@ fn test_source_720p60_h264_every_frame_decoded_with_audio() {
     assert!(counters.windows(2).all(|w| w[0] < w[1]));
 
     // The client said Goodbye: transport stopped the media stream.
-    let t = Instant::now();
-    while !media_status(&stack).starts_with("idle") {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "media still streams after the client left: {}",
-            media_status(&stack)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_media_idle_soon(&stack);
     let sessions = stack.sup.ctl(&["sessions", "--json"]);
     let v: Value = serde_json::from_slice(&sessions.stdout).expect("sessions --json");
     assert_eq!(v["sessions"].as_array().map(Vec::len), Some(0));
@@ -354,23 +368,15 @@ fn software_host_prefers_h264_and_refuses_sessions_past_its_encode_budget() {
 fn a_bitrate_above_what_media_accepts_is_clamped_and_the_welcome_says_so() {
     let mut stack = Stack::start(&[]);
     stack.pair().expect("pair");
-    let host = stack.host();
-    let out = stack
-        .client(&[
-            "stream",
-            &host,
-            "--duration",
-            "2",
-            "--mode",
-            "640x360@30",
-            "--bitrate",
-            "900000",
-            "--codec",
-            "h264",
-            "--json",
-        ])
-        .output()
-        .expect("client");
+    let args = [
+        "--duration",
+        "2",
+        "--mode",
+        "640x360@30",
+        "--bitrate",
+        "900000",
+    ];
+    let out = stream_json(&stack, &[&args[..], &["--codec", "h264"]].concat());
     let r = report(&out, &mut stack);
     assert_eq!(
         r["bitrate_kbps"], 500_000,
@@ -379,18 +385,7 @@ fn a_bitrate_above_what_media_accepts_is_clamped_and_the_welcome_says_so() {
     assert!(r["frames_received"].as_u64().unwrap_or(0) > 0, "{r:#}");
 
     // A mode beyond the encode budget: a coded refusal, not a silent session.
-    let out = stack
-        .client(&[
-            "stream",
-            &host,
-            "--duration",
-            "2",
-            "--mode",
-            "7680x4320@240",
-            "--json",
-        ])
-        .output()
-        .expect("client");
+    let out = stream_json(&stack, &["--duration", "2", "--mode", "7680x4320@240"]);
     let r: Value = serde_json::from_slice(&out.stdout).expect("a report even when refused");
     assert!(!out.status.success(), "{r:#}");
     assert_eq!(r["error_code"], "capacity", "{r:#}");
@@ -404,11 +399,9 @@ fn a_bitrate_above_what_media_accepts_is_clamped_and_the_welcome_says_so() {
 fn a_reconfiguration_media_refuses_keeps_the_stream_and_tells_the_client() {
     let mut stack = Stack::start(&[]);
     stack.pair().expect("pair");
-    let host = stack.host();
-    let out = stack
-        .client(&[
-            "stream",
-            &host,
+    let out = stream_json(
+        &stack,
+        &[
             "--duration",
             "4",
             "--mode",
@@ -417,10 +410,8 @@ fn a_reconfiguration_media_refuses_keeps_the_stream_and_tells_the_client() {
             "h264",
             "--reconfigure",
             "1:7680x4320@60:20000",
-            "--json",
-        ])
-        .output()
-        .expect("client");
+        ],
+    );
     let r = report(&out, &mut stack);
     let answers = r["reconfigured"].as_array().cloned().unwrap_or_default();
     assert_eq!(
@@ -440,13 +431,5 @@ fn a_reconfiguration_media_refuses_keeps_the_stream_and_tells_the_client() {
         "{}",
         tail(&stack.log("transport"))
     );
-    let t = Instant::now();
-    while !media_status(&stack).starts_with("idle") {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "media still streams after the client left: {}",
-            media_status(&stack)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_media_idle_soon(&stack);
 }

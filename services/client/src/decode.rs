@@ -48,6 +48,17 @@ pub enum VideoCodec {
 }
 
 impl VideoCodec {
+    /// The decoder for a codec of the contract (`None`: one this client cannot decode). The
+    /// one conversion from the protocol's vocabulary.
+    pub fn of(codec: punktfunk_proto::common::Codec) -> Option<Self> {
+        use punktfunk_proto::common::Codec;
+        match codec {
+            Codec::H264 => Some(VideoCodec::H264),
+            Codec::Hevc => Some(VideoCodec::Hevc),
+            _ => None,
+        }
+    }
+
     /// The report's name.
     pub fn name(self) -> &'static str {
         match self {

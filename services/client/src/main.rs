@@ -67,7 +67,7 @@ enum Command {
         /// WxH@Hz
         #[arg(long, default_value = "1280x720@60")]
         mode: String,
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = punktfunk_control::host::DEFAULT_BITRATE_KBPS)]
         bitrate: u32,
         /// Ask for this codec only (h264 or hevc); by default HEVC is preferred, then H.264.
         #[arg(long)]

@@ -140,11 +140,9 @@ impl Settled {
             // UNSPECIFIED: a host from before Welcome.payload, which only had the synthetic source.
             _ => Payload::Synthetic,
         };
-        let codec = match Codec::try_from(open.welcome.codec) {
-            Ok(Codec::H264) => Some(VideoCodec::H264),
-            Ok(Codec::Hevc) => Some(VideoCodec::Hevc),
-            _ => None,
-        };
+        let codec = Codec::try_from(open.welcome.codec)
+            .ok()
+            .and_then(VideoCodec::of);
         Ok(Self {
             data_plane,
             payload,

@@ -4,29 +4,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
-/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall). Same clock as the wire crate's `now`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// CPU time consumed by the calling thread, in nanoseconds (CLOCK_THREAD_CPUTIME_ID).
-pub fn thread_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it. Both
-    // clock ids used here always exist on Linux, so the call cannot fail in practice (on
-    // failure `ts` stays zero, which is harmless).
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
+/// CLOCK_MONOTONIC and the thread's CPU time, from their one home (`punktfunk-clock`).
+pub use punktfunk_clock::{monotonic_ns, thread_cpu_ns};
 
 pub(crate) fn setsockopt_int(
     fd: RawFd,

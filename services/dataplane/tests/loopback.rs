@@ -1,8 +1,8 @@
 //! Real UDP on 127.0.0.1: the send thread sends the synthetic source to the receive loop and
 //! every frame must arrive byte-identical, in both send modes.
 
-use punktfunk_testsupport::netlab::{StreamRun, run_verified};
 use punktfunk_dataplane::{ModeChoice, SendMode};
+use punktfunk_testsupport::netlab::{StreamRun, run_verified};
 use punktfunk_wire::synthetic::SyntheticConfig;
 use std::net::UdpSocket;
 

@@ -242,8 +242,9 @@ mod tests {
         let mut s = PairedStore::open(dir.path()).unwrap();
         let a = Fingerprint([1; 32]);
         let b = Fingerprint([2; 32]);
-        s.add(a, "deck", "punktfunk/1").unwrap();
-        s.add(b, "laptop", "punktfunk/1").unwrap();
+        s.add(a, "deck", punktfunk_control::PROTOCOL_NAME).unwrap();
+        s.add(b, "laptop", punktfunk_control::PROTOCOL_NAME)
+            .unwrap();
         let meta = std::fs::metadata(dir.path().join("paired-clients.toml")).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         let s2 = PairedStore::open(dir.path()).unwrap();
@@ -271,10 +272,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = PairedStore::open(dir.path()).unwrap();
         let (a, b) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
-        s.add(a, "deck", "punktfunk/1").unwrap();
+        s.add(a, "deck", punktfunk_control::PROTOCOL_NAME).unwrap();
         break_writes(dir.path());
         assert!(matches!(
-            s.add(b, "laptop", "punktfunk/1"),
+            s.add(b, "laptop", punktfunk_control::PROTOCOL_NAME),
             Err(StoreError::Write { .. })
         ));
         assert!(

@@ -16,7 +16,7 @@ use punktfunk_dataplane::{Sender, SenderConfig, SenderStats};
 use punktfunk_wire::synthetic::SyntheticConfig;
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock every stage timestamp uses).
-pub use punktfunk_dataplane::sys::monotonic_ns as now_ns;
+pub use punktfunk_clock::monotonic_ns as now_ns;
 
 /// A running data plane: sender + synthetic feed.
 pub struct DataPlane {

@@ -135,8 +135,8 @@ fn run(size: usize, frames: usize, variant: Variant) -> Row {
         }
         Variant::Mmsg | Variant::Gso => {
             let mut cfg = SenderConfig::new(dp(), key(), StreamKind::Video);
-            cfg.pacing = None;
-            cfg.mode = if variant == Variant::Gso {
+            cfg.options.pacing = None;
+            cfg.options.mode = if variant == Variant::Gso {
                 ModeChoice::Gso
             } else {
                 ModeChoice::Sendmmsg

@@ -87,7 +87,7 @@ impl SendOptions {
 }
 
 /// Configuration of a punktfunk/1 [`Sender`] / [`SendPipeline`]: the packetizer's parameters
-/// (`data_plane`, `key`, `kind`, `first_sequence`) and the [`SendOptions`], flat.
+/// (`data_plane`, `key`, `kind`, `first_sequence`) and the protocol-agnostic [`SendOptions`].
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
     /// Negotiated data-plane parameters.
@@ -96,59 +96,30 @@ pub struct SenderConfig {
     pub key: SessionKey,
     /// The stream this sender carries (one sender per stream kind: it owns the sequence space).
     pub kind: StreamKind,
-    /// Pacing; `None` sends every frame back to back (benchmarks, speed-test probes).
-    pub pacing: Option<PacingConfig>,
-    /// How to hand packets to the kernel: UDP GSO, sendmmsg, or probe and choose.
-    pub mode: ModeChoice,
-    /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
-    pub queue_frames: usize,
-    /// SO_SNDBUF target in bytes (default 32 MiB).
-    pub sndbuf_bytes: usize,
-    /// How long one pacing chunk may wait for socket buffer space (EAGAIN/ENOBUFS) before the
-    /// rest of that chunk is dropped (default 2 ms).
-    pub block_budget: Duration,
-    /// Sleep until this long before a chunk's time, then spin (default 100 µs).
-    pub spin: Duration,
-    /// Optional per-frame reports (send timestamps and CPU by stage); `try_send`, a full
-    /// channel loses reports, never blocks.
-    pub reports: Option<SyncSender<FrameReport>>,
     /// First AES-GCM sequence number. A sender that replaces an earlier one of the same kind
     /// and key (a second speed test in one session) starts at the old one's
     /// [`SenderStats::next_sequence`], so no nonce is ever used twice.
     pub first_sequence: u64,
+    /// Pacing, send mode, queue, socket buffer: what any protocol's sender has.
+    pub options: SendOptions,
 }
 
 impl SenderConfig {
-    /// Defaults around a negotiated config: pacing with a 64 KiB microburst cap and a spread
-    /// over 75 % of the config's frame interval, automatic mode, queue of 4, 32 MiB SO_SNDBUF.
+    /// Defaults around a negotiated config: [`SendOptions::paced`] at the config's frame
+    /// interval, sequence from 0.
     pub fn new(data_plane: DataPlaneConfig, key: SessionKey, kind: StreamKind) -> Self {
-        let o = SendOptions::paced(data_plane.frame_interval_ns);
         Self {
             data_plane,
             key,
             kind,
-            pacing: o.pacing,
-            mode: o.mode,
-            queue_frames: o.queue_frames,
-            sndbuf_bytes: o.sndbuf_bytes,
-            block_budget: o.block_budget,
-            spin: o.spin,
-            reports: o.reports,
             first_sequence: 0,
+            options: SendOptions::paced(data_plane.frame_interval_ns),
         }
     }
 
     /// The protocol-agnostic part.
     pub fn options(&self) -> SendOptions {
-        SendOptions {
-            pacing: self.pacing,
-            mode: self.mode,
-            queue_frames: self.queue_frames,
-            sndbuf_bytes: self.sndbuf_bytes,
-            block_budget: self.block_budget,
-            spin: self.spin,
-            reports: self.reports.clone(),
-        }
+        self.options.clone()
     }
 
     /// The punktfunk/1 packetizer (FEC + AES-GCM seal + headers) of this config, its sealer

@@ -18,11 +18,11 @@ fn full_queue_drops_and_counts_without_blocking_the_producer() {
         salt: [1, 2, 3, 4],
     };
     let mut cfg = SenderConfig::new(dp, key, StreamKind::Video);
-    cfg.mode = ModeChoice::Sendmmsg;
-    cfg.queue_frames = 1;
+    cfg.options.mode = ModeChoice::Sendmmsg;
+    cfg.options.queue_frames = 1;
     // A deliberately slow send thread: every frame (20 KB = 17 data + 2 parity packets, cut
     // into chunks of 2 packets) is spread over 0.75 s.
-    cfg.pacing = Some(PacingConfig {
+    cfg.options.pacing = Some(PacingConfig {
         burst_bytes: 2 * dp.packet_len(),
         spread_permille: 750,
         frame_interval_ns: 1_000_000_000,
@@ -121,8 +121,8 @@ fn send_within_absorbs_a_burst_and_still_drops_when_hopeless() {
         tx.connect(sink.local_addr().expect("addr"))
             .expect("connect");
         let mut cfg = SenderConfig::new(DataPlaneConfig::default(), key.clone(), StreamKind::Video);
-        cfg.queue_frames = 2;
-        cfg.pacing = pacing;
+        cfg.options.queue_frames = 2;
+        cfg.options.pacing = pacing;
         Sender::spawn(tx, cfg).expect("sender")
     };
     let burst = |sender: &Sender, budget_ms: u64| {

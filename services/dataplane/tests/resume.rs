@@ -34,7 +34,7 @@ fn send_batch(rx_addr: std::net::SocketAddr, first: u64, first_sequence: u64) ->
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
     tx.connect(rx_addr).expect("connect");
     let mut cfg = SenderConfig::new(config(), key(), StreamKind::Probe);
-    cfg.pacing = None;
+    cfg.options.pacing = None;
     cfg.first_sequence = first_sequence;
     let sender = Sender::spawn(tx, cfg).expect("sender");
     for i in first..first + FRAMES {

@@ -5,63 +5,21 @@
 mod common;
 
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::read_n;
-use punktfunk_common::{fdchannel, uds};
+use punktfunk_common::fdchannel;
 use punktfunk_media::description::Codec;
 use punktfunk_proto::common::{Codec as PCodec, HealthRequest, Mode};
-use punktfunk_proto::media::media_client::MediaClient;
 use punktfunk_proto::media::*;
 use punktfunk_ring::{Consumer, RecordFlags, RingFds};
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_stream_over_grpc_and_read_the_ring() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = dir.path().join("run");
-    let config = dir.path().join("config");
-    std::fs::create_dir_all(&runtime).expect("mkdir");
-    std::fs::create_dir_all(&config).expect("mkdir");
-    rustix::fs::chmod(&runtime, rustix::fs::Mode::from_raw_mode(0o700)).expect("chmod");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_punktfunk-media"))
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("XDG_CONFIG_HOME", &config)
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn punktfunk-media"),
-    );
-    let sock = runtime.join("punktfunk/media.sock");
-    let fds_path = runtime.join("punktfunk/media.fds");
-
-    // Wait until it serves Health.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut client = loop {
-        if let Ok(ch) = uds::connect(&sock, Duration::from_secs(2)).await {
-            let mut c = MediaClient::new(ch);
-            if let Ok(r) = c.health(HealthRequest {}).await
-                && r.get_ref().serving
-            {
-                assert_eq!(r.get_ref().status, "idle: no streams");
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "punktfunk-media did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (daemon, mut client) = common::Daemon::start(&[]).await;
+    let health = client.health(HealthRequest {}).await.expect("health");
+    assert_eq!(health.get_ref().status, "idle: no streams");
+    let fds_path = daemon.fds_path.clone();
 
     // Bad requests.
     let bad = client

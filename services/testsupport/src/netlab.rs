@@ -442,8 +442,8 @@ pub fn run_verified(
         }
     })?;
     let mut scfg = SenderConfig::new(run.data_plane, key, StreamKind::Video);
-    scfg.mode = run.mode;
-    scfg.queue_frames = run.queue_frames;
+    scfg.options.mode = run.mode;
+    scfg.options.queue_frames = run.queue_frames;
     let sender = Sender::spawn(tx, scfg)?;
     let mode = sender.mode();
     let gso_probe_error = sender.gso_probe_error().map(str::to_string);

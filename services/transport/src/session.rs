@@ -282,7 +282,7 @@ impl Session {
         cfg.first_sequence = sequence.load(Ordering::Relaxed);
         // A probe measures throughput, not latency: a deeper queue rides out a scheduler
         // hiccup of the send thread instead of counting it as a send drop.
-        cfg.queue_frames = 8;
+        cfg.options.queue_frames = 8;
         let sent = Arc::new(AtomicU64::new(0));
         let mut dp = DataPlane::start(socket, cfg, feed, Some(frames), sent)
             .map_err(|e| Refusal::internal(e.to_string()))?;
@@ -359,8 +359,8 @@ async fn start_media(
             spec.key.clone(),
             StreamKind::Audio,
         );
-        cfg.pacing = None;
-        cfg.queue_frames = 32;
+        cfg.options.pacing = None;
+        cfg.options.queue_frames = 32;
         let sender = Sender::spawn(socket("audio")?, cfg)
             .map_err(|e| Refusal::internal(format!("cannot start the audio data plane: {e}")))?;
         Some((Arc::new(sender), Arc::new(PumpShared::default())))

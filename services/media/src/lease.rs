@@ -167,7 +167,9 @@ impl Lease {
     pub fn handle_rings(&mut self, now: Instant, rings: RingProgress) {
         let step = self.step(now);
         let progressed = self.last_read.is_some_and(|r| r != rings.records_read);
-        if progressed || rings.unread == 0 {
+        // Until the rings are redeemed nobody can read them: the ticket's own expiry judges
+        // that time, not the stall clock (a slow redemption is not a stalled consumer).
+        if progressed || rings.unread == 0 || self.ticket != Ticket::Redeemed {
             self.stalled = Duration::ZERO;
         } else if self.last_read.is_some() && self.unread > 0 {
             // Records waited over the whole step (they were there at its start and still are).
@@ -458,6 +460,41 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_redemption_is_not_a_stalled_consumer() {
+        let t0 = Instant::now();
+        let mut l = Lease::new(t0, LEASE);
+        // Records pile up for 4.5 s while the ticket is still live (not yet redeemed).
+        for i in 1..=18u32 {
+            assert_eq!(
+                check(
+                    &mut l,
+                    t0 + TICK * i,
+                    Ticket::Pending,
+                    true,
+                    progress(0, u64::from(i))
+                ),
+                None
+            );
+        }
+        // Redeemed: the consumer gets its full lease from now.
+        let redeemed = t0 + TICK * 19;
+        assert_eq!(
+            check(&mut l, redeemed, Ticket::Redeemed, true, progress(0, 19)),
+            None
+        );
+        assert_eq!(
+            check(
+                &mut l,
+                redeemed + TICK,
+                Ticket::Redeemed,
+                true,
+                progress(19, 1)
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn a_dead_pipeline_is_reaped_after_the_lease_and_revival_resets_it() {
         let t0 = Instant::now();
         let mut l = Lease::new(t0, LEASE);
@@ -504,6 +541,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Lease::new(t0, LEASE);
         assert_eq!(l.poll_timeout(), None);
+        l.handle_ticket(t0, Ticket::Redeemed);
         l.handle_rings(t0 + TICK, progress(0, 4));
         assert_eq!(l.poll_timeout(), Some(t0 + TICK + LEASE));
         l.handle_rings(t0 + TICK * 2, progress(0, 9));

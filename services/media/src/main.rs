@@ -256,15 +256,18 @@ impl MediaService {
     }
 
     fn update_status(&self) {
-        let streams = self.streams();
-        if streams.running.is_empty() {
+        // The workers are copied out first: a worker's status line takes its own lock, which a
+        // mode change holds for as long as it rebuilds the pipeline.
+        let workers: Vec<Arc<EncodeWorker>> = self
+            .streams()
+            .running
+            .values()
+            .map(|s| s.worker.clone())
+            .collect();
+        if workers.is_empty() {
             self.health.set_status("idle: no streams");
         } else {
-            let mut lines: Vec<String> = streams
-                .running
-                .values()
-                .map(|s| s.worker.status_line())
-                .collect();
+            let mut lines: Vec<String> = workers.iter().map(|w| w.status_line()).collect();
             lines.sort();
             self.health.set_status(lines.join("; "));
         }

@@ -38,7 +38,7 @@ pub struct SessionEntry {
     pub frames_sent: Arc<AtomicU64>,
     pub started: Instant,
     /// Ends the session from outside (unpair): its protocol shell closes the connection.
-    pub end: Box<dyn Fn(&str) + Send + Sync>,
+    pub end: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 pub struct Host {
@@ -155,13 +155,16 @@ impl Host {
 
     /// Closes every session of `fp`; returns how many.
     pub fn end_sessions_of(&self, fp: &Fingerprint, reason: &str) -> usize {
-        let sessions = lock(&self.sessions);
-        let mut n = 0;
-        for s in sessions.values().filter(|s| s.fingerprint == *fp) {
-            (s.end)(reason);
-            n += 1;
+        // Collected first: the callbacks run with no lock held.
+        let ends: Vec<_> = lock(&self.sessions)
+            .values()
+            .filter(|s| s.fingerprint == *fp)
+            .map(|s| s.end.clone())
+            .collect();
+        for end in &ends {
+            end(reason);
         }
-        n
+        ends.len()
     }
 
     pub fn session_infos(&self) -> Vec<ClientSession> {

@@ -31,6 +31,9 @@ use crate::supervisor::{self, CallOutcome};
 
 /// How long to wait for media's socket and for a unary call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a stream was given up, a restart refused for want of capacity is retried this long:
+/// the abandoned stream may hold its encoder until media stops it or its lease (3 s) reaps it.
+const CAPACITY_GRACE: Duration = Duration::from_secs(6);
 /// StartStream builds and starts a GStreamer pipeline: allow more.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the video pump waits for room in a full send queue before dropping a frame:
@@ -185,6 +188,7 @@ impl MediaSession {
             session: session_tx,
             running: Some(running),
             last_error: None,
+            lost_at: None,
         };
         let task = tokio::spawn(shell.run(commands_rx, events_rx, stop_rx));
         Ok(Self {
@@ -237,6 +241,8 @@ struct Shell {
     running: Option<Running>,
     /// Why the last restart failed (a refusal is handed to the session as it came).
     last_error: Option<MediaError>,
+    /// When the running stream was last given up.
+    lost_at: Option<Instant>,
 }
 
 /// What the shell waits for between actions.
@@ -368,6 +374,7 @@ impl Shell {
             );
             stop_pumps(r.pumps).await;
             tokio::spawn(stop_remote(r.client, r.stream_id));
+            self.lost_at = Some(Instant::now());
         }
     }
 
@@ -445,6 +452,12 @@ impl Shell {
                 self.running = Some(r);
                 CallOutcome::Done
             }
+            // The stream we gave up may still hold its encoder until media stops or reaps it
+            // (a stalled media answers StopStream late): no capacity is not final yet.
+            Err(MediaError::Refused {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }) if self.lost_at.is_some_and(|t| t.elapsed() < CAPACITY_GRACE) => CallOutcome::Gone,
             Err(e @ MediaError::Refused { .. }) => {
                 let why = e.to_string();
                 self.last_error = Some(e);
@@ -644,6 +657,32 @@ async fn start_stream(
         }
     };
     let stream_id = reply.stream_id.clone();
+    match take_over(runtime_dir, reply, audio, outputs, events, restart).await {
+        Ok(pumps) => Ok(Running {
+            client,
+            stream_id,
+            pumps,
+            started_ns: now_ns(),
+        }),
+        Err(e) => {
+            // Media runs the stream, but we cannot read it: tell media now, so it does not
+            // hold an encoder (and budget) until its lease reaps it.
+            tokio::spawn(stop_remote(client, stream_id));
+            Err(e)
+        }
+    }
+}
+
+/// Redeems a started stream's rings and starts the pumps that read them.
+async fn take_over(
+    runtime_dir: &Path,
+    reply: punktfunk_proto::media::StartStreamReply,
+    audio: bool,
+    outputs: &Outputs,
+    events: &mpsc::UnboundedSender<PumpEvent>,
+    restart: bool,
+) -> Result<Vec<Pump>, MediaError> {
+    let stream_id = reply.stream_id.clone();
     let ticket = reply
         .rings
         .ok_or_else(|| MediaError::Rings("StartStream returned no ring ticket".into()))?;
@@ -723,12 +762,7 @@ async fn start_stream(
         audio,
         "media stream started"
     );
-    Ok(Running {
-        client,
-        stream_id,
-        pumps,
-        started_ns: now_ns(),
-    })
+    Ok(pumps)
 }
 
 #[cfg(test)]

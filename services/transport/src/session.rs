@@ -93,7 +93,7 @@ pub struct SessionSpec {
     /// exporter).
     pub key: SessionKey,
     /// Ends the session from outside (unpair): the shell closes its connection with `reason`.
-    pub end: Box<dyn Fn(&str) + Send + Sync>,
+    pub end: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 /// What a finished speed test sent.

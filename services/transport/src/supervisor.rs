@@ -226,11 +226,19 @@ impl Supervisor {
         };
         match outcome {
             CallOutcome::Done => self.plan = asked,
-            CallOutcome::Refused(reason) => {
+            // (A newer request waits: it goes out next and its answer is what the client
+            // hears; telling it the old plan holds now would contradict that.)
+            CallOutcome::Refused(reason) if self.reconfigure_pending.is_none() => {
                 self.actions
                     .push_back(Action::Kept(self.plan.clone(), reason));
             }
+            CallOutcome::Refused(_) => {}
             CallOutcome::Gone => {
+                // The client was told `asked` holds: the next stream asks for it (unless a
+                // newer request supersedes it).
+                if self.reconfigure_pending.is_none() {
+                    self.reconfigure_pending = Some(asked);
+                }
                 if matches!(self.state, State::Running | State::Probing) {
                     self.lose(now);
                 }
@@ -514,6 +522,36 @@ mod tests {
         drain(&mut s);
         s.handle_reconfigure_result(t0, CallOutcome::Done);
         assert_eq!(s.plan().bitrate_kbps, 10_000);
+    }
+
+    #[test]
+    fn a_reconfigure_lost_with_the_stream_goes_into_the_next_start() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(t0, plan());
+        s.handle_reconfigure(t0, 8_000, None);
+        drain(&mut s);
+        s.handle_reconfigure_result(t0, CallOutcome::Gone);
+        let asked = Plan {
+            bitrate_kbps: 8_000,
+            ..plan()
+        };
+        assert_eq!(drain(&mut s), vec![Action::Abandon, Action::Restart(asked)]);
+    }
+
+    #[test]
+    fn a_refusal_superseded_by_a_newer_request_is_not_reported() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(t0, plan());
+        s.handle_reconfigure(t0, 900_000, None);
+        drain(&mut s);
+        s.handle_reconfigure(t0, 9_000, None);
+        assert!(drain(&mut s).is_empty(), "waits for the first answer");
+        s.handle_reconfigure_result(t0, CallOutcome::Refused("too much".into()));
+        let newer = Plan {
+            bitrate_kbps: 9_000,
+            ..plan()
+        };
+        assert_eq!(drain(&mut s), vec![Action::Reconfigure(newer)]);
     }
 
     #[test]

@@ -198,7 +198,9 @@ impl Driver {
             probe_only: r.probe_only,
             data_plane: r.data_plane,
             key,
-            end: Box::new(move |reason| conn.close(close::UNPAIRED.into(), reason.as_bytes())),
+            end: std::sync::Arc::new(move |reason| {
+                conn.close(close::UNPAIRED.into(), reason.as_bytes())
+            }),
         };
         match Session::start(&self.s.host, spec).await {
             Ok(l) => {

@@ -189,11 +189,7 @@ impl Session {
 
     pub fn keyframe(&self) {
         match &self.feed {
-            Feed::Synthetic(dp) => {
-                if let Some(c) = dp.control() {
-                    c.force_keyframe.store(true, Ordering::Relaxed)
-                }
-            }
+            Feed::Synthetic(dp) => dp.force_keyframe(),
             Feed::Media { media, .. } => media.send(media::Command::Keyframe),
             Feed::None => {}
         }
@@ -201,12 +197,7 @@ impl Session {
 
     pub fn reconfigure(&self, mode: Mode, bitrate_kbps: u32) {
         match &self.feed {
-            Feed::Synthetic(dp) => {
-                if let Some(c) = dp.control() {
-                    c.bitrate_bps
-                        .store(u64::from(bitrate_kbps) * 1000, Ordering::Relaxed)
-                }
-            }
+            Feed::Synthetic(dp) => dp.set_bitrate(bitrate_kbps),
             Feed::Media { media, .. } => media.send(media::Command::Reconfigure {
                 bitrate_kbps,
                 mode: Some(mode),

@@ -9,9 +9,9 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use punktfunk_dataplane::feed::{FeedConfig, FeedControl, SyntheticFeed};
+use punktfunk_dataplane::feed::{FeedConfig, SyntheticFeed};
 use punktfunk_dataplane::{Sender, SenderConfig, SenderStats};
 use punktfunk_wire::synthetic::SyntheticConfig;
 
@@ -71,9 +71,20 @@ impl DataPlane {
         })
     }
 
-    /// The feed's knobs (bitrate, forced keyframe), while it runs.
-    pub fn control(&self) -> Option<&FeedControl> {
-        self.feed.as_ref().map(SyntheticFeed::control)
+    /// Makes the feed's next frame a keyframe (a client asked for one).
+    pub fn force_keyframe(&self) {
+        if let Some(f) = &self.feed {
+            f.control().force_keyframe.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sizes the feed's next frames for `bitrate_kbps`.
+    pub fn set_bitrate(&self, bitrate_kbps: u32) {
+        if let Some(f) = &self.feed {
+            f.control()
+                .bitrate_bps
+                .store(u64::from(bitrate_kbps) * 1000, Ordering::Relaxed);
+        }
     }
 
     /// Waits for a frame-limited feed to finish (speed tests). Blocks: off the async workers.

@@ -28,8 +28,8 @@ pub(super) async fn run(mut s: Stream, mut reader: Reader, first: ClientMessage)
     let pin = match taken {
         Ok(pin) => pin,
         Err(closed) => {
+            // (`pairing_failed` refreshes the status line with the new count.)
             failed(&closed.to_string());
-            host.refresh_status();
             let m = PairingError::Rejected(closed.to_string()).to_host_message(&host.host_name);
             s.refuse(m, close::PAIRING_FAILED, "pairing not armed")
                 .await;

@@ -9,10 +9,12 @@
 //! - [`fdchannel`]: one-time tickets and SCM_RIGHTS over SOCK_SEQPACKET;
 //! - [`health`], [`client`]: what `Health` reports and how to ask for it;
 //! - [`paths`]: XDG locations;
+//! - [`apps`]: the launchable apps (`apps.toml`), shared by every protocol;
 //! - [`alloc`]: bounding glibc's malloc arenas (call [`alloc::limit_arenas`] first in `main`).
 
 pub mod activation;
 pub mod alloc;
+pub mod apps;
 pub mod client;
 pub mod config;
 pub mod daemon;

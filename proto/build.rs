@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "punktfunk/session.proto",
         "punktfunk/media.proto",
         "punktfunk/transport.proto",
+        "punktfunk/seat.proto",
         "punktfunk/input.proto",
     ];
     for f in files {

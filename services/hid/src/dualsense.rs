@@ -417,9 +417,7 @@ impl TriggerEffect {
         let p = &self.params;
         match self.mode {
             0x00 | 0x05 => TriggerMode::Off,
-            0x21 => TriggerMode::Feedback {
-                strength: zones(p),
-            },
+            0x21 => TriggerMode::Feedback { strength: zones(p) },
             0x25 => {
                 let bits = u16::from_le_bytes([p[0], p[1]]);
                 let start = bits.trailing_zeros().min(15) as u8;
@@ -673,8 +671,14 @@ mod tests {
         assert_eq!((p.len(), p[0], &p[1..7]), (20, 0x09, &mac[..]));
         let f = feature_report(0x20, mac).unwrap();
         assert_eq!((f.len(), f[0]), (64, 0x20));
-        assert_eq!(u32::from_le_bytes([f[24], f[25], f[26], f[27]]), HARDWARE_VERSION);
-        assert_eq!(u32::from_le_bytes([f[28], f[29], f[30], f[31]]), FIRMWARE_VERSION);
+        assert_eq!(
+            u32::from_le_bytes([f[24], f[25], f[26], f[27]]),
+            HARDWARE_VERSION
+        );
+        assert_eq!(
+            u32::from_le_bytes([f[28], f[29], f[30], f[31]]),
+            FIRMWARE_VERSION
+        );
         let c = feature_report(0x05, mac).unwrap();
         assert_eq!((c.len(), c[0]), (41, 0x05));
         let w = |i: usize| i16::from_le_bytes([c[1 + 2 * i], c[2 + 2 * i]]);
@@ -685,7 +689,10 @@ mod tests {
         for i in [11, 13, 15] {
             assert_eq!(i32::from(w(i)) - i32::from(w(i + 1)), 16384);
             // bias = plus − range/2 = 0, so the driver reports raw accel unchanged.
-            assert_eq!(i32::from(w(i)) - (i32::from(w(i)) - i32::from(w(i + 1))) / 2, 0);
+            assert_eq!(
+                i32::from(w(i)) - (i32::from(w(i)) - i32::from(w(i + 1))) / 2,
+                0
+            );
         }
         // Gyro: speed_2x × 1024 / (plus − minus) = 64 evdev units per raw unit.
         assert_eq!(
@@ -748,7 +755,10 @@ mod tests {
         assert_eq!(r.rumble, Some((0x80, 0x40)));
         assert_eq!(r.lightbar, Some([0x10, 0x20, 0x30]));
         assert_eq!(r.player_leds, Some(0b00100));
-        assert_eq!((r.right_trigger, r.left_trigger, r.mic_led), (None, None, None));
+        assert_eq!(
+            (r.right_trigger, r.left_trigger, r.mic_led),
+            (None, None, None)
+        );
         // Vibration v2 (valid_flag2 bit 2) also carries the motors.
         let mut v2 = [0u8; OUTPUT_REPORT_SIZE];
         v2[0] = 0x02;
@@ -764,7 +774,10 @@ mod tests {
             parse_output_report(&[0x31; 78]),
             Err(OutputError::ReportId(Some(0x31)))
         );
-        assert_eq!(parse_output_report(&[0x02; 47]), Err(OutputError::Short(47)));
+        assert_eq!(
+            parse_output_report(&[0x02; 47]),
+            Err(OutputError::Short(47))
+        );
     }
 
     /// Trigger effects at their known layouts (the modes games use through SDL/Steam).

@@ -406,10 +406,7 @@ mod tests {
         out[4 + DATA_MAX + 1] = 0xFF;
         assert_eq!(decode(&out), Err(DecodeError::Size(0xFFFF)));
         assert_eq!(decode(&[2, 0]), Err(DecodeError::Short { got: 2, need: 4 }));
-        assert_eq!(
-            decode(&[99, 0, 0, 0]),
-            Err(DecodeError::UnknownType(99))
-        );
+        assert_eq!(decode(&[99, 0, 0, 0]), Err(DecodeError::UnknownType(99)));
         assert_eq!(decode(&[3, 0, 0, 0]), Ok(Event::Stop));
     }
 

@@ -14,6 +14,7 @@
 //! | [`clock`] | NTP-style offset estimation, minimum-RTT of 8 rounds |
 //! | [`keys`] | TLS-exporter labels for the data-plane keys; `FecConfig` ⇄ `DataPlaneConfig` |
 //! | [`error`] | [`ProtocolError`] and `Error` codes |
+//! | [`input`] | input/feedback datagrams ⇄ the seat model: decoding, scaling, clock skew |
 //!
 //! # Message flow
 //!
@@ -75,6 +76,7 @@ pub mod clock;
 pub mod error;
 pub mod framing;
 pub mod host;
+pub mod input;
 pub mod keys;
 pub mod pairing;
 

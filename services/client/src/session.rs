@@ -266,6 +266,7 @@ fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
         data_port,
         compositor: None,
         probe_only: ask.probe_only,
+        gamepads: Vec::new(),
     }
 }
 

@@ -53,6 +53,8 @@ pub struct ClientRequest {
     pub compositor: Option<String>,
     /// A speed test only (`Hello.probe_only`): the host starts no stream.
     pub probe_only: bool,
+    /// The pads we bring (`Hello.gamepads`), by index.
+    pub gamepads: Vec<punktfunk_proto::control::GamepadKind>,
 }
 
 /// What the shell must do, in order.
@@ -136,6 +138,7 @@ impl ClientSession {
                 compositor: r.compositor.clone().unwrap_or_default(),
                 data_port: u32::from(r.data_port),
                 probe_only: r.probe_only,
+                gamepads: r.gamepads.iter().map(|&g| g as i32).collect(),
             })),
         }
     }

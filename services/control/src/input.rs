@@ -321,9 +321,9 @@ mod tests {
         let pad = input_event::Event::Gamepad(GamepadState::default());
         // Client clock = host clock − 1 s; delays 3 ms, then 1 ms, then 5 ms.
         let skew = 1_000_000_000u64;
-        let a = m.map(&ev(pad.clone(), 10_000_000), 10_000_000 + skew + 3_000_000);
+        let a = m.map(&ev(pad, 10_000_000), 10_000_000 + skew + 3_000_000);
         assert_eq!(a.unwrap().host_time_ns, 10_000_000 + skew + 3_000_000);
-        let b = m.map(&ev(pad.clone(), 20_000_000), 20_000_000 + skew + 1_000_000);
+        let b = m.map(&ev(pad, 20_000_000), 20_000_000 + skew + 1_000_000);
         assert_eq!(b.unwrap().host_time_ns, 20_000_000 + skew + 1_000_000);
         // The slower delivery is measured against the fastest path: 4 ms late.
         let c = m

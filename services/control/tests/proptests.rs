@@ -62,6 +62,7 @@ fn hello() -> impl Strategy<Value = client_message::Msg> {
                     compositor: comp,
                     data_port: port,
                     probe_only,
+                    gamepads: Vec::new(),
                 })
             },
         )
@@ -242,6 +243,7 @@ proptest! {
             data_port: 1,
             compositor: None,
             probe_only: false,
+            gamepads: Vec::new(),
         });
         if start {
             let _ = c.hello();

@@ -40,6 +40,7 @@ fn hello_with(f: impl FnOnce(&mut Hello)) -> ClientMessage {
         compositor: String::new(),
         data_port: 50_000,
         probe_only: false,
+        gamepads: Vec::new(),
     };
     f(&mut h);
     ClientMessage {
@@ -645,6 +646,7 @@ fn request() -> ClientRequest {
         data_port: 47_000,
         compositor: None,
         probe_only: false,
+        gamepads: Vec::new(),
     }
 }
 

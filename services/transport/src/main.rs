@@ -6,6 +6,7 @@
 mod api;
 mod config;
 mod host;
+mod input;
 mod media;
 mod native;
 mod pairing;

@@ -11,7 +11,9 @@
 //! steers it ([`Session::keyframe`], [`Session::reconfigure`], [`Session::start_probe`]),
 //! listens for what happened ([`Session::refused`]), and ends it ([`Session::stop`]).
 //!
-//! The compositor output and the input seat of later issues join the resources here.
+//! The input seat joins the resources here ([`crate::input::SeatLink`]): opened at start,
+//! reopened by its link when punktfunk-input restarts, closed at stop. The compositor output of
+//! a later issue joins them too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 use crate::config::Source;
 use crate::host::{Host, SessionEntry};
+use crate::input::{SeatLink, SeatPort, SeatSpec};
 use crate::media::{self, MediaError, MediaEvent, MediaPlan, MediaSession, Outputs};
 use crate::pump::PumpShared;
 use crate::stream::{DataPlane, connect_socket};
@@ -89,6 +92,8 @@ pub struct SessionSpec {
     /// A speed-test-only session: senders come with each probe, no media.
     pub probe_only: bool,
     pub data_plane: DataPlaneConfig,
+    /// The pads of the client's input seat, by index.
+    pub pads: Vec<punktfunk_proto::input::PadKind>,
     /// The host-to-client data-plane key (the shell derives it: punktfunk/1 from the TLS
     /// exporter).
     pub key: SessionKey,
@@ -117,6 +122,10 @@ pub struct Session {
     /// Where the next speed test's sender starts its sequence (one key per session and kind:
     /// a restarted sequence would reuse AES-GCM nonces).
     probe_sequence: Arc<AtomicU64>,
+    /// The client's input seat (none for a speed test, or without a runtime dir).
+    seat: Option<SeatLink>,
+    /// The seat's port until the protocol shell takes it.
+    seat_port: Option<SeatPort>,
 }
 
 enum Feed {
@@ -154,6 +163,20 @@ impl Session {
             codec = spec.codec.as_str_name(), bitrate_kbps = spec.bitrate_kbps, audio = spec.audio,
             probe_only = spec.probe_only, "session started"
         );
+        let (seat, seat_port) = match (&host.runtime_dir, spec.probe_only) {
+            (Some(dir), false) => {
+                let (link, port) = SeatLink::start(
+                    dir.clone(),
+                    SeatSpec {
+                        client_name: spec.client_name.clone(),
+                        output: (spec.mode.width, spec.mode.height),
+                        pads: spec.pads.clone(),
+                    },
+                );
+                (Some(link), Some(port))
+            }
+            _ => (None, None),
+        };
         let session = Self {
             id: spec.id,
             client_addr: spec.client_addr,
@@ -162,6 +185,8 @@ impl Session {
             fps,
             feed,
             probe_sequence: Arc::new(AtomicU64::new(0)),
+            seat,
+            seat_port,
         };
         // Registered before anything can end the session, so teardown (which removes the
         // entry) always finds it.
@@ -185,6 +210,12 @@ impl Session {
     /// The session id (also the TLS exporter context of punktfunk/1's keys).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The input seat's port (once): the protocol shell feeds it the client's input and sends
+    /// its feedback to the client.
+    pub fn take_seat_port(&mut self) -> Option<SeatPort> {
+        self.seat_port.take()
     }
 
     pub fn keyframe(&self) {
@@ -219,6 +250,10 @@ impl Session {
     /// senders (off the async workers); returns the video sender's totals.
     pub async fn stop(self, host: &Host) -> SenderStats {
         host.remove_session(self.id);
+        // The seat first: the client's devices go away at once.
+        if let Some(seat) = self.seat {
+            seat.stop().await;
+        }
         let stats = match self.feed {
             Feed::Synthetic(dp) => tokio::task::spawn_blocking(move || dp.stop())
                 .await

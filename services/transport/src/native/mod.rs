@@ -9,6 +9,7 @@
 //! data-plane socket is ever opened towards it. What a session runs is the orchestrator's
 //! business ([`crate::session`]).
 
+mod input;
 mod pairing;
 mod session;
 

@@ -10,7 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use punktfunk_control::error::{CODE_INTERNAL, CODE_PAIRING_REQUIRED, CODE_PROTOCOL};
 use punktfunk_control::host::{HostAction, HostPolicy, HostSession, ResolvedSession};
 use punktfunk_control::keys::Direction;
-use punktfunk_proto::control::{ClientMessage, ProbeResult, VideoPayload};
+use punktfunk_proto::control::{
+    ClientMessage, GamepadKind, ProbeResult, VideoPayload, client_message,
+};
+use punktfunk_proto::input::PadKind;
 use punktfunk_quic::RecvError;
 use tokio::task::JoinSet;
 
@@ -38,12 +41,15 @@ pub(super) async fn run(mut s: Stream, reader: Reader, first: ClientMessage) {
             return;
         }
     };
+    let pads = pads(&first);
     let mut driver = Driver {
         s,
         reader,
         machine,
         live: None,
         probes: JoinSet::new(),
+        pads,
+        input: None,
     };
     let end = driver.run(first).await;
     driver.finish(end).await;
@@ -98,6 +104,25 @@ async fn policy(s: &Stream, id: u64) -> HostPolicy {
     policy
 }
 
+/// The pads the Hello brings, for the session's input seat (at most
+/// `punktfunk-input`'s limit; unknown kinds become Xbox pads).
+fn pads(hello: &ClientMessage) -> Vec<PadKind> {
+    let Some(client_message::Msg::Hello(h)) = &hello.msg else {
+        return Vec::new();
+    };
+    h.gamepads
+        .iter()
+        .take(MAX_PADS)
+        .map(|k| match GamepadKind::try_from(*k) {
+            Ok(GamepadKind::Dualsense) => PadKind::Dualsense,
+            _ => PadKind::Xbox,
+        })
+        .collect()
+}
+
+/// Pads one seat may have (punktfunk-input refuses more).
+const MAX_PADS: usize = 4;
+
 /// A negotiated session stream and what runs for it.
 struct Driver {
     s: Stream,
@@ -105,6 +130,10 @@ struct Driver {
     machine: HostSession,
     live: Option<Session>,
     probes: JoinSet<ProbeStats>,
+    /// The client's pads, for its input seat.
+    pads: Vec<PadKind>,
+    /// The input datagram pump (punktfunk/1 ⇄ the session's seat).
+    input: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Driver {
@@ -185,6 +214,7 @@ impl Driver {
         let key = punktfunk_quic::export_key(&self.s.conn, r.session_id, Direction::HostToClient)
             .map_err(|e| End(e.to_string()))?;
         let conn = self.s.conn.clone();
+        let output = (r.mode.width, r.mode.height);
         let spec = SessionSpec {
             protocol: Protocol::Native,
             id: r.session_id,
@@ -197,13 +227,18 @@ impl Driver {
             audio: r.audio.is_some(),
             probe_only: r.probe_only,
             data_plane: r.data_plane,
+            pads: self.pads.clone(),
             key,
             end: std::sync::Arc::new(move |reason| {
                 conn.close(close::UNPAIRED.into(), reason.as_bytes())
             }),
         };
         match Session::start(&self.s.host, spec).await {
-            Ok(l) => {
+            Ok(mut l) => {
+                if let Some(port) = l.take_seat_port() {
+                    let conn = self.s.conn.clone();
+                    self.input = Some(tokio::spawn(super::input::pump(conn, port, output)));
+                }
                 self.live = Some(l);
                 Ok(())
             }
@@ -285,6 +320,9 @@ impl Driver {
     /// Stops whatever runs for the session and logs why it ended.
     async fn finish(mut self, end: End) {
         self.probes.abort_all();
+        if let Some(input) = self.input.take() {
+            input.abort();
+        }
         let client = self.s.fp.short();
         match self.live.take() {
             Some(l) => {

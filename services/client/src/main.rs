@@ -8,6 +8,7 @@ mod audio;
 mod conn;
 mod decode;
 mod frames_out;
+mod input;
 mod known_hosts;
 mod outcome;
 mod report;
@@ -89,6 +90,13 @@ enum Command {
         /// says what the host put in effect.
         #[arg(long, value_name = "SECS:WxH@Hz:KBPS")]
         reconfigure: Option<String>,
+        /// Send the timed input events of FILE (one per line: `MS EVENT ARGS`, see
+        /// `punktfunk-client`'s input.rs); the report lists the feedback the host sent back.
+        #[arg(long, value_name = "FILE")]
+        input_script: Option<PathBuf>,
+        /// The pads this client brings, by index: a comma list of `xbox` and `dualsense`.
+        #[arg(long, value_delimiter = ',')]
+        gamepads: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +155,8 @@ fn main() -> ExitCode {
                 frames_out,
                 no_audio,
                 reconfigure,
+                input_script,
+                gamepads,
                 json,
             } => {
                 let opts = stream::StreamOptions {
@@ -166,6 +176,11 @@ fn main() -> ExitCode {
                         .as_deref()
                         .map(stream::ReconfigureAt::parse)
                         .transpose()?,
+                    input_script: input_script.as_deref().map(input::load).transpose()?,
+                    gamepads: gamepads
+                        .iter()
+                        .map(|g| session::parse_gamepad(g))
+                        .collect::<anyhow::Result<_>>()?,
                 };
                 stream::stream(&dir, &name, &host, &opts).await
             }

@@ -169,6 +169,17 @@ pub struct StreamReport {
     /// The host's answers to `--reconfigure`: what is in effect afterwards.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconfigured: Vec<Reconfigured>,
+    /// `--input-script`: input datagrams sent, and those quinn refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_send_errors: Option<u64>,
+    /// Feedback datagrams the host sent (rumble, lightbar, player LEDs, trigger effects), and
+    /// the first thousand of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_received: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<crate::input::Feedback>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_frames: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -332,6 +343,23 @@ pub fn print_stream(r: &StreamReport, json: bool) {
     print_artefacts_and_audio(r);
     print_gaps(r);
     print_latency(r);
+    print_input(r);
+}
+
+/// `--input-script`: what was sent and what came back.
+fn print_input(r: &StreamReport) {
+    let Some(sent) = r.input_sent else { return };
+    println!(
+        "input {sent} events sent ({} refused), {} feedback events received",
+        r.input_send_errors.unwrap_or(0),
+        r.feedback_received.unwrap_or(0)
+    );
+    for f in &r.feedback {
+        println!(
+            "  feedback {}",
+            serde_json::to_string(f).unwrap_or_default()
+        );
+    }
 }
 
 /// The text report's first lines: host, frames, payload, goodput and clock.

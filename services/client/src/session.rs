@@ -15,7 +15,7 @@ use punktfunk_control::keys::Direction;
 use punktfunk_control::pairing::{PairingClient, PairingClientStep, PairingError};
 use punktfunk_dataplane::{Receiver, ReceiverConfig, RxEvent};
 use punktfunk_proto::common::{Codec, Mode};
-use punktfunk_proto::control::{AudioConfig, ProbeResult, Welcome};
+use punktfunk_proto::control::{AudioConfig, GamepadKind, ProbeResult, Welcome};
 use punktfunk_tls::{Fingerprint, Identity, peer_fingerprint};
 use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
@@ -189,6 +189,8 @@ pub struct Ask<'a> {
     pub probe_only: bool,
     pub audio: bool,
     pub codecs: &'a [Codec],
+    /// The pads we bring (`Hello.gamepads`).
+    pub gamepads: &'a [GamepadKind],
 }
 
 impl Open {
@@ -266,7 +268,7 @@ fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
         data_port,
         compositor: None,
         probe_only: ask.probe_only,
-        gamepads: Vec::new(),
+        gamepads: ask.gamepads.to_vec(),
     }
 }
 
@@ -304,6 +306,15 @@ async fn await_welcome(
     }
 }
 
+/// Parses a `--gamepads` item: `xbox` or `dualsense`.
+pub fn parse_gamepad(s: &str) -> anyhow::Result<GamepadKind> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "xbox" => Ok(GamepadKind::Xbox),
+        "dualsense" | "ds" | "ps5" => Ok(GamepadKind::Dualsense),
+        other => anyhow::bail!("unknown gamepad `{other}`: xbox or dualsense"),
+    }
+}
+
 /// The codecs this client decodes, most preferred first.
 pub const DEFAULT_CODECS: [Codec; 2] = [Codec::Hevc, Codec::H264];
 
@@ -336,6 +347,7 @@ pub async fn speed_test(
         probe_only: true,
         audio: false,
         codecs: &DEFAULT_CODECS,
+        gamepads: &[],
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let bytes = Arc::new(AtomicU64::new(0));
@@ -465,6 +477,7 @@ mod tests {
             probe_only: false,
             audio: false,
             codecs: &DEFAULT_CODECS,
+            gamepads: &[],
         }
     }
 

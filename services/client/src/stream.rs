@@ -51,6 +51,10 @@ pub struct StreamOptions {
     pub audio: bool,
     /// Ask for another mode and bitrate this far into the run (`--reconfigure`).
     pub reconfigure: Option<ReconfigureAt>,
+    /// Timed input events to send (`--input-script`).
+    pub input_script: Option<Vec<crate::input::Step>>,
+    /// The pads this client brings (`--gamepads`).
+    pub gamepads: Vec<punktfunk_proto::control::GamepadKind>,
 }
 
 /// A `Reconfigure` to send during the run.
@@ -114,14 +118,40 @@ async fn run_stream(
         probe_only: false,
         audio: opts.audio,
         codecs: &opts.codecs,
+        gamepads: &opts.gamepads,
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let settled = Settled::from_welcome(&open)?;
     let key = open.key()?;
     let mut pipeline = start_pipeline(&mut open, &settled, key, opts).await?;
+    // Input runs beside the control loop: its own task on the connection's datagrams.
+    let input = opts.input_script.clone().map(|steps| {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(crate::input::run(
+            open.connection.clone(),
+            steps,
+            now_ns(),
+            stopped,
+        ));
+        (stop, task)
+    });
     let ran = control_loop(&mut open, &mut pipeline, opts).await;
+    let input = match input {
+        Some((stop, task)) => {
+            let _ = stop.send(());
+            task.await.ok()
+        }
+        None => None,
+    };
     let collected = teardown(&mut open, pipeline).await?;
-    Ok(build_report(host, opts, &open, &settled, ran, collected))
+    let mut report = build_report(host, opts, &open, &settled, ran, collected);
+    if let Some(i) = input {
+        report.input_sent = Some(i.sent);
+        report.input_send_errors = Some(i.send_errors);
+        report.feedback_received = Some(i.feedback_received);
+        report.feedback = i.feedback;
+    }
+    Ok(report)
 }
 
 /// What the Welcome settled: the data plane and what the video is.

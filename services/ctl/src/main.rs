@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use punktfunk_common::client::{self, DAEMONS, ProbeError};
 use punktfunk_common::paths;
+use punktfunk_proto::input::ListSeatsRequest;
+use punktfunk_proto::input::input_client::InputClient;
 use punktfunk_proto::transport::transport_client::TransportClient;
 use punktfunk_proto::transport::{
     ArmPairingRequest, ListClientsRequest, ListSessionsRequest, UnpairRequest,
@@ -56,6 +58,11 @@ enum Command {
     },
     /// List live client sessions.
     Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List input seats: each session's virtual devices, their nodes and event counts.
+    Seats {
         #[arg(long)]
         json: bool,
     },
@@ -165,6 +172,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })),
+        Command::Seats { json } => rt.block_on(seats(&runtime_dir, timeout, json)),
         Command::Unpair { client } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
             let r = c.unpair(UnpairRequest { client }).await?.into_inner();
             if let Some(removed) = r.removed {
@@ -241,6 +249,97 @@ async fn status(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `punktfunkctl seats`: punktfunk-input's ListSeats as a table or JSON.
+async fn seats(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
+    let socket = paths::grpc_socket(dir, "input");
+    let channel = match punktfunk_common::uds::connect(&socket, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "punktfunkctl: {}; start it with: systemctl --user start punktfunk-input.service",
+                explain(&ProbeError::Connect(e))
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut client = InputClient::new(channel);
+    let seats = match tokio::time::timeout(timeout, client.list_seats(ListSeatsRequest {})).await {
+        Ok(Ok(r)) => r.into_inner().seats,
+        Ok(Err(s)) => {
+            eprintln!("punktfunkctl: {}", s.message());
+            return ExitCode::from(1);
+        }
+        Err(_) => {
+            eprintln!(
+                "punktfunkctl: punktfunk-input did not answer within {:.1} s; see `journalctl --user -u punktfunk-input`",
+                timeout.as_secs_f64()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        let list: Vec<_> = seats
+            .iter()
+            .map(|s| {
+                let c = s.counters.unwrap_or_default();
+                serde_json::json!({
+                    "seat": s.seat_id, "client": s.client_name, "age_ms": s.age_ms,
+                    "devices": s.devices.iter().map(|d| serde_json::json!({
+                        "kind": d.kind, "name": d.name, "pad": d.pad, "nodes": d.nodes, "syspath": d.syspath,
+                    })).collect::<Vec<_>>(),
+                    "counters": {
+                        "delivered": c.delivered, "dropped_bad_pad": c.dropped_bad_pad,
+                        "dropped_out_of_range": c.dropped_out_of_range, "dropped_bad_code": c.dropped_bad_code,
+                        "dropped_rate": c.dropped_rate, "dropped_device_error": c.dropped_device_error,
+                        "feedback_sent": c.feedback_sent, "feedback_dropped": c.feedback_dropped,
+                    },
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "seats": list }));
+        return ExitCode::SUCCESS;
+    }
+    if seats.is_empty() {
+        println!("no input seats (no client is streaming)");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<10} {:<20} {:>8} {:>10} {:>8} {:>9}",
+        "SEAT", "CLIENT", "AGE", "DELIVERED", "DROPPED", "FEEDBACK"
+    );
+    for s in &seats {
+        let c = s.counters.unwrap_or_default();
+        let dropped = c.dropped_bad_pad
+            + c.dropped_out_of_range
+            + c.dropped_bad_code
+            + c.dropped_rate
+            + c.dropped_device_error;
+        println!(
+            "{:<10} {:<20} {:>7}s {:>10} {:>8} {:>9}",
+            s.seat_id,
+            s.client_name,
+            s.age_ms / 1000,
+            c.delivered,
+            dropped,
+            c.feedback_sent
+        );
+        for d in &s.devices {
+            println!("  {:<10} {:<40} {}", d.kind, d.name, d.nodes.join(" "));
+        }
+        if dropped > 0 {
+            println!(
+                "  dropped: {} bad pad, {} out of range, {} bad code, {} over rate, {} device errors",
+                c.dropped_bad_pad,
+                c.dropped_out_of_range,
+                c.dropped_bad_code,
+                c.dropped_rate,
+                c.dropped_device_error
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Connects to punktfunk-transport and runs `f`; errors say what to do.

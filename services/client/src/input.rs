@@ -37,6 +37,8 @@ const MAX_LINES: usize = 100_000;
 const MAX_FLOOD: u32 = 1_000_000;
 /// Most feedback events the report lists (the count goes on).
 const MAX_FEEDBACK_LISTED: usize = 1000;
+/// Send times the report lists (the first ones), for latency measurements.
+const MAX_SENT_LISTED: usize = 10_000;
 
 /// One step of a script.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +280,8 @@ pub struct InputOutcome {
     pub feedback_received: u64,
     /// The first [`MAX_FEEDBACK_LISTED`].
     pub feedback: Vec<Feedback>,
+    /// CLOCK_MONOTONIC ns each of the first [`MAX_SENT_LISTED`] events was sent at.
+    pub sent_ns: Vec<u64>,
 }
 
 /// Sends the script's events at their times (from `start_ns`, CLOCK_MONOTONIC) and collects
@@ -298,10 +302,14 @@ pub async fn run(
             _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 if let Some(step) = steps.next() {
                     for _ in 0..step.repeat {
-                        let ev = InputEvent { timestamp_ns: now_ns(), event: Some(step.event) };
+                        let t = now_ns();
+                        let ev = InputEvent { timestamp_ns: t, event: Some(step.event) };
                         match conn.send_datagram(ev.encode_to_vec().into()) {
                             Ok(()) => out.sent += 1,
                             Err(_) => out.send_errors += 1,
+                        }
+                        if out.sent_ns.len() < MAX_SENT_LISTED {
+                            out.sent_ns.push(t);
                         }
                     }
                 }

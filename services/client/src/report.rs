@@ -180,6 +180,10 @@ pub struct StreamReport {
     pub feedback_received: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub feedback: Vec<crate::input::Feedback>,
+    /// When each input event was sent (CLOCK_MONOTONIC ns, the first 10,000): latency benches
+    /// match them with what arrived.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub input_sent_ns: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_frames: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

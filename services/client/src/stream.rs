@@ -150,6 +150,7 @@ async fn run_stream(
         report.input_send_errors = Some(i.send_errors);
         report.feedback_received = Some(i.feedback_received);
         report.feedback = i.feedback;
+        report.input_sent_ns = i.sent_ns;
     }
     Ok(report)
 }

@@ -146,3 +146,57 @@ fn guest_past_its_timeout_is_killed_with_every_process_it_spawned() {
         .collect();
     assert!(left.is_empty(), "UML processes left behind: {left:?}");
 }
+
+#[test]
+fn running_guest_kernel_has_every_option_of_kernel_config_options_and_hid_playstation() {
+    let options = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/uml/kernel.config-options"
+    ))
+    .expect("kernel.config-options");
+    let wanted: Vec<&str> = options
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .collect();
+    assert!(
+        wanted.len() > 50,
+        "the options file lists the kernel's options"
+    );
+    let out = Guest::new()
+        .run_script("test -d /sys/bus/hid/drivers/playstation; echo playstation driver registered; zcat /proc/config.gz")
+        .expect("guest ran");
+    out.assert_success();
+    assert!(out.stdout.contains("playstation driver registered"));
+    let config: std::collections::HashSet<&str> = out.stdout.lines().collect();
+    let missing: Vec<&&str> = wanted.iter().filter(|l| !config.contains(**l)).collect();
+    assert!(
+        missing.is_empty(),
+        "options missing from the running kernel: {missing:?}"
+    );
+}
+
+#[test]
+fn two_guests_run_at_once_each_with_its_own_share() {
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                Guest::new()
+                    .mem("256M")
+                    .run_script(&format!("echo guest {i} > mine; ls; cat mine"))
+                    .expect("guest ran")
+            })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.join().expect("guest thread");
+        out.assert_success();
+        assert!(
+            out.stdout.ends_with(&format!("guest {i}\n")),
+            "output:\n{}",
+            out.stdout
+        );
+        let mine =
+            std::fs::read_to_string(out.share.join("mine")).expect("the file the script wrote");
+        assert_eq!(mine, format!("guest {i}\n"));
+    }
+}

@@ -38,8 +38,8 @@ demo: setup build
 test: setup build lint uml-kernel
     cargo nextest run --workspace --no-fail-fast
 
-# Build the User-Mode-Linux guest kernel the guest tests boot, or reuse the cached one
-# (/var/tmp/punktfunk-cache/uml/<key>/linux; ~7 CPU-minutes cold, instant when cached).
+# The cached kernel is /var/tmp/punktfunk-cache/uml/<key>/linux (~7 CPU-minutes cold).
+# Build the User-Mode-Linux kernel the guest tests boot, or find it cached.
 uml-kernel:
     tests/uml/kernel.sh
 

@@ -301,7 +301,11 @@ pub async fn run(
             _ = &mut stop => break,
             _ = async { match next { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 if let Some(step) = steps.next() {
-                    for _ in 0..step.repeat {
+                    for i in 0..step.repeat {
+                        if i % 64 == 63 {
+                            // A flood must not starve the connection's own tasks.
+                            tokio::task::yield_now().await;
+                        }
                         let t = now_ns();
                         let ev = InputEvent { timestamp_ns: t, event: Some(step.event) };
                         match conn.send_datagram(ev.encode_to_vec().into()) {

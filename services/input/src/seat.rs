@@ -55,6 +55,8 @@ struct SeatIo {
     gate: Gate,
     desktop: Desktop,
     pads: Vec<Pad>,
+    /// Held so the feedback stream lives as long as the seat, with or without pads.
+    _feedback: FeedbackTx,
 }
 
 /// One seat.
@@ -160,6 +162,7 @@ impl Seat {
                 gate,
                 desktop,
                 pads: seat_pads,
+                _feedback: tx,
             })),
             feedback_rx: Mutex::new(Some(rx)),
             feedback: counts,

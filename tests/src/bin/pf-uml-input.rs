@@ -48,7 +48,8 @@ struct Host {
 }
 
 impl Host {
-    fn start() -> anyhow::Result<Self> {
+    /// `idle_ms`: transport's QUIC idle timeout (how soon a killed client is noticed).
+    fn start(idle_ms: u32) -> anyhow::Result<Self> {
         let mut sup = Supervisor::new(4_000_000);
         let port = free_udp_port();
         for (k, v) in [
@@ -56,7 +57,7 @@ impl Host {
             ("PUNKTFUNK_MDNS", "false".into()),
             ("PUNKTFUNK_SOURCE", "synthetic".into()),
             ("PUNKTFUNK_PAIRING", "open".into()),
-            ("PUNKTFUNK_IDLE_TIMEOUT_MS", "1000".into()),
+            ("PUNKTFUNK_IDLE_TIMEOUT_MS", idle_ms.to_string()),
             ("PUNKTFUNK_BIND", "127.0.0.1".into()),
         ] {
             sup.env.push(("transport", k.into(), v));
@@ -91,8 +92,11 @@ impl Host {
         c.spawn().context("starting punktfunk-client")
     }
 
+    /// The last 30 lines of a daemon's log.
     fn log(&mut self, daemon: &str) -> String {
-        std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default()
+        let all = std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     fn seats(&self) -> anyhow::Result<serde_json::Value> {
@@ -126,7 +130,7 @@ fn report(child: Child) -> anyhow::Result<serde_json::Value> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
-        "punktfunk-client failed ({}): {stdout}\n{}",
+        "punktfunk-client failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -279,7 +283,7 @@ fn ensure_subsequence(what: &str, got: &[(u16, u16, i32)], want: &[(u16, u16, i3
 /// Keyboard, mouse, pointer, touch, Xbox pad and DualSense events from the client arrive on the
 /// nodes in order; bad events are dropped and counted while the daemon keeps serving.
 fn devices() -> anyhow::Result<()> {
-    let host = Host::start()?;
+    let mut host = Host::start(5000)?;
     let script = "\
 3000 key 30 down
 3010 key 30 up
@@ -300,7 +304,6 @@ fn devices() -> anyhow::Result<()> {
 3200 pad 5 0x1 0 0 0 0 0 0
 3210 abs 4000000000 4000000000 1 1
 3220 key 767 down
-3230 flood 30000 move 1 1
 4800 key 48 down
 4810 key 48 up
 ";
@@ -338,8 +341,12 @@ fn devices() -> anyhow::Result<()> {
         let p = format!("/sys/class/leds/{ds_input}:{led}");
         ensure!(Path::new(&p).exists(), "no LED {p}");
     }
-    // Counters after the bad events and the flood, while the session still runs.
-    std::thread::sleep(Duration::from_millis(4400));
+    // A flood into a second seat, straight at input's API: its burst passes, the rest is
+    // dropped and counted, and none of it reaches the client's seat.
+    std::thread::sleep(Duration::from_millis(3000));
+    let flood_counters = flood_second_seat(&host)?;
+    // Counters after the bad events, while the session still runs.
+    std::thread::sleep(Duration::from_millis(1400));
     let seats = host.seats()?;
     let report = report(client)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -355,8 +362,12 @@ fn devices() -> anyhow::Result<()> {
 
     ensure!(
         ev["keyboard"] == [(KEY, 30, 1), (KEY, 30, 0), (KEY, 48, 1), (KEY, 48, 0)],
-        "keyboard read {:?}",
-        ev["keyboard"]
+        "keyboard read {:?}; seats {seats}; client sent {} ({} refused); input log:\n{}\ntransport log:\n{}",
+        ev["keyboard"],
+        report["input_sent"],
+        report["input_send_errors"],
+        host.log("input"),
+        host.log("transport")
     );
     ensure_subsequence(
         "mouse",
@@ -434,17 +445,67 @@ fn devices() -> anyhow::Result<()> {
     ensure!(n("dropped_bad_pad") >= 1, "no bad pad counted: {c}");
     ensure!(n("dropped_out_of_range") >= 1, "no out-of-range position counted: {c}");
     ensure!(n("dropped_bad_code") >= 1, "no unknown key counted: {c}");
-    ensure!(n("dropped_rate") >= 1, "the flood was not cut: {c}");
+    ensure!(n("dropped_rate") == 0 && n("delivered") == 18, "the client's seat: {c}");
+    let flood = |k: &str| flood_counters[k].as_u64().unwrap_or(0);
+    ensure!(
+        flood("dropped_rate") >= 10_000 && flood("delivered") >= 2_000,
+        "the flood of 20000 events was not cut to the burst: {flood_counters}"
+    );
     ensure!(
         seat["devices"].as_array().map_or(0, Vec::len) == 6,
         "seats lists {} devices: {seat}",
         seat["devices"].as_array().map_or(0, Vec::len)
     );
     println!(
-        "devices: all events read back; counters {c}; client sent {} events",
+        "devices: all events read back; client's seat {c}; flooded seat {flood_counters}; client sent {} events",
         report["input_sent"]
     );
     Ok(())
+}
+
+/// Opens a second seat at input's gRPC API, sends 20000 key events in one message, and
+/// returns that seat's counters (from `punktfunkctl seats`) before the stream ends.
+fn flood_second_seat(host: &Host) -> anyhow::Result<serde_json::Value> {
+    use punktfunk_proto::input::input_client::InputClient;
+    use punktfunk_proto::input::{OpenSeatRequest, SeatEvents};
+    use punktfunk_proto::seat::{Key, SeatEvent, seat_event::Event};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let path = host.sup.socket_dir().join("input.sock");
+    rt.block_on(async {
+        let ch = punktfunk_common::uds::connect(&path, Duration::from_secs(5)).await?;
+        let mut c = InputClient::new(ch);
+        let seat = c
+            .open_seat(OpenSeatRequest {
+                client_name: "flood".into(),
+                output_width: 640,
+                output_height: 480,
+                pads: vec![],
+            })
+            .await?
+            .into_inner()
+            .seat_id;
+        let events: Vec<SeatEvent> = (0..20_000)
+            .map(|i| SeatEvent {
+                host_time_ns: 0,
+                event: Some(Event::Key(Key { code: 30, pressed: i % 2 == 0 })),
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(SeatEvents { seat_id: seat.clone(), events }).await?;
+        let call = tokio::spawn(async move {
+            c.send_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+        });
+        // Let input take the batch, then read the counters while the seat still lives.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seats = host.seats()?;
+        drop(tx);
+        let _ = call.await;
+        seats["seats"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["seat"] == seat.as_str()))
+            .map(|s| s["counters"].clone())
+            .context("the flooded seat is not listed")
+    })
 }
 
 /// Plays FF rumble on a pad node (upload + play), as a game does; the effect plays while the
@@ -476,7 +537,7 @@ fn play_rumble(node: &Path, strong: u16, weak: u16) -> anyhow::Result<(Device, e
 /// A game's rumble on the Xbox pad and the DualSense, and the DualSense's lightbar and player
 /// LEDs written in sysfs, arrive at the client as feedback.
 fn feedback() -> anyhow::Result<()> {
-    let host = Host::start()?;
+    let host = Host::start(5000)?;
     let client = host.client("", 4.0, "xbox,dualsense")?;
     let devs = wait_devices(&["punktfunk pad 0", "punktfunk DualSense (guest)"])?;
     let xbox = play_rumble(&node(&devs, "punktfunk pad 0")?, 0x4000, 0x2000)?;
@@ -517,7 +578,7 @@ fn feedback() -> anyhow::Result<()> {
 /// Devices go when the client leaves or is killed; after kill -9 of input the seat comes back
 /// and events flow again without the client reconnecting.
 fn lifecycle() -> anyhow::Result<()> {
-    let mut host = Host::start()?;
+    let mut host = Host::start(1000)?;
     // 1. A client that leaves (Goodbye).
     let client = host.client("", 2.0, "xbox")?;
     wait_devices(&["punktfunk keyboard", "punktfunk pad 0"])?;
@@ -548,7 +609,13 @@ fn lifecycle() -> anyhow::Result<()> {
     while kv(&first).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    ensure!(kv(&first) == [(KEY, 30, 1), (KEY, 30, 0)], "before the kill: {:?}", kv(&first));
+    ensure!(
+        kv(&first) == [(KEY, 30, 1), (KEY, 30, 0)],
+        "before the kill: {:?}; input log:\n{}\ntransport log:\n{}",
+        kv(&first),
+        host.log("input"),
+        host.log("transport")
+    );
     host.sup.signal("input", rustix::process::Signal::KILL);
     host.sup.wait_exit("input", Duration::from_secs(5)).context("input did not die")?;
     let t_kill = Instant::now();
@@ -578,7 +645,7 @@ fn lifecycle() -> anyhow::Result<()> {
 /// Client input event → evdev event latency: 500 key presses 4 ms apart, each matched with its
 /// send time (the client's report) on the one clock of the guest.
 fn bench() -> anyhow::Result<()> {
-    let host = Host::start()?;
+    let host = Host::start(5000)?;
     let n = 500;
     let mut script = String::new();
     for i in 0..n {

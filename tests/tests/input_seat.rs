@@ -35,8 +35,8 @@ fn uml_seat_feedback_reaches_the_client() {
     scenario("feedback");
 }
 
-/// Devices go within 1 s after the client leaves (and after transport's 1 s idle timeout when
-/// it is killed); after kill -9 of input the seat comes back and events flow again without the
+/// Devices go within 1 s after the client leaves (and within 1 s after transport's 2 s idle
+/// timeout when it is killed); after kill -9 of input the seat comes back and events flow again without the
 /// client reconnecting.
 #[test]
 fn uml_seat_lifecycle() {

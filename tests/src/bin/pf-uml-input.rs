@@ -345,8 +345,14 @@ fn devices() -> anyhow::Result<()> {
     // A flood into a second seat, straight at input's API: its burst passes, the rest is
     // dropped and counted, and none of it reaches the client's seat.
     std::thread::sleep(Duration::from_millis(3000));
-    // The battery event (3140 ms) is in; read it while the pad exists.
-    let battery_now = std::fs::read_to_string(format!("{battery}/capacity")).unwrap_or_default();
+    // The battery event (3140 ms): read it while the pad exists, waiting for it to land.
+    let read_capacity = || std::fs::read_to_string(format!("{battery}/capacity")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut battery_now = read_capacity();
+    while battery_now.trim() != "55" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        battery_now = read_capacity();
+    }
     let flood_counters = flood_second_seat(&host)?;
     // Counters after the bad events, while the session still runs.
     std::thread::sleep(Duration::from_millis(1400));

@@ -54,6 +54,7 @@ bench: setup
     cargo bench -p punktfunk-dataplane --bench send
     cargo bench -p punktfunk-media --bench encode
     cargo bench -p punktfunk-tests --bench e2e_latency
+    cargo bench -p punktfunk-tests --bench input_latency
 
 # Delivery under 1/2/5/10 % random loss across two network namespaces, 10,000 frames each (~3 min).
 loss-sweep: setup

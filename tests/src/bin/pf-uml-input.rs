@@ -213,9 +213,7 @@ fn wait_devices(wants: &[&str]) -> anyhow::Result<Devices> {
 /// How long until no punktfunk device is left (None: some still there after `WAIT`).
 fn wait_gone(since: Instant) -> Option<Duration> {
     while since.elapsed() < WAIT {
-        let left = input_devices()
-            .keys()
-            .any(|n| n.starts_with("punktfunk"));
+        let left = input_devices().keys().any(|n| n.starts_with("punktfunk"));
         if !left {
             return Some(since.elapsed());
         }
@@ -228,7 +226,10 @@ type Events = Arc<Mutex<Vec<(u16, u16, i32, u64)>>>;
 
 /// Reads a node on a thread until `stop`; events (type, code, value, CLOCK_REALTIME ns) without
 /// SYN and MSC.
-fn reader(node: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<(Events, std::thread::JoinHandle<()>)> {
+fn reader(
+    node: &Path,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Events, std::thread::JoinHandle<()>)> {
     let mut dev = Device::open(node).with_context(|| format!("opening {}", node.display()))?;
     dev.set_nonblocking(true)?;
     let events: Events = Arc::default();
@@ -262,7 +263,11 @@ fn reader(node: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<(Events, std::th
 }
 
 fn kv(e: &Events) -> Vec<(u16, u16, i32)> {
-    e.lock().unwrap().iter().map(|&(t, c, v, _)| (t, c, v)).collect()
+    e.lock()
+        .unwrap()
+        .iter()
+        .map(|&(t, c, v, _)| (t, c, v))
+        .collect()
 }
 
 const KEY: u16 = 1;
@@ -270,7 +275,11 @@ const REL: u16 = 2;
 const ABS: u16 = 3;
 
 /// `want` appears in `got` in this order (other events may come between).
-fn ensure_subsequence(what: &str, got: &[(u16, u16, i32)], want: &[(u16, u16, i32)]) -> anyhow::Result<()> {
+fn ensure_subsequence(
+    what: &str,
+    got: &[(u16, u16, i32)],
+    want: &[(u16, u16, i32)],
+) -> anyhow::Result<()> {
     let mut it = got.iter();
     for w in want {
         ensure!(
@@ -346,7 +355,8 @@ fn devices() -> anyhow::Result<()> {
     // dropped and counted, and none of it reaches the client's seat.
     std::thread::sleep(Duration::from_millis(3000));
     // The battery event (3140 ms): read it while the pad exists, waiting for it to land.
-    let read_capacity = || std::fs::read_to_string(format!("{battery}/capacity")).unwrap_or_default();
+    let read_capacity =
+        || std::fs::read_to_string(format!("{battery}/capacity")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut battery_now = read_capacity();
     while battery_now.trim() != "55" && Instant::now() < deadline {
@@ -429,7 +439,11 @@ fn devices() -> anyhow::Result<()> {
         (KEY, KeyCode::BTN_SOUTH.0, 1),
         (KEY, KeyCode::BTN_TL2.0, 1),
     ] {
-        ensure!(ev["ds"].contains(&want), "DualSense gamepad: no {want:?} in {:?}", ev["ds"]);
+        ensure!(
+            ev["ds"].contains(&want),
+            "DualSense gamepad: no {want:?} in {:?}",
+            ev["ds"]
+        );
     }
     ensure_subsequence(
         "DualSense touchpad",
@@ -446,15 +460,24 @@ fn devices() -> anyhow::Result<()> {
             ev["ds-motion"]
         );
     }
-    ensure!(battery_now.trim() == "55", "battery capacity {battery_now:?}, expected 55 (50 % → 5 × 10 + 5)");
+    ensure!(
+        battery_now.trim() == "55",
+        "battery capacity {battery_now:?}, expected 55 (50 % → 5 × 10 + 5)"
+    );
 
     let seat = &seats["seats"][0];
     let c = &seat["counters"];
     let n = |k: &str| c[k].as_u64().unwrap_or(0);
     ensure!(n("dropped_bad_pad") >= 1, "no bad pad counted: {c}");
-    ensure!(n("dropped_out_of_range") >= 1, "no out-of-range position counted: {c}");
+    ensure!(
+        n("dropped_out_of_range") >= 1,
+        "no out-of-range position counted: {c}"
+    );
     ensure!(n("dropped_bad_code") >= 1, "no unknown key counted: {c}");
-    ensure!(n("dropped_rate") == 0 && n("delivered") == 18, "the client's seat: {c}");
+    ensure!(
+        n("dropped_rate") == 0 && n("delivered") == 18,
+        "the client's seat: {c}"
+    );
     let flood = |k: &str| flood_counters[k].as_u64().unwrap_or(0);
     ensure!(
         flood("dropped_rate") >= 10_000 && flood("delivered") >= 2_000,
@@ -478,7 +501,9 @@ fn flood_second_seat(host: &Host) -> anyhow::Result<serde_json::Value> {
     use punktfunk_proto::input::input_client::InputClient;
     use punktfunk_proto::input::{OpenSeatRequest, SeatEvents};
     use punktfunk_proto::seat::{Key, SeatEvent, seat_event::Event};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let path = host.sup.socket_dir().join("input.sock");
     rt.block_on(async {
         let ch = punktfunk_common::uds::connect(&path, Duration::from_secs(5)).await?;
@@ -496,13 +521,21 @@ fn flood_second_seat(host: &Host) -> anyhow::Result<serde_json::Value> {
         let events: Vec<SeatEvent> = (0..20_000)
             .map(|i| SeatEvent {
                 host_time_ns: 0,
-                event: Some(Event::Key(Key { code: 30, pressed: i % 2 == 0 })),
+                event: Some(Event::Key(Key {
+                    code: 30,
+                    pressed: i % 2 == 0,
+                })),
             })
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(SeatEvents { seat_id: seat.clone(), events }).await?;
+        tx.send(SeatEvents {
+            seat_id: seat.clone(),
+            events,
+        })
+        .await?;
         let call = tokio::spawn(async move {
-            c.send_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+            c.send_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
         });
         // Let input take the batch, then read the counters while the seat still lives.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -565,15 +598,25 @@ fn feedback() -> anyhow::Result<()> {
     let fb = report["feedback"].as_array().cloned().unwrap_or_default();
     let has = |f: &dyn Fn(&serde_json::Value) -> bool| fb.iter().any(f);
     ensure!(
-        has(&|f| f["kind"] == "rumble" && f["pad"] == 0 && f["low"] == 0x4000 && f["high"] == 0x2000),
+        has(&|f| f["kind"] == "rumble"
+            && f["pad"] == 0
+            && f["low"] == 0x4000
+            && f["high"] == 0x2000),
         "no Rumble {{pad 0, low 0x4000, high 0x2000}} from the Xbox pad in {fb:?}"
     );
     ensure!(
-        has(&|f| f["kind"] == "rumble" && f["pad"] == 1 && f["low"] == 0x8080 && f["high"] == 0x4040),
+        has(&|f| f["kind"] == "rumble"
+            && f["pad"] == 1
+            && f["low"] == 0x8080
+            && f["high"] == 0x4040),
         "no Rumble {{pad 1, low 0x8080, high 0x4040}} from the DualSense in {fb:?}"
     );
     ensure!(
-        has(&|f| f["kind"] == "lightbar" && f["pad"] == 1 && f["r"] == 10 && f["g"] == 20 && f["b"] == 30),
+        has(&|f| f["kind"] == "lightbar"
+            && f["pad"] == 1
+            && f["r"] == 10
+            && f["g"] == 20
+            && f["b"] == 30),
         "no Lightbar {{10, 20, 30}} in {fb:?}"
     );
     ensure!(
@@ -597,17 +640,25 @@ fn lifecycle() -> anyhow::Result<()> {
     wait_devices(&["punktfunk keyboard", "punktfunk pad 0"])?;
     let child = client;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let left = Instant::now();
     let gone = wait_gone(left).context("devices still there 10 s after the client left")?;
-    ensure!(gone < Duration::from_secs(1), "devices took {gone:?} to go after the client left");
+    ensure!(
+        gone < Duration::from_secs(1),
+        "devices took {gone:?} to go after the client left"
+    );
     // 2. A client killed with SIGKILL: transport notices after its idle timeout.
     let mut client = host.client("", 30.0, "dualsense")?;
     wait_devices(&["punktfunk keyboard", "punktfunk DualSense (guest) Touchpad"])?;
     client.kill()?;
     let _ = client.wait();
     let killed = Instant::now();
-    let gone_killed = wait_gone(killed).context("devices still there 10 s after the client was killed")?;
+    let gone_killed =
+        wait_gone(killed).context("devices still there 10 s after the client was killed")?;
     ensure!(
         gone_killed < Duration::from_millis(u64::from(IDLE_MS) + 1000),
         "devices took {gone_killed:?} to go after the client was killed (idle timeout {IDLE_MS} ms)"
@@ -630,7 +681,9 @@ fn lifecycle() -> anyhow::Result<()> {
         host.log("transport")
     );
     host.sup.signal("input", rustix::process::Signal::KILL);
-    host.sup.wait_exit("input", Duration::from_secs(5)).context("input did not die")?;
+    host.sup
+        .wait_exit("input", Duration::from_secs(5))
+        .context("input did not die")?;
     let t_kill = Instant::now();
     host.sup.start("input");
     host.sup.wait_ready("input", t_kill);
@@ -648,7 +701,10 @@ fn lifecycle() -> anyhow::Result<()> {
         kv(&second),
         host.log("transport")
     );
-    ensure!(report["error"].is_null(), "the client's session broke: {report}");
+    ensure!(
+        report["error"].is_null(),
+        "the client's session broke: {report}"
+    );
     println!(
         "lifecycle: gone {gone:?} after leaving, {gone_killed:?} after kill -9 of the client; seat back {back:?} after kill -9 of input"
     );
@@ -689,7 +745,11 @@ fn bench() -> anyhow::Result<()> {
             ((ts as i128 - real_minus_mono) - s as i128) as f64 / 1000.0
         })
         .collect();
-    ensure!(lat.len() * 10 >= n * 9, "only {} of {n} motions arrived", lat.len());
+    ensure!(
+        lat.len() * 10 >= n * 9,
+        "only {} of {n} motions arrived",
+        lat.len()
+    );
     lat.sort_by(f64::total_cmp);
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
     println!(

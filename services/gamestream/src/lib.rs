@@ -1,0 +1,61 @@
+//! # punktfunk-gamestream: the sans-IO core of GameStream (Moonlight) hosting
+//!
+//! Protocol logic only: bytes and `CLOCK_MONOTONIC` nanoseconds (`u64`) in, bytes and events
+//! out. No sockets, no TLS, no tokio. The shells in `punktfunk-transport` (HTTP/HTTPS, RTSP
+//! over TCP, ENet, UDP through the paced sender) call it. The protocol is described in
+//! `docs/gamestream.md`; the baseline is Sunshine's: we advertise [`APP_VERSION`] and
+//! [`GFE_VERSION`], which select SHA-256 pairing, TCP RTSP, the encrypted control stream and
+//! every Sunshine extension in the clients.
+//!
+//! | module | job | shell entry points |
+//! |---|---|---|
+//! | [`http`] | request targets, the query parser, `/launch` parameters | [`http::parse_target`], [`http::LaunchRequest::from_query`] |
+//! | [`xml`] | every XML reply (serverinfo, pair, applist, launch/resume/cancel, unpair, the XML 401) | [`xml::server_info`], [`xml::unauthorized`], ... |
+//! | [`pairing`] | the host identity and the five-phase PIN pairing | [`pairing::PairingHost`], [`pairing::HostIdentity`] |
+//!
+//! ## HTTP shell recipe
+//!
+//! 1. `let (verb, query) = http::parse_target(target)?` (error → HTTP 400).
+//! 2. Plain HTTP serves only verbs with [`http::Verb::served_over_http`]. On HTTPS, compare
+//!    the presented client certificate (DER) with the paired set; if it is not there, answer
+//!    every verb except `/pair?phrase=pairchallenge` with [`xml::unauthorized`]`(path)`.
+//! 3. `/serverinfo` → [`xml::server_info`]; `/pair` → [`pairing::PairingHost::handle_pair`];
+//!    `/unpair` → [`pairing::PairingHost::handle_unpair`] + [`xml::unpair`]; `/applist` →
+//!    [`xml::app_list`]; `/launch`/`/resume` → [`http::LaunchRequest::from_query`] then
+//!    [`xml::launch`]/[`xml::resume`] (or [`xml::error`]); `/cancel` → [`xml::cancel`].
+//! 4. Reply HTTP 200 with `Content-Type: `[`xml::HTTP_CONTENT_TYPE`] and `Connection: close`.
+//!
+//! ## Rules
+//!
+//! * Every parser is total (fuzzed, no panics) and bounded by a constant of its module or a
+//!   negotiated parameter; no length read from the network sizes an allocation unchecked.
+//! * Secrets (the rikey, pairing keys, PINs, private keys) never appear in `Debug` output or
+//!   error messages.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod pairing;
+pub mod xml;
+
+/// `appversion` we advertise: major 7 (SHA-256 pairing, Gen 7), 7.1.431 (TCP RTSP, encrypted
+/// control stream, multi-block FEC), negative 4th component = "Sunshine" (every extension).
+pub const APP_VERSION: &str = "7.1.431.-1";
+/// `GfeVersion` we advertise (Moonlight-qt marks newer unknown values unsupported).
+pub const GFE_VERSION: &str = "3.23.0.74";
+
+/// Default ports (Sunshine's convention: offsets from the HTTP port).
+pub mod ports {
+    /// HTTP API (plain): the base port.
+    pub const HTTP: u16 = 47989;
+    /// HTTPS API (mutual TLS): base − 5.
+    pub const HTTPS: u16 = 47984;
+    /// Video RTP (UDP): base + 9.
+    pub const VIDEO: u16 = 47998;
+    /// Control stream (ENet over UDP): base + 10.
+    pub const CONTROL: u16 = 47999;
+    /// Audio RTP (UDP): base + 11.
+    pub const AUDIO: u16 = 48000;
+    /// RTSP (TCP): base + 21.
+    pub const RTSP: u16 = 48010;
+}

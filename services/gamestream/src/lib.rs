@@ -36,6 +36,7 @@
 
 pub mod http;
 pub mod pairing;
+pub mod rtsp;
 pub mod xml;
 
 /// `appversion` we advertise: major 7 (SHA-256 pairing, Gen 7), 7.1.431 (TCP RTSP, encrypted

@@ -34,7 +34,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod http;
+pub mod input;
 pub mod pairing;
 pub mod rtsp;
 pub mod xml;

@@ -213,7 +213,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// Decodes hex (either case); `None` for odd length or a non-hex digit.
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks_exact(2)

@@ -627,7 +627,7 @@ mod tests {
         nan.extend([0; 8]);
         assert!(decode_input(&packet(magic::GAMEPAD_MOTION, &nan)).is_err());
         assert_eq!(
-            decode_input(&vec![0; MAX_INPUT_PACKET + 1]),
+            decode_input(&[0; MAX_INPUT_PACKET + 1]),
             Err(InputError::TooLong)
         );
     }

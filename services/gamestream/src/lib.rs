@@ -12,6 +12,27 @@
 //! | [`http`] | request targets, the query parser, `/launch` parameters | [`http::parse_target`], [`http::LaunchRequest::from_query`] |
 //! | [`xml`] | every XML reply (serverinfo, pair, applist, launch/resume/cancel, unpair, the XML 401) | [`xml::server_info`], [`xml::unauthorized`], ... |
 //! | [`pairing`] | the host identity and the five-phase PIN pairing | [`pairing::PairingHost`], [`pairing::HostIdentity`] |
+//! | [`rtsp`] | RTSP parser, the per-launch responder (DESCRIBE SDP, SETUP ports, ping payload, connect data), ANNOUNCE → [`rtsp::StreamConfig`] | [`rtsp::parse_request`], [`rtsp::RtspSession`] |
+//! | [`control`] | control stream: AES-GCM framing (v2 and legacy IVs), client messages, host feedback encoders, liveness | [`control::ControlSession`] |
+//! | [`input`] | input packets → [`input::InputEvent`] | [`input::decode_input`] (via [`control::ClientMessage::Input`]) |
+//! | [`video`] | RTP + NV header + Cauchy FEC + optional AES-GCM, a `punktfunk_wire::Packetize` | [`video::VideoPacketizer`] → `Sender::spawn_with(Box::new(..))` |
+//! | [`audio`] | RTP Opus + AES-CBC + RS(4,2) FEC | [`audio::AudioPacketizer`] |
+//! | [`fec`] | GF(2^8) Reed-Solomon as moonlight-common-c decodes it, the block plan | [`fec::plan_frame`] |
+//!
+//! ## Session recipe (after `/launch`)
+//!
+//! 1. `/launch` → keep [`http::SessionKeys`] (rikey, rikeyid); make an [`rtsp::RtspConfig`]
+//!    with fresh [`rtsp::new_ping_payload`] and [`rtsp::new_connect_data`].
+//! 2. RTSP connections → [`rtsp::parse_request`] + [`rtsp::RtspSession::handle`], answer,
+//!    close. [`rtsp::RtspEvent::Announced`] carries the [`rtsp::StreamConfig`].
+//! 3. UDP pings (16-byte ping payload + u32be counter) tell the audio and video endpoints.
+//! 4. ENet CONNECT whose `data` equals the connect data → [`control::ControlSession::new`]
+//!    with `rikey` and [`rtsp::StreamConfig::control_v2`].
+//! 5. Video: [`video::VideoPacketizer::new`] with `packet_size`, `min_fec_packets`, `fps`
+//!    and the key if [`rtsp::StreamConfig::video_encryption`]; the first frame is an IDR.
+//!    Audio: [`audio::AudioPacketizer::new`] with `audio_packet_duration_ms` and the key if
+//!    [`rtsp::StreamConfig::audio_encryption`].
+//! 6. End: seal [`control::HostMessage::Termination`]`(`[`control::TERMINATION_GRACEFUL`]`)`.
 //!
 //! ## HTTP shell recipe
 //!
@@ -34,11 +55,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod control;
+pub mod fec;
 pub mod http;
 pub mod input;
 pub mod pairing;
 pub mod rtsp;
+pub mod video;
 pub mod xml;
 
 /// `appversion` we advertise: major 7 (SHA-256 pairing, Gen 7), 7.1.431 (TCP RTSP, encrypted

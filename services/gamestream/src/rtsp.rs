@@ -488,7 +488,7 @@ pub fn parse_announce(
     check((1..=crate::http::MAX_FPS).contains(&fps), "maxFPS")?;
     let packet_size = a.req("x-nv-video[0].packetSize")?;
     check(
-        PACKET_SIZE_RANGE.contains(&packet_size) && packet_size % 16 == 0,
+        PACKET_SIZE_RANGE.contains(&packet_size) && packet_size.is_multiple_of(16),
         "packetSize",
     )?;
     let min_fec_packets = a.req("x-nv-vqos[0].fec.minRequiredFecPackets")?;
@@ -600,10 +600,10 @@ impl RtspSession {
     pub fn handle(&mut self, req: &RtspRequest) -> (RtspResponse, Option<RtspEvent>) {
         let cseq = req.cseq();
         // After SETUP audio the client repeats the token; a different one is not ours.
-        if let Some(s) = req.header("Session") {
-            if s.split(';').next().map(str::trim) != Some(self.cfg.session_token.as_str()) {
-                return (RtspResponse::error(454, cseq), None);
-            }
+        if let Some(s) = req.header("Session")
+            && s.split(';').next().map(str::trim) != Some(self.cfg.session_token.as_str())
+        {
+            return (RtspResponse::error(454, cseq), None);
         }
         match req.method {
             Method::Options => (RtspResponse::new(200, cseq), None),

@@ -3,7 +3,7 @@
 //! Protocol logic only: bytes and `CLOCK_MONOTONIC` nanoseconds (`u64`) in, bytes and events
 //! out. No sockets, no TLS, no tokio. The shells in `punktfunk-transport` (HTTP/HTTPS, RTSP
 //! over TCP, ENet, UDP through the paced sender) call it. The protocol is described in
-//! `docs/gamestream.md`; the baseline is Sunshine's: we advertise [`APP_VERSION`] and
+//! `docs/gamestream-protocol.md`; the baseline is Sunshine's: we advertise [`APP_VERSION`] and
 //! [`GFE_VERSION`], which select SHA-256 pairing, TCP RTSP, the encrypted control stream and
 //! every Sunshine extension in the clients.
 //!

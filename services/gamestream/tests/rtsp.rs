@@ -283,3 +283,11 @@ fn fresh_ids() {
     assert!(p.iter().all(|b| b.is_ascii_hexdigit()));
     assert_ne!(new_ping_payload(), p);
 }
+
+#[test]
+fn v2_pings() {
+    // The captured ping of the spec (payload "0123456789abcdef", counter 1).
+    let ping = b"0123456789abcdef\x00\x00\x00\x01";
+    assert_eq!(parse_ping(ping), Some((*b"0123456789abcdef", 1)));
+    assert_eq!(parse_ping(b"PING"), None);
+}

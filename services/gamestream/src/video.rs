@@ -186,6 +186,10 @@ fn copy_virtual(header: &[u8], au: &[u8], offset: usize, out: &mut [u8]) {
         w = n;
         o += n;
     }
+    if o < header.len() {
+        // `out` ended inside the header.
+        return;
+    }
     let start = o - header.len();
     if start < au.len() {
         let n = (au.len() - start).min(out.len() - w);
@@ -204,16 +208,18 @@ struct ShardHeader {
     fec_info: u32,
 }
 
+/// RTP bytes 0-11 (a parity shard keeps its parity bytes from 12 on).
 fn write_rtp(img: &mut [u8], seq: u64, ts: u32) {
     img[0] = 0x90;
     img[1] = 0;
     img[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
     img[4..8].copy_from_slice(&ts.to_be_bytes());
-    img[8..16].fill(0);
+    img[8..12].fill(0);
 }
 
 fn write_data_header(img: &mut [u8], h: &ShardHeader) {
     write_rtp(img, h.seq, h.ts);
+    img[12..16].fill(0);
     img[16..20].copy_from_slice(&(((h.seq & 0xFF_FFFF) as u32) << 8).to_le_bytes());
     img[20..24].copy_from_slice(&h.frame.to_le_bytes());
     img[24] = h.flags;

@@ -642,6 +642,25 @@ mod tests {
     }
 
     #[test]
+    fn legacy_16_byte_iv_matches_openssl() {
+        // Vector computed with OpenSSL's AES-128-GCM and the 16-byte IV `0x2C ‖ 0×15`
+        // (seq 300 & 0xFF), plaintext = ping (type 0x0200, length 8).
+        let c = ControlCrypto::new(&KEY, false);
+        let sealed = c
+            .seal(
+                Direction::ClientToHost,
+                300,
+                msg::PING,
+                &[4, 0, 0, 0, 0, 0, 0, 0],
+            )
+            .unwrap();
+        assert_eq!(
+            hex_encode(&sealed),
+            "010020002C010000EA17D117DF469B6FEE2016EADD3041607827C9C1FFEE32DEF98D8AC2"
+        );
+    }
+
+    #[test]
     fn legacy_iv_roundtrip_and_direction_separation() {
         let c = ControlCrypto::new(&KEY, false);
         let sealed = c

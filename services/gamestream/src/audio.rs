@@ -114,6 +114,16 @@ impl AudioPacketizer {
         }
     }
 
+    /// The session's audio packetizer from ANNOUNCE and the launch keys (encrypted iff
+    /// [`crate::rtsp::StreamConfig::audio_encryption`]).
+    pub fn for_stream(stream: &crate::rtsp::StreamConfig, keys: &crate::http::SessionKeys) -> Self {
+        let key = stream.audio_encryption.then(|| AudioKey {
+            key: keys.rikey,
+            key_id: keys.rikeyid,
+        });
+        Self::new(stream.audio_packet_duration_ms, key)
+    }
+
     /// Packetizes one Opus packet into `out` (see [`AudioPackets::iter`]).
     pub fn packetize(&mut self, opus: &[u8], out: &mut AudioPackets) -> Result<(), AudioError> {
         if opus.is_empty() || opus.len() > MAX_OPUS_PACKET {

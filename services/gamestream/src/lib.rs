@@ -28,9 +28,9 @@
 //! 3. UDP pings (16-byte ping payload + u32be counter) tell the audio and video endpoints.
 //! 4. ENet CONNECT whose `data` equals the connect data → [`control::ControlSession::new`]
 //!    with `rikey` and [`rtsp::StreamConfig::control_v2`].
-//! 5. Video: [`video::VideoPacketizer::new`] with `packet_size`, `min_fec_packets`, `fps`
+//! 5. Video: [`video::VideoPacketizer::new`]`(`[`video::VideoConfig::for_stream`]`)`: `packet_size`, `min_fec_packets`, `fps`
 //!    and the key if [`rtsp::StreamConfig::video_encryption`]; the first frame is an IDR.
-//!    Audio: [`audio::AudioPacketizer::new`] with `audio_packet_duration_ms` and the key if
+//!    Audio: [`audio::AudioPacketizer::for_stream`]: `audio_packet_duration_ms` and the key if
 //!    [`rtsp::StreamConfig::audio_encryption`].
 //! 6. End: seal [`control::HostMessage::Termination`]`(`[`control::TERMINATION_GRACEFUL`]`)`.
 //!

@@ -87,7 +87,28 @@ impl std::fmt::Debug for VideoConfig {
     }
 }
 
+/// Sunshine's default FEC percentage (the host's policy, not negotiated).
+pub const DEFAULT_FEC_PERCENT: u32 = 20;
+
 impl VideoConfig {
+    /// The session's video parameters from ANNOUNCE and the launch keys: packet size,
+    /// minimum parity, frame rate, and the key only if ANNOUNCE enabled video encryption.
+    pub fn for_stream(
+        stream: &crate::rtsp::StreamConfig,
+        keys: &crate::http::SessionKeys,
+        fec_percent: u32,
+        max_frame_bytes: usize,
+    ) -> Self {
+        Self {
+            packet_size: stream.packet_size,
+            fec_percent,
+            min_parity: stream.min_fec_packets,
+            fps: stream.fps,
+            encryption_key: stream.video_encryption.then_some(keys.rikey),
+            max_frame_bytes,
+        }
+    }
+
     /// Payload bytes per datagram (`L = S − 16`).
     pub fn payload_len(&self) -> usize {
         self.packet_size as usize - 16

@@ -117,7 +117,7 @@ impl AudioPacketizer {
     /// The session's audio packetizer from ANNOUNCE and the launch keys (encrypted iff
     /// [`crate::rtsp::StreamConfig::audio_encryption`]).
     pub fn for_stream(stream: &crate::rtsp::StreamConfig, keys: &crate::http::SessionKeys) -> Self {
-        let key = stream.audio_encryption.then(|| AudioKey {
+        let key = stream.audio_encryption.then_some(AudioKey {
             key: keys.rikey,
             key_id: keys.rikeyid,
         });

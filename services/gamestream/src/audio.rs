@@ -55,6 +55,18 @@ impl AudioPackets {
         Self::default()
     }
 
+    /// The data datagram (RTP + Opus).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The block's two FEC datagrams, after its fourth data packet (12 bytes longer than the
+    /// data datagrams; send them right after [`data`](Self::data), e.g. on the same socket).
+    pub fn fec(&self) -> Option<[&[u8]; 2]> {
+        self.has_fec
+            .then(|| [self.fec[0].as_slice(), self.fec[1].as_slice()])
+    }
+
     /// The datagrams, in send order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(self.data.as_slice())
@@ -246,6 +258,8 @@ mod tests {
             assert_eq!(pk.len(), if i % 4 == 3 { 3 } else { 1 }, "packet {i}");
             sent.push(pk);
         }
+        assert_eq!(out.data(), &sent[7][0][..]);
+        assert_eq!(out.fec().map(|f| f[1].to_vec()), Some(sent[7][2].clone()));
         let fec0 = &sent[7][1];
         assert_eq!(&fec0[..4], &[0x80, 0x7F, 0, 8]);
         assert_eq!(&fec0[12..16], &[0, 97, 0, 4]);

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 pub mod attack;
+pub mod moonlight;
 pub mod native;
 pub mod plot;
 pub mod stack;

@@ -37,6 +37,8 @@ use crate::stream::{DataPlane, connect_socket};
 pub enum Protocol {
     /// punktfunk/1 over QUIC (the native client).
     Native,
+    /// GameStream (stock Moonlight clients).
+    GameStream,
 }
 
 impl Protocol {
@@ -44,6 +46,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Native => punktfunk_control::PROTOCOL_NAME,
+            Protocol::GameStream => "gamestream",
         }
     }
 }

@@ -1,0 +1,188 @@
+//! GameStream against a real Moonlight client (moonlight-python: Moonlight's pairing, and
+//! libmoonlight-common-c for the stream) and the whole appliance under the test supervisor.
+//!
+//! Pairing is Moonlight's way round: the client shows a PIN and waits; the user types it on
+//! the host with `punktfunkctl pair --pin NNNN`.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use punktfunk_tests::moonlight::{Moonlight, report};
+use punktfunk_tests::stack::Stack;
+use serde_json::Value;
+
+fn clients(stack: &Stack) -> Value {
+    let out = stack.sup.ctl(&["clients", "--json"]);
+    assert!(
+        out.status.success(),
+        "punktfunkctl clients: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("clients --json")
+}
+
+fn gamestream_clients(stack: &Stack) -> Vec<Value> {
+    clients(stack)["clients"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["protocol"] == "gamestream")
+        .collect()
+}
+
+fn transport_status(stack: &Stack) -> String {
+    let out = stack.sup.ctl(&["status", "--json"]);
+    punktfunk_tests::parse_status(&out.stdout)
+        .into_iter()
+        .find(|(name, _, _)| name == "transport")
+        .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Starts `pair --pin client_pin` and waits until the host lists it as waiting to pair.
+fn start_pairing(stack: &mut Stack, client: &Moonlight, client_pin: &str) -> Child {
+    let child = client
+        .command(&["pair", "--pin", client_pin])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the moonlight driver");
+    let t = Instant::now();
+    loop {
+        let pending = clients(stack)["pending"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(p) = pending.first() {
+            assert_eq!(p["protocol"], "gamestream");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the Moonlight client never showed up as waiting to pair\n{}",
+            stack.log("transport")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+fn https_status(client: &Moonlight, verb: &str, query: Option<&str>) -> i64 {
+    let mut args = vec!["https", verb];
+    args.extend(query);
+    let r = client.run(&args);
+    assert_eq!(r["ok"], true, "https {verb}: {r}");
+    r["status_code"].as_i64().expect("status_code")
+}
+
+/// A wrong PIN fails and pairs nothing; an unpaired client's HTTPS requests get the XML 401;
+/// the right PIN pairs and the app list then has Desktop; `unpair` takes it away again.
+#[test]
+fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
+    let mut stack = Stack::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = stack.gamestream_port;
+    let stranger = Moonlight::new(dir.path().join("stranger"), "127.0.0.1", port);
+    let friend = Moonlight::new(dir.path().join("friend"), "127.0.0.1", port);
+
+    // Nobody waits: a PIN typed on the host is refused with what to do.
+    let out = stack.sup.ctl(&["pair", "--pin", "1234"]);
+    assert!(
+        !out.status.success(),
+        "a PIN with no pairing waiting must be refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Moonlight client is waiting"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A wrong PIN: Moonlight shows 1111, the host user types 2222.
+    let child = start_pairing(&mut stack, &stranger, "1111");
+    assert!(
+        transport_status(&stack).contains("waits to pair"),
+        "status: {}",
+        transport_status(&stack)
+    );
+    let out = stack.sup.ctl(&["pair", "--pin", "2222"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&child.wait_with_output().unwrap());
+    assert_eq!(r["ok"], false, "a wrong PIN must not pair: {r}");
+    assert_eq!(r["kind"], "WrongPinError", "{r}");
+    assert!(
+        gamestream_clients(&stack).is_empty(),
+        "a wrong PIN paired someone"
+    );
+    assert!(
+        clients(&stack)["pending"]
+            .as_array()
+            .is_none_or(|p| p.is_empty()),
+        "the failed attempt is still pending"
+    );
+    assert!(
+        transport_status(&stack).contains("1 failed pairing attempt"),
+        "status: {}",
+        transport_status(&stack)
+    );
+
+    // Unpaired: every HTTPS verb gets the XML 401, and nothing is launched.
+    for (verb, query) in [
+        ("serverinfo", None),
+        ("applist", None),
+        (
+            "launch",
+            Some("appid=1&mode=1280x720x60&rikey=00112233445566778899aabbccddeeff&rikeyid=1"),
+        ),
+        ("cancel", None),
+    ] {
+        assert_eq!(https_status(&stranger, verb, query), 401, "{verb}");
+    }
+
+    // The right PIN.
+    let child = start_pairing(&mut stack, &friend, "4321");
+    let out = stack.sup.ctl(&["pair", "--pin", "4321"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&child.wait_with_output().unwrap());
+    assert_eq!(
+        r["ok"],
+        true,
+        "pairing with the right PIN failed: {r}\n{}",
+        stack.log("transport")
+    );
+    let apps: Vec<&str> = r["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(apps.contains(&"Desktop"), "apps: {apps:?}");
+    assert_eq!(r["app_version"], "7.1.431.-1");
+    let paired = gamestream_clients(&stack);
+    assert_eq!(paired.len(), 1, "{paired:?}");
+    assert_eq!(https_status(&friend, "applist", None), 200);
+    assert_eq!(
+        https_status(&stranger, "applist", None),
+        401,
+        "pairing one client must not admit another"
+    );
+
+    // unpair removes it: its certificate is a stranger's again.
+    let name = paired[0]["name"].as_str().unwrap().to_string();
+    let out = stack.sup.ctl(&["unpair", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gamestream_clients(&stack).is_empty());
+    assert_eq!(https_status(&friend, "applist", None), 401);
+}

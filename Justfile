@@ -46,6 +46,7 @@ bench: setup
     cargo bench -p punktfunk-ring --bench handoff
     cargo bench -p punktfunk-tests --bench grpc_rtt
     cargo bench -p punktfunk-wire --bench frame
+    cargo bench -p punktfunk-gamestream --bench packetize
     cargo bench -p punktfunk-dataplane --bench send
     cargo bench -p punktfunk-media --bench encode
     cargo bench -p punktfunk-tests --bench e2e_latency
@@ -59,6 +60,7 @@ fuzz seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     tests/fuzz/run.sh services/wire/fuzz {{seconds}}
     tests/fuzz/run.sh services/control/fuzz {{seconds}}
+    tests/fuzz/run.sh services/gamestream/fuzz {{seconds}}
 
 # rustfmt check and clippy with warnings as errors.
 lint:

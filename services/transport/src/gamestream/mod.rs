@@ -9,19 +9,19 @@
 
 mod http;
 mod identity;
-pub mod pairing;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use punktfunk_gamestream::pairing::{
+    PairedClient, PairingEvent, PairingHost, PairingPolicy, PinError,
+};
 use punktfunk_tls::Fingerprint;
-use tokio::sync::oneshot;
 
 use crate::host::Host;
-pub use identity::HostIdentity;
+use crate::session::Protocol;
 
 /// GameStream's port map, in one place (spec §1.1, Sunshine's convention): every port is an
 /// offset from the HTTP port. Only the HTTP port is well known to clients; the others reach
@@ -59,42 +59,6 @@ impl Ports {
     }
 }
 
-/// How long a Moonlight pairing waits for its PIN on the host.
-pub const PIN_WAIT: Duration = Duration::from_secs(120);
-/// Failed attempts (wrong PIN, or a client giving up) before pairing locks.
-pub const MAX_FAILURES: u32 = 3;
-/// How long pairing stays locked after [`MAX_FAILURES`].
-pub const LOCKOUT: Duration = Duration::from_secs(60);
-
-/// A pairing attempt between its phases.
-struct Pending {
-    /// Ties the phases of one attempt together (Moonlight's `uniqueid`; not an identity).
-    unique_id: String,
-    attempt: pairing::Attempt,
-    started: Instant,
-    started_unix: u64,
-    /// Completes the long-polled phase 1 with the PIN typed on the host.
-    pin_tx: Option<oneshot::Sender<String>>,
-}
-
-#[derive(Default)]
-struct PairingState {
-    pending: Option<Pending>,
-    failures: u32,
-    locked_until: Option<Instant>,
-}
-
-/// Why `punktfunkctl pair --pin` could not complete a pairing.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PinError {
-    #[error("a Moonlight PIN is 4 digits")]
-    Format,
-    #[error(
-        "no Moonlight client is waiting to pair: start pairing in Moonlight first, then type the PIN it shows"
-    )]
-    NoneWaiting,
-}
-
 /// A pending pairing as `punktfunkctl clients` shows it.
 pub struct PendingInfo {
     pub name: String,
@@ -105,9 +69,12 @@ pub struct PendingInfo {
 /// The shell's state, shared by its servers.
 pub struct GameStream {
     host: Arc<Host>,
-    identity: HostIdentity,
+    unique_id: String,
     ports: Ports,
-    pairing: Mutex<PairingState>,
+    /// The core's pairing machine (its call order: see `punktfunk_gamestream::pairing`).
+    pairing: Mutex<PairingHost>,
+    /// Wakes held phase-1 requests when a PIN was typed.
+    pin_typed: tokio::sync::Notify,
     /// `_nvstream._tcp` while it runs (None: mDNS off or failed).
     _advert: Option<punktfunk_discovery::Advertiser>,
 }
@@ -116,15 +83,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn now() -> u64 {
+    punktfunk_clock::monotonic_ns()
+}
+
 impl GameStream {
     /// Loads (or creates) the RSA identity and binds the HTTP and HTTPS listeners.
     pub async fn start(host: Arc<Host>, config_dir: &std::path::Path) -> anyhow::Result<Arc<Self>> {
-        let identity = HostIdentity::load_or_create(config_dir)?;
+        let identity = identity::load_or_create(config_dir)?;
         let ports = Ports {
             http: host.config.gamestream.http_port,
         };
         let ip: IpAddr = host.config.bind.parse().context("bind address")?;
-        let tls = identity.tls_config().context("GameStream TLS")?;
+        let tls = identity::tls_config(&identity).context("GameStream TLS")?;
         let bind = |port: u16| async move {
             let addr = SocketAddr::new(ip, port);
             tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -136,9 +107,10 @@ impl GameStream {
         let advert = advertise(&host, ports.http);
         let gs = Arc::new(Self {
             host,
-            identity,
+            unique_id: identity::unique_id(&identity),
+            pairing: Mutex::new(PairingHost::new(identity, PairingPolicy::default())),
             ports,
-            pairing: Mutex::new(PairingState::default()),
+            pin_typed: tokio::sync::Notify::new(),
             _advert: advert,
         });
         tracing::info!(
@@ -148,7 +120,7 @@ impl GameStream {
             video = ports.video(),
             control = ports.control(),
             audio = ports.audio(),
-            uniqueid = %gs.identity.unique_id,
+            uniqueid = %gs.unique_id,
             "GameStream listening (streaming over GameStream is not served yet)"
         );
         tokio::spawn(http::serve(gs.clone(), http_listener, None));
@@ -165,68 +137,121 @@ impl GameStream {
         cert.is_some_and(|c| self.host.is_paired(&Fingerprint::of(c)))
     }
 
+    /// Runs `f` on the pairing machine, then acts on what it reports (no lock held then);
+    /// newly paired clients are handed back for the caller to store before it replies.
+    fn with_pairing_paired<R>(
+        &self,
+        f: impl FnOnce(&mut PairingHost) -> R,
+    ) -> (R, Vec<PairedClient>) {
+        let (r, events) = {
+            let mut p = lock(&self.pairing);
+            let r = f(&mut p);
+            let events: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
+            (r, events)
+        };
+        let mut paired = Vec::new();
+        for e in events {
+            match e {
+                PairingEvent::Paired(c) => paired.push(c),
+                e => self.on_event(e),
+            }
+        }
+        self.refresh_status();
+        (r, paired)
+    }
+
+    /// As [`Self::with_pairing_paired`], storing any newly paired client itself.
+    fn with_pairing<R>(&self, f: impl FnOnce(&mut PairingHost) -> R) -> R {
+        let (r, paired) = self.with_pairing_paired(f);
+        for c in paired {
+            self.store_paired(&c.cert_der);
+        }
+        r
+    }
+
+    fn on_event(&self, e: PairingEvent) {
+        match e {
+            PairingEvent::Pending(_) => {
+                tracing::info!("a Moonlight client waits to pair: punktfunkctl pair --pin NNNN");
+            }
+            PairingEvent::Paired(c) => {
+                // with_pairing_paired hands these to its caller instead.
+                self.store_paired(&c.cert_der);
+            }
+            PairingEvent::Failed {
+                reason, counted, ..
+            } => {
+                let remote: SocketAddr = ([0, 0, 0, 0], 0).into();
+                if counted {
+                    self.host
+                        .pairing_failed(remote, "moonlight", &format!("GameStream: {reason}"));
+                } else {
+                    tracing::info!(%reason, "Moonlight pairing ended before a PIN was typed");
+                }
+            }
+            PairingEvent::Locked { .. } => {
+                tracing::warn!("GameStream pairing locked after repeated failures");
+            }
+        }
+    }
+
+    /// Stores a client whose phase 4 succeeded (memory changes only after the file is
+    /// written); false if it could not be stored.
+    fn store_paired(&self, cert_der: &[u8]) -> bool {
+        let fp = Fingerprint::of(cert_der);
+        let name = client_name(&fp);
+        match self
+            .host
+            .add_paired(fp, &name, Protocol::GameStream.as_str())
+        {
+            Ok(_) => {
+                tracing::info!(client = %name, fingerprint = %fp.short(), "Moonlight client paired");
+                true
+            }
+            Err(e) => {
+                tracing::error!(client = %name, "pairing not stored: {e}");
+                false
+            }
+        }
+    }
+
     /// `punktfunkctl pair --pin NNNN`: hands the PIN to the pairing waiting for it.
     pub fn submit_pin(&self, pin: &str) -> Result<(), PinError> {
-        if pin.len() != 4 || !pin.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PinError::Format);
-        }
-        let tx = {
-            let mut st = lock(&self.pairing);
-            let now = Instant::now();
-            expire(&mut st, now);
-            st.pending
-                .as_mut()
-                .filter(|p| p.attempt.waiting_for_pin())
-                .and_then(|p| p.pin_tx.take())
-        };
-        let sent = tx.map(|tx| tx.send(pin.to_string()).is_ok());
-        self.refresh_status();
-        match sent {
-            Some(true) => Ok(()),
-            _ => Err(PinError::NoneWaiting),
-        }
+        let r = self.with_pairing(|p| p.submit_pin(now(), pin));
+        self.pin_typed.notify_waiters();
+        r.map(|_| ())
     }
 
     /// The pairing waiting for its PIN, if any.
     pub fn pending(&self) -> Vec<PendingInfo> {
-        let mut st = lock(&self.pairing);
-        expire(&mut st, Instant::now());
-        st.pending
-            .iter()
-            .map(|p| {
-                let fp = Fingerprint::of(&p.attempt.client_cert);
+        let info = {
+            let mut p = lock(&self.pairing);
+            p.handle_timeout(now());
+            p.pending()
+        };
+        let age = |since_ns: u64| std::time::Duration::from_nanos(now().saturating_sub(since_ns));
+        info.into_iter()
+            .map(|i| {
+                let fp = Fingerprint(i.fingerprint);
                 PendingInfo {
                     name: client_name(&fp),
                     fingerprint: fp.to_hex(),
-                    started_unix: p.started_unix,
+                    started_unix: std::time::SystemTime::now()
+                        .checked_sub(age(i.since_ns))
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
                 }
             })
             .collect()
     }
 
-    /// Counts a failed attempt (locking pairing after [`MAX_FAILURES`]) and drops it.
-    fn fail(&self, remote: SocketAddr, reason: &str) {
-        {
-            let mut st = lock(&self.pairing);
-            st.pending = None;
-            st.failures += 1;
-            if st.failures >= MAX_FAILURES {
-                st.failures = 0;
-                st.locked_until = Some(Instant::now() + LOCKOUT);
-                tracing::warn!(
-                    lockout_s = LOCKOUT.as_secs(),
-                    "GameStream pairing locked after repeated failures"
-                );
-            }
-        }
-        self.host
-            .pairing_failed(remote, "moonlight", &format!("GameStream: {reason}"));
-        self.refresh_status();
-    }
-
     /// Tells the host's status line whether a Moonlight pairing waits for its PIN.
     fn refresh_status(&self) {
-        let waiting = !self.pending().is_empty();
+        let waiting = {
+            let p = lock(&self.pairing);
+            p.pending().is_some_and(|i| !i.pin_entered)
+        };
         self.host.set_note(waiting.then(|| {
             "a Moonlight client waits to pair: type the PIN it shows with `punktfunkctl pair --pin NNNN`".to_string()
         }));
@@ -252,20 +277,6 @@ fn advertise(host: &Host, port: u16) -> Option<punktfunk_discovery::Advertiser> 
             tracing::warn!(error = %e, "mDNS advertisement of GameStream failed; Moonlight users must add this host by address");
             None
         }
-    }
-}
-
-/// Drops an attempt whose PIN never came.
-fn expire(st: &mut PairingState, now: Instant) {
-    if st
-        .pending
-        .as_ref()
-        .is_some_and(|p| now.duration_since(p.started) > PIN_WAIT)
-    {
-        st.pending = None;
-    }
-    if st.locked_until.is_some_and(|t| t <= now) {
-        st.locked_until = None;
     }
 }
 

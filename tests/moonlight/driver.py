@@ -195,6 +195,11 @@ def cmd_stream(args) -> dict:
     waker.daemon = True
     waker.start()
     inputs = InputLib() if args.input else None
+    if args.frames == 0:
+        # Control-stream-only run: the connection is up once LiStartConnection returned.
+        if inputs is not None:
+            report["input_rc"] = inputs.send_all()
+        time.sleep(args.settle)
     sizes = set()
     while len(report["frames"]) < args.frames and time.monotonic() < deadline:
         raw = session.pull_frame()
@@ -254,6 +259,8 @@ def main() -> int:
     ss.add_argument("--frames", type=int, default=300)
     ss.add_argument("--timeout", type=float, default=30.0)
     ss.add_argument("--input", action="store_true")
+    ss.add_argument("--settle", type=float, default=1.0,
+                    help="with --frames 0: seconds to stay connected after sending input")
     ss.add_argument("--quit", action="store_true")
     args = p.parse_args()
     try:

@@ -186,3 +186,54 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
     assert!(gamestream_clients(&stack).is_empty());
     assert_eq!(https_status(&friend, "applist", None), 401);
 }
+
+/// Pairs `client` (Moonlight shows `pin`, the host user types it).
+fn pair(stack: &mut Stack, client: &Moonlight, pin: &str) {
+    let child = start_pairing(stack, client, pin);
+    let out = stack.sup.ctl(&["pair", "--pin", pin]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&child.wait_with_output().unwrap());
+    assert_eq!(r["ok"], true, "pairing failed: {r}");
+}
+
+/// The number before `what` in the transport status line's GameStream input counters.
+fn input_count(status: &str, what: &str) -> u64 {
+    let tail = status
+        .split("GameStream input: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no input counters in the status line: {status}"));
+    tail.split(", ")
+        .find_map(|part| part.strip_suffix(what).or_else(|| part.strip_suffix(&format!("{what} events"))))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {what} count in: {status}"))
+}
+
+/// A paired Moonlight client launches Desktop: the RTSP handshake (DESCRIBE, SETUP ×3,
+/// ANNOUNCE, PLAY) and the ENet control stream (its CONNECT carrying the connect data, AES-GCM
+/// v2 messages) come up, and the keyboard, mouse and gamepad events it sends arrive decrypted
+/// and decoded in transport's input counters (input's seat is not built yet). `/cancel` ends
+/// the launch. No video or audio is streamed yet: this covers the control plane only.
+#[test]
+fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() {
+    let mut stack = Stack::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let client = Moonlight::new(dir.path().join("client"), "127.0.0.1", stack.gamestream_port);
+    pair(&mut stack, &client, "2468");
+    let before = transport_status(&stack);
+    assert_eq!(input_count(&before, "keyboard"), 0, "{before}");
+
+    let r = client.run(&[
+        "stream", "--frames", "0", "--input", "--quit", "--codec", "h264", "--settle", "1.5",
+    ]);
+    assert_eq!(r["ok"], true, "launch/connect failed: {r}\n{}", stack.log("transport"));
+    for (name, rc) in r["input_rc"].as_object().expect("input_rc") {
+        assert_eq!(rc, 0, "the client library refused {name}: {r}");
+    }
+    assert_eq!(r["quit"], true, "{r}");
+    let status = transport_status(&stack);
+    assert!(input_count(&status, "keyboard") >= 2, "key down + up: {status}");
+    // The client library's own wake-up wiggle (+1,+1 / -1,-1) plus our click and move.
+    assert!(input_count(&status, "mouse") >= 3, "{status}");
+    assert!(input_count(&status, "gamepad") >= 2, "{status}");
+    assert!(!status.contains("Moonlight launched"), "quit left the launch: {status}");
+}

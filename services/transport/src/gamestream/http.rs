@@ -141,11 +141,11 @@ async fn handle(
         }
         Verb::AppList => xml_reply(applist()),
         Verb::AppAsset => appasset(&query),
-        Verb::Launch | Verb::Resume => xml_reply(xml::error(
-            503,
-            "this host does not stream over GameStream yet (use the punktfunk client)",
-        )),
-        Verb::Cancel => xml_reply(xml::cancel()),
+        Verb::Launch | Verb::Resume => xml_reply(launch(gs, conn, &query, verb == Verb::Resume).await),
+        Verb::Cancel => {
+            gs.cancel();
+            xml_reply(xml::cancel())
+        }
         Verb::Unknown => reply(404, xml::HTTP_CONTENT_TYPE, Bytes::from(xml::not_found())),
     }
 }
@@ -168,11 +168,54 @@ fn reply(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> 
     r
 }
 
-async fn serverinfo(gs: &GameStream, conn: &Conn, paired: bool) -> String {
+/// `/launch` and `/resume`: keeps the session keys and mode, answers with the RTSP URL on the
+/// address the request arrived on. One launch at a time (a second client must `/cancel`).
+async fn launch(gs: &GameStream, conn: &Conn, q: &Query, resume: bool) -> String {
+    let req = match punktfunk_gamestream::http::LaunchRequest::from_query(q, resume) {
+        Ok(r) => r,
+        Err(e) => return xml::error(400, &e.to_string()),
+    };
+    let codecs = codec_support(gs).await;
+    let url = xml::session_url(conn.local.ip(), gs.ports.rtsp());
+    let mut current = super::lock(&gs.launch);
+    match (current.as_ref(), resume) {
+        (Some(l), true) => {
+            // A resume keeps the app, with the new keys.
+            let next = super::stream::Launch::new(gs, l.app_id, l.mode, req.keys, codecs);
+            *current = Some(Arc::new(next));
+            drop(current);
+            gs.refresh_status();
+            xml::resume(&url)
+        }
+        (None, true) => xml::error(400, "nothing is running: launch an app"),
+        (Some(_), false) => xml::error(400, "an app is running: resume it or quit it first"),
+        (None, false) => {
+            let app_id = req.app_id.unwrap_or(1);
+            let next = super::stream::Launch::new(gs, app_id, req.mode, req.keys, codecs);
+            *current = Some(Arc::new(next));
+            drop(current);
+            tracing::info!(app_id, mode = ?req.mode, "Moonlight launch");
+            gs.refresh_status();
+            xml::launch(&url)
+        }
+    }
+}
+
+/// What media's encoder ladder really produces here.
+async fn codec_support(gs: &GameStream) -> xml::CodecSupport {
     let codecs = match &gs.host.runtime_dir {
         Some(dir) => crate::media::limits(dir).await.codecs,
         None => vec![punktfunk_proto::common::Codec::H264],
     };
+    xml::CodecSupport {
+        h264: true,
+        hevc: codecs.contains(&punktfunk_proto::common::Codec::Hevc),
+        ..xml::CodecSupport::default()
+    }
+}
+
+async fn serverinfo(gs: &GameStream, conn: &Conn, paired: bool) -> String {
+    let codecs = codec_support(gs).await;
     let local_ip = match conn.local.ip() {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => v6
@@ -187,14 +230,10 @@ async fn serverinfo(gs: &GameStream, conn: &Conn, paired: bool) -> String {
         external_port: gs.ports.http,
         local_ip,
         mac: None,
-        codecs: xml::CodecSupport {
-            h264: true,
-            hevc: codecs.contains(&punktfunk_proto::common::Codec::Hevc),
-            ..xml::CodecSupport::default()
-        },
+        codecs,
         display_modes: Vec::new(),
         paired,
-        current_game: None,
+        current_game: gs.current_launch().map(|l| l.app_id),
         gpu_type: "software".into(),
     })
 }

@@ -9,6 +9,7 @@
 
 mod http;
 mod identity;
+mod stream;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -77,6 +78,12 @@ pub struct GameStream {
     pin_typed: tokio::sync::Notify,
     /// `_nvstream._tcp` while it runs (None: mDNS off or failed).
     _advert: Option<punktfunk_discovery::Advertiser>,
+    /// What `/launch` set up, until `/cancel`.
+    launch: Mutex<Option<Arc<stream::Launch>>>,
+    /// Input from GameStream clients, by kind.
+    input: stream::InputCounters,
+    /// The ENet thread's command queue.
+    control: Mutex<Option<std::sync::mpsc::Sender<stream::ControlCommand>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,7 +119,15 @@ impl GameStream {
             ports,
             pin_typed: tokio::sync::Notify::new(),
             _advert: advert,
+            launch: Mutex::new(None),
+            input: stream::InputCounters::default(),
+            control: Mutex::new(None),
         });
+        let rtsp_listener = bind(ports.rtsp()).await?;
+        tokio::spawn(stream::serve_rtsp(gs.clone(), rtsp_listener));
+        stream::bind_ping_ports(&gs, ip).context("GameStream video/audio ports")?;
+        *lock(&gs.control) =
+            Some(stream::start_control(gs.clone(), ip).context("GameStream control port")?);
         tracing::info!(
             http = ports.http,
             https = ports.https(),
@@ -130,6 +145,22 @@ impl GameStream {
             Some(tokio_rustls::TlsAcceptor::from(tls)),
         ));
         Ok(gs)
+    }
+
+    /// The current launch, if any.
+    fn current_launch(&self) -> Option<Arc<stream::Launch>> {
+        lock(&self.launch).clone()
+    }
+
+    /// `/cancel`: ends the launch, telling connected clients the stream ended gracefully.
+    fn cancel(&self) {
+        if lock(&self.launch).take().is_some() {
+            tracing::info!("GameStream launch cancelled");
+        }
+        if let Some(tx) = lock(&self.control).as_ref() {
+            let _ = tx.send(stream::ControlCommand::TerminateAll);
+        }
+        self.refresh_status();
     }
 
     /// Whether the certificate presented on HTTPS belongs to a paired client.
@@ -252,9 +283,15 @@ impl GameStream {
             let p = lock(&self.pairing);
             p.pending().is_some_and(|i| !i.pin_entered)
         };
-        self.host.set_note(waiting.then(|| {
-            "a Moonlight client waits to pair: type the PIN it shows with `punktfunkctl pair --pin NNNN`".to_string()
-        }));
+        let mut notes = Vec::new();
+        if waiting {
+            notes.push("a Moonlight client waits to pair: type the PIN it shows with `punktfunkctl pair --pin NNNN`".to_string());
+        }
+        if let Some(l) = self.current_launch() {
+            notes.push(format!("Moonlight launched app {}", l.app_id));
+        }
+        notes.push(self.input.summary());
+        self.host.set_note(Some(notes.join("; ")));
         self.host.refresh_status();
     }
 }

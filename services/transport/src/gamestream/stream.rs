@@ -1,0 +1,301 @@
+//! A launched GameStream session's shells: `/launch` state, RTSP on TCP (one request per
+//! connection, answered by the core's `RtspSession`, then closed), the UDP ping ports, and the
+//! ENet control stream (rusty_enet, a pure-Rust port of ENet 1.3, the wire protocol
+//! moonlight-common-c speaks) decrypted by the core's `ControlSession`.
+//!
+//! Not built yet: video and audio RTP (media through the paced sender with the core's
+//! packetizers). Input is decoded and counted (input's seat is not on main yet).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use punktfunk_gamestream::control::{
+    ClientMessage, ControlSession, HostMessage, TERMINATION_GRACEFUL,
+};
+use punktfunk_gamestream::http::{LaunchMode, SessionKeys};
+use punktfunk_gamestream::input::InputEvent;
+use punktfunk_gamestream::rtsp::{self, RtspConfig, RtspEvent, RtspResponse, RtspSession};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{GameStream, lock, now};
+
+/// Clients connected over ENet at once (one stream per client; a few spares for retries).
+const MAX_CONTROL_PEERS: usize = 8;
+/// How long an RTSP connection may take to send its request.
+const RTSP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the ENet loop runs when nothing arrives (ACK latency feeds the client's RTT).
+const ENET_TICK: Duration = Duration::from_millis(2);
+
+/// What `/launch` set up, until `/cancel`.
+pub struct Launch {
+    pub app_id: u32,
+    pub mode: Option<LaunchMode>,
+    pub keys: SessionKeys,
+    pub connect_data: u32,
+    rtsp: Mutex<RtspSession>,
+}
+
+impl Launch {
+    /// A launch offering `codecs`, with fresh ping payload and connect data.
+    pub fn new(
+        gs: &GameStream,
+        app_id: u32,
+        mode: Option<LaunchMode>,
+        keys: SessionKeys,
+        codecs: punktfunk_gamestream::xml::CodecSupport,
+    ) -> Self {
+        let connect_data = rtsp::new_connect_data();
+        let cfg = RtspConfig {
+            audio_port: gs.ports.audio(),
+            video_port: gs.ports.video(),
+            control_port: gs.ports.control(),
+            session_token: format!("{:016X}", rand::random::<u64>()),
+            ping_payload: rtsp::new_ping_payload(),
+            connect_data,
+            codecs,
+            surround: false,
+            // Control stream v2 and audio encryption, as Sunshine; video encryption is not
+            // offered (spec §11.7: safe to omit).
+            encryption_supported: rtsp::encryption::CONTROL_V2 | rtsp::encryption::AUDIO,
+            encryption_requested: rtsp::encryption::CONTROL_V2,
+            encryption_mandatory: false,
+            feature_flags: 0,
+        };
+        Self {
+            app_id,
+            mode,
+            keys,
+            connect_data,
+            rtsp: Mutex::new(RtspSession::new(cfg)),
+        }
+    }
+
+    /// ANNOUNCE's stream configuration, once negotiated.
+    fn control_v2(&self) -> Option<bool> {
+        lock(&self.rtsp).stream_config().map(|c| c.control_v2)
+    }
+}
+
+/// Input events from GameStream clients, by kind (they go to input's seat once that lands).
+#[derive(Default)]
+pub struct InputCounters {
+    pub keyboard: AtomicU64,
+    pub mouse: AtomicU64,
+    pub gamepad: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl InputCounters {
+    fn count(&self, e: &InputEvent) {
+        let c = match e {
+            InputEvent::Key { .. } | InputEvent::Text(_) => &self.keyboard,
+            InputEvent::MouseMove { .. }
+            | InputEvent::MousePosition { .. }
+            | InputEvent::MouseButton { .. }
+            | InputEvent::Scroll { .. }
+            | InputEvent::HScroll { .. } => &self.mouse,
+            InputEvent::Gamepad(_)
+            | InputEvent::GamepadArrival { .. }
+            | InputEvent::GamepadTouch { .. }
+            | InputEvent::GamepadMotion { .. }
+            | InputEvent::GamepadBattery { .. } => &self.gamepad,
+            _ => &self.other,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For the status line.
+    pub fn summary(&self) -> String {
+        format!(
+            "GameStream input: {} keyboard, {} mouse, {} gamepad events",
+            self.keyboard.load(Ordering::Relaxed),
+            self.mouse.load(Ordering::Relaxed),
+            self.gamepad.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// Serves RTSP until the listener fails: each connection carries one request.
+pub async fn serve_rtsp(gs: Arc<GameStream>, listener: TcpListener) {
+    loop {
+        let Ok((mut tcp, remote)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let gs = gs.clone();
+        tokio::spawn(async move {
+            let response = match tokio::time::timeout(RTSP_READ_TIMEOUT, read_request(&mut tcp)).await {
+                Ok(Ok(req)) => answer(&gs, &req),
+                Ok(Err(status)) => RtspResponse::error(status, 0),
+                Err(_) => return,
+            };
+            let _ = tcp.write_all(&response.to_bytes()).await;
+            let _ = tcp.shutdown().await;
+            tracing::debug!(%remote, status = response.status, "RTSP answered");
+        });
+    }
+}
+
+/// Reads one complete request (bounded by the core's head and body limits).
+async fn read_request(tcp: &mut tokio::net::TcpStream) -> Result<rtsp::RtspRequest, u16> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match rtsp::parse_request(&buf) {
+            Ok(Some((req, _))) => return Ok(req),
+            Ok(None) => {}
+            Err(_) => return Err(400),
+        }
+        if buf.len() > rtsp::MAX_HEAD + rtsp::MAX_BODY {
+            return Err(400);
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(400),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn answer(gs: &GameStream, req: &rtsp::RtspRequest) -> RtspResponse {
+    let Some(launch) = gs.current_launch() else {
+        // No launch: nothing to set up (Sunshine answers 503 here too).
+        return RtspResponse::error(503, req.cseq());
+    };
+    let (response, event) = lock(&launch.rtsp).handle(req);
+    if let Some(RtspEvent::Announced(cfg)) = &event {
+        tracing::info!(
+            mode = %format!("{}x{}@{}", cfg.width, cfg.height, cfg.fps),
+            codec = ?cfg.codec, packet_size = cfg.packet_size,
+            audio_encryption = cfg.audio_encryption, "GameStream session announced"
+        );
+    }
+    response
+}
+
+/// Binds the video and audio ping ports (the clients' pings arrive there; the RTP senders are
+/// not built yet, so they are only drained).
+pub fn bind_ping_ports(gs: &GameStream, ip: IpAddr) -> anyhow::Result<()> {
+    for port in [gs.ports.video(), gs.ports.audio()] {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, port))?;
+        std::thread::Builder::new()
+            .name(format!("gs-ping-{port}"))
+            .spawn(move || {
+                let mut buf = [0u8; 64];
+                while socket.recv_from(&mut buf).is_ok() {}
+            })?;
+    }
+    Ok(())
+}
+
+/// Commands for the ENet thread.
+pub enum ControlCommand {
+    /// Send the graceful termination (0x0109) to every connected client and disconnect it.
+    TerminateAll,
+}
+
+/// Starts the ENet control server on its own thread.
+pub fn start_control(
+    gs: Arc<GameStream>,
+    ip: IpAddr,
+) -> anyhow::Result<std::sync::mpsc::Sender<ControlCommand>> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, gs.ports.control()))?;
+    let host = rusty_enet::Host::new(
+        socket,
+        rusty_enet::HostSettings {
+            peer_limit: MAX_CONTROL_PEERS,
+            // (The default channel limit is ENet's maximum, 255: Moonlight opens 48.)
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("ENet host: {e:?}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gs-control".into())
+        .spawn(move || control_loop(gs, host, rx))?;
+    Ok(tx)
+}
+
+type EnetHost = rusty_enet::Host<UdpSocket>;
+
+fn control_loop(
+    gs: Arc<GameStream>,
+    mut host: EnetHost,
+    commands: std::sync::mpsc::Receiver<ControlCommand>,
+) {
+    let mut sessions: HashMap<rusty_enet::PeerID, ControlSession> = HashMap::new();
+    loop {
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                ControlCommand::TerminateAll => terminate_all(&mut host, &mut sessions),
+            }
+        }
+        match host.service() {
+            Ok(Some(event)) => on_event(&gs, event.no_ref(), &mut host, &mut sessions),
+            Ok(None) => std::thread::sleep(ENET_TICK),
+            Err(e) => {
+                tracing::warn!(error = ?e, "ENet service failed");
+                std::thread::sleep(ENET_TICK);
+            }
+        }
+    }
+}
+
+fn on_event(
+    gs: &GameStream,
+    event: rusty_enet::EventNoRef,
+    host: &mut EnetHost,
+    sessions: &mut HashMap<rusty_enet::PeerID, ControlSession>,
+) {
+    match event {
+        rusty_enet::EventNoRef::Connect { peer, data } => {
+            // Bind the peer to the launch whose connect data it sent (spec §8.1).
+            let launch = gs
+                .current_launch()
+                .filter(|l| l.connect_data == data)
+                .and_then(|l| Some((l.keys.rikey, l.control_v2()?)));
+            match launch {
+                Some((rikey, v2)) => {
+                    tracing::info!("GameStream control stream connected");
+                    sessions.insert(peer, ControlSession::new(&rikey, v2, now()));
+                }
+                None => {
+                    tracing::info!("ENet connect with unknown connect data refused");
+                    host.peer_mut(peer).disconnect_now(0);
+                }
+            }
+        }
+        rusty_enet::EventNoRef::Receive { peer, packet, .. } => {
+            let Some(s) = sessions.get_mut(&peer) else {
+                return;
+            };
+            match s.handle_packet(now(), packet.data()) {
+                Ok(ClientMessage::Input(e)) => gs.input.count(&e),
+                Ok(ClientMessage::IdrRequest | ClientMessage::RefInvalidation { .. }) => {
+                    tracing::debug!("IDR requested (no video stream yet)");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "control packet dropped"),
+            }
+        }
+        rusty_enet::EventNoRef::Disconnect { peer, .. } => {
+            if sessions.remove(&peer).is_some() {
+                tracing::info!("GameStream control stream disconnected");
+            }
+        }
+    }
+}
+
+fn terminate_all(host: &mut EnetHost, sessions: &mut HashMap<rusty_enet::PeerID, ControlSession>) {
+    for (peer, mut s) in sessions.drain() {
+        if let Ok(bytes) = s.seal(&HostMessage::Termination(TERMINATION_GRACEFUL)) {
+            let p = host.peer_mut(peer);
+            let _ = p.send(0, &rusty_enet::Packet::reliable(bytes.as_slice()));
+            p.disconnect_later(0);
+        }
+    }
+    host.flush();
+}

@@ -191,7 +191,11 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
 fn pair(stack: &mut Stack, client: &Moonlight, pin: &str) {
     let child = start_pairing(stack, client, pin);
     let out = stack.sup.ctl(&["pair", "--pin", pin]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = report(&child.wait_with_output().unwrap());
     assert_eq!(r["ok"], true, "pairing failed: {r}");
 }
@@ -203,7 +207,10 @@ fn input_count(status: &str, what: &str) -> u64 {
         .nth(1)
         .unwrap_or_else(|| panic!("no input counters in the status line: {status}"));
     tail.split(", ")
-        .find_map(|part| part.strip_suffix(what).or_else(|| part.strip_suffix(&format!("{what} events"))))
+        .find_map(|part| {
+            part.strip_suffix(what)
+                .or_else(|| part.strip_suffix(&format!("{what} events")))
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {what} count in: {status}"))
 }
@@ -217,7 +224,11 @@ fn input_count(status: &str, what: &str) -> u64 {
 fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() {
     let mut stack = Stack::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let client = Moonlight::new(dir.path().join("client"), "127.0.0.1", stack.gamestream_port);
+    let client = Moonlight::new(
+        dir.path().join("client"),
+        "127.0.0.1",
+        stack.gamestream_port,
+    );
     pair(&mut stack, &client, "2468");
     let before = transport_status(&stack);
     assert_eq!(input_count(&before, "keyboard"), 0, "{before}");
@@ -225,15 +236,130 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
     let r = client.run(&[
         "stream", "--frames", "0", "--input", "--quit", "--codec", "h264", "--settle", "1.5",
     ]);
-    assert_eq!(r["ok"], true, "launch/connect failed: {r}\n{}", stack.log("transport"));
+    assert_eq!(
+        r["ok"],
+        true,
+        "launch/connect failed: {r}\n{}",
+        stack.log("transport")
+    );
     for (name, rc) in r["input_rc"].as_object().expect("input_rc") {
         assert_eq!(rc, 0, "the client library refused {name}: {r}");
     }
     assert_eq!(r["quit"], true, "{r}");
     let status = transport_status(&stack);
-    assert!(input_count(&status, "keyboard") >= 2, "key down + up: {status}");
+    assert!(
+        input_count(&status, "keyboard") >= 2,
+        "key down + up: {status}"
+    );
     // The client library's own wake-up wiggle (+1,+1 / -1,-1) plus our click and move.
     assert!(input_count(&status, "mouse") >= 3, "{status}");
     assert!(input_count(&status, "gamepad") >= 2, "{status}");
-    assert!(!status.contains("Moonlight launched"), "quit left the launch: {status}");
+    assert!(
+        !status.contains("Moonlight launched"),
+        "quit left the launch: {status}"
+    );
+}
+
+/// Media's status line (from `punktfunkctl status`).
+fn media_status(stack: &Stack) -> String {
+    let out = stack.sup.ctl(&["status", "--json"]);
+    punktfunk_tests::parse_status(&out.stdout)
+        .into_iter()
+        .find(|(name, _, _)| name == "media")
+        .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Desktop at 1280x720@60 in `codec`: at least 95 % of 300 frames decode, the counter drawn
+/// by media's test source reads back strictly increasing, and `quit` leaves media idle.
+fn stream_desktop(codec: &str) {
+    let mut stack = Stack::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let client = Moonlight::new(
+        dir.path().join("client"),
+        "127.0.0.1",
+        stack.gamestream_port,
+    );
+    pair(&mut stack, &client, "1357");
+    let r = client.run(&[
+        "stream",
+        "--app",
+        "Desktop",
+        "--width",
+        "1280",
+        "--height",
+        "720",
+        "--fps",
+        "60",
+        "--bitrate",
+        "8000",
+        "--codec",
+        codec,
+        "--frames",
+        "300",
+        "--timeout",
+        "40",
+        "--quit",
+    ]);
+    assert_eq!(
+        r["ok"],
+        true,
+        "stream failed: {r}\n{}",
+        stack.log("transport")
+    );
+    let frames = r["frames"].as_array().expect("frames").len();
+    assert!(
+        frames >= 285,
+        "{frames} of 300 frames decoded ({} decode errors); termination {}\n{}",
+        r["decode_errors"],
+        r["termination_error"],
+        stack.log("transport")
+    );
+    assert_eq!(r["sizes"], serde_json::json!(["1280x720"]), "{r}");
+    let counters: Vec<u64> = r["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_u64())
+        .collect();
+    assert!(
+        counters.len() >= 285,
+        "the frame counter read back from only {} pictures",
+        counters.len()
+    );
+    assert!(
+        counters.windows(2).all(|w| w[0] < w[1]),
+        "the counter is not strictly increasing: {counters:?}"
+    );
+    assert_eq!(r["quit"], true, "{r}");
+    eprintln!(
+        "{codec}: {frames} frames decoded, counters {}..{}, connect {:.2} s, first frame {:.2} s, {} decode errors",
+        counters[0],
+        counters[counters.len() - 1],
+        r["connected_s"].as_f64().unwrap_or(-1.0),
+        r["first_frame_s"].as_f64().unwrap_or(-1.0),
+        r["decode_errors"]
+    );
+    let t = Instant::now();
+    while !media_status(&stack).starts_with("idle") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "media still streams after quit: {}",
+            media_status(&stack)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gamestream_clients(&stack).len() == 1);
+}
+
+/// H.264 at 1280x720@60 to a real Moonlight client (video only: no audio is streamed yet).
+#[test]
+fn moonlight_streams_desktop_h264_720p60_video() {
+    stream_desktop("h264");
+}
+
+/// HEVC at 1280x720@60 to a real Moonlight client (video only: no audio is streamed yet).
+#[test]
+fn moonlight_streams_desktop_hevc_720p60_video() {
+    stream_desktop("hevc");
 }

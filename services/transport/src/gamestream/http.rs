@@ -141,9 +141,11 @@ async fn handle(
         }
         Verb::AppList => xml_reply(applist()),
         Verb::AppAsset => appasset(&query),
-        Verb::Launch | Verb::Resume => xml_reply(launch(gs, conn, &query, verb == Verb::Resume).await),
+        Verb::Launch | Verb::Resume => {
+            xml_reply(launch(gs, conn, &query, verb == Verb::Resume).await)
+        }
         Verb::Cancel => {
-            gs.cancel();
+            gs.cancel().await;
             xml_reply(xml::cancel())
         }
         Verb::Unknown => reply(404, xml::HTTP_CONTENT_TYPE, Bytes::from(xml::not_found())),
@@ -177,11 +179,14 @@ async fn launch(gs: &GameStream, conn: &Conn, q: &Query, resume: bool) -> String
     };
     let codecs = codec_support(gs).await;
     let url = xml::session_url(conn.local.ip(), gs.ports.rtsp());
+    let Some(client) = conn.cert.as_deref().map(punktfunk_tls::Fingerprint::of) else {
+        return xml::unauthorized("/launch");
+    };
     let mut current = super::lock(&gs.launch);
     match (current.as_ref(), resume) {
         (Some(l), true) => {
             // A resume keeps the app, with the new keys.
-            let next = super::stream::Launch::new(gs, l.app_id, l.mode, req.keys, codecs);
+            let next = super::stream::Launch::new(gs, l.app_id, l.mode, req.keys, codecs, client);
             *current = Some(Arc::new(next));
             drop(current);
             gs.refresh_status();
@@ -191,7 +196,7 @@ async fn launch(gs: &GameStream, conn: &Conn, q: &Query, resume: bool) -> String
         (Some(_), false) => xml::error(400, "an app is running: resume it or quit it first"),
         (None, false) => {
             let app_id = req.app_id.unwrap_or(1);
-            let next = super::stream::Launch::new(gs, app_id, req.mode, req.keys, codecs);
+            let next = super::stream::Launch::new(gs, app_id, req.mode, req.keys, codecs, client);
             *current = Some(Arc::new(next));
             drop(current);
             tracing::info!(app_id, mode = ?req.mode, "Moonlight launch");

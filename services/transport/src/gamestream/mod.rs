@@ -9,6 +9,7 @@
 
 mod http;
 mod identity;
+mod media;
 mod stream;
 mod tls;
 
@@ -84,6 +85,8 @@ pub struct GameStream {
     input: stream::InputCounters,
     /// The ENet thread's command queue.
     control: Mutex<Option<std::sync::mpsc::Sender<stream::ControlCommand>>>,
+    /// The daemon's runtime (the ENet and ping threads start async work on it).
+    runtime: tokio::runtime::Handle,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +125,7 @@ impl GameStream {
             launch: Mutex::new(None),
             input: stream::InputCounters::default(),
             control: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
         });
         let rtsp_listener = bind(ports.rtsp()).await?;
         tokio::spawn(stream::serve_rtsp(gs.clone(), rtsp_listener));
@@ -152,13 +156,16 @@ impl GameStream {
         lock(&self.launch).clone()
     }
 
-    /// `/cancel`: ends the launch, telling connected clients the stream ended gracefully.
-    fn cancel(&self) {
-        if lock(&self.launch).take().is_some() {
-            tracing::info!("GameStream launch cancelled");
-        }
+    /// `/cancel`: ends the launch and its stream (media goes idle), telling connected clients
+    /// the stream ended gracefully.
+    async fn cancel(&self) {
+        let launch = lock(&self.launch).take();
         if let Some(tx) = lock(&self.control).as_ref() {
             let _ = tx.send(stream::ControlCommand::TerminateAll);
+        }
+        if let Some(l) = launch {
+            l.stop(&self.host).await;
+            tracing::info!("GameStream launch cancelled");
         }
         self.refresh_status();
     }

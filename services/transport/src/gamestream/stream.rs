@@ -3,8 +3,10 @@
 //! ENet control stream (rusty_enet, a pure-Rust port of ENet 1.3, the wire protocol
 //! moonlight-common-c speaks) decrypted by the core's `ControlSession`.
 //!
-//! Not built yet: video and audio RTP (media through the paced sender with the core's
-//! packetizers). Input is decoded and counted (input's seat is not on main yet).
+//! The first video ping of an announced launch starts the orchestrator's session (media at the
+//! negotiated mode, the core's video packetizer, the paced sender; see [`super::media`]); IDR
+//! requests reach its encoder; `/cancel` or the client's ENet disconnect stops it. Not built
+//! yet: audio RTP. Input is decoded and counted (input's seat is not on main yet).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -36,7 +38,18 @@ pub struct Launch {
     pub mode: Option<LaunchMode>,
     pub keys: SessionKeys,
     pub connect_data: u32,
+    /// The paired client that launched.
+    pub client: punktfunk_tls::Fingerprint,
+    ping_payload: [u8; 16],
     rtsp: Mutex<RtspSession>,
+    /// The stream, once the first video ping arrived (`Starting` while it comes up).
+    session: Mutex<Streaming>,
+}
+
+enum Streaming {
+    Idle,
+    Starting,
+    Running(crate::session::Session),
 }
 
 impl Launch {
@@ -47,14 +60,16 @@ impl Launch {
         mode: Option<LaunchMode>,
         keys: SessionKeys,
         codecs: punktfunk_gamestream::xml::CodecSupport,
+        client: punktfunk_tls::Fingerprint,
     ) -> Self {
         let connect_data = rtsp::new_connect_data();
+        let ping_payload = rtsp::new_ping_payload();
         let cfg = RtspConfig {
             audio_port: gs.ports.audio(),
             video_port: gs.ports.video(),
             control_port: gs.ports.control(),
             session_token: format!("{:016X}", rand::random::<u64>()),
-            ping_payload: rtsp::new_ping_payload(),
+            ping_payload,
             connect_data,
             codecs,
             surround: false,
@@ -70,7 +85,26 @@ impl Launch {
             mode,
             keys,
             connect_data,
+            client,
+            ping_payload,
             rtsp: Mutex::new(RtspSession::new(cfg)),
+            session: Mutex::new(Streaming::Idle),
+        }
+    }
+
+    /// Asks the running stream's encoder for an IDR.
+    fn keyframe(&self) {
+        if let Streaming::Running(s) = &*lock(&self.session) {
+            s.keyframe();
+        }
+    }
+
+    /// Stops the stream, if one runs (media goes idle).
+    pub async fn stop(&self, host: &crate::host::Host) {
+        let running = std::mem::replace(&mut *lock(&self.session), Streaming::Idle);
+        if let Streaming::Running(s) = running {
+            let stats = s.stop(host).await;
+            tracing::info!(?stats, "GameStream stream stopped");
         }
     }
 
@@ -128,11 +162,12 @@ pub async fn serve_rtsp(gs: Arc<GameStream>, listener: TcpListener) {
         };
         let gs = gs.clone();
         tokio::spawn(async move {
-            let response = match tokio::time::timeout(RTSP_READ_TIMEOUT, read_request(&mut tcp)).await {
-                Ok(Ok(req)) => answer(&gs, &req),
-                Ok(Err(status)) => RtspResponse::error(status, 0),
-                Err(_) => return,
-            };
+            let response =
+                match tokio::time::timeout(RTSP_READ_TIMEOUT, read_request(&mut tcp)).await {
+                    Ok(Ok(req)) => answer(&gs, &req),
+                    Ok(Err(status)) => RtspResponse::error(status, 0),
+                    Err(_) => return,
+                };
             let _ = tcp.write_all(&response.to_bytes()).await;
             let _ = tcp.shutdown().await;
             tracing::debug!(%remote, status = response.status, "RTSP answered");
@@ -176,19 +211,81 @@ fn answer(gs: &GameStream, req: &rtsp::RtspRequest) -> RtspResponse {
     response
 }
 
-/// Binds the video and audio ping ports (the clients' pings arrive there; the RTP senders are
-/// not built yet, so they are only drained).
-pub fn bind_ping_ports(gs: &GameStream, ip: IpAddr) -> anyhow::Result<()> {
-    for port in [gs.ports.video(), gs.ports.audio()] {
+/// Binds the video and audio ping ports. A v2 ping (the launch's 16-byte ping payload, then a
+/// counter) on the video port tells where the client receives video (spec §6.1); the first one
+/// of an announced launch starts the stream. Audio pings are drained (audio is not streamed yet).
+pub fn bind_ping_ports(gs: &Arc<GameStream>, ip: IpAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    for (port, video) in [(gs.ports.video(), true), (gs.ports.audio(), false)] {
         let socket = UdpSocket::bind(SocketAddr::new(ip, port))?;
+        let gs = gs.clone();
+        let runtime = runtime.clone();
         std::thread::Builder::new()
             .name(format!("gs-ping-{port}"))
             .spawn(move || {
                 let mut buf = [0u8; 64];
-                while socket.recv_from(&mut buf).is_ok() {}
+                while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    if video && n >= 20 {
+                        on_video_ping(&gs, &runtime, &buf[..16], from);
+                    }
+                }
             })?;
     }
     Ok(())
+}
+
+fn on_video_ping(
+    gs: &Arc<GameStream>,
+    runtime: &tokio::runtime::Handle,
+    payload: &[u8],
+    from: SocketAddr,
+) {
+    let Some(launch) = gs.current_launch().filter(|l| l.ping_payload == payload) else {
+        return;
+    };
+    let Some(cfg) = lock(&launch.rtsp).stream_config().cloned() else {
+        return;
+    };
+    {
+        let mut s = lock(&launch.session);
+        if !matches!(*s, Streaming::Idle) {
+            return;
+        }
+        *s = Streaming::Starting;
+    }
+    let gs = gs.clone();
+    runtime.spawn(async move {
+        let end_gs = gs.clone();
+        let end: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |reason: &str| {
+            tracing::info!(reason, "GameStream session ended from outside");
+            let gs = end_gs.clone();
+            tokio::spawn(async move { gs.cancel().await });
+        });
+        let started = super::media::start_session(
+            &gs.host,
+            &cfg,
+            from,
+            launch.keys.rikey,
+            launch.client,
+            end,
+        )
+        .await;
+        let mut s = lock(&launch.session);
+        match started {
+            Ok(session) => {
+                tracing::info!(client = %from, "GameStream stream started");
+                *s = Streaming::Running(session);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    code = e.code,
+                    "GameStream stream did not start: {}",
+                    e.message
+                );
+                *s = Streaming::Idle;
+            }
+        }
+    });
 }
 
 /// Commands for the ENet thread.
@@ -275,7 +372,10 @@ fn on_event(
             match s.handle_packet(now(), packet.data()) {
                 Ok(ClientMessage::Input(e)) => gs.input.count(&e),
                 Ok(ClientMessage::IdrRequest | ClientMessage::RefInvalidation { .. }) => {
-                    tracing::debug!("IDR requested (no video stream yet)");
+                    // RFI is not advertised; an IDR answers both.
+                    if let Some(l) = gs.current_launch() {
+                        l.keyframe();
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "control packet dropped"),
@@ -283,7 +383,13 @@ fn on_event(
         }
         rusty_enet::EventNoRef::Disconnect { peer, .. } => {
             if sessions.remove(&peer).is_some() {
+                // The client left (quit or lost): the stream stops, the app stays launched
+                // (spec §8.4: Moonlight may resume it).
                 tracing::info!("GameStream control stream disconnected");
+                if let Some(l) = gs.current_launch() {
+                    let host = gs.host.clone();
+                    gs.runtime.spawn(async move { l.stop(&host).await });
+                }
             }
         }
     }

@@ -201,6 +201,7 @@ impl Driver {
             end: std::sync::Arc::new(move |reason| {
                 conn.close(close::UNPAIRED.into(), reason.as_bytes())
             }),
+            video_packetizer: None,
         };
         match Session::start(&self.s.host, spec).await {
             Ok(l) => {

@@ -271,7 +271,8 @@ fn media_status(stack: &Stack) -> String {
 }
 
 /// Desktop at 1280x720@60 in `codec`: at least 95 % of 300 frames decode, the counter drawn
-/// by media's test source reads back strictly increasing, and `quit` leaves media idle.
+/// by media's test source reads back strictly increasing, audio packets arrive and decode, and
+/// `quit` leaves media idle.
 fn stream_desktop(codec: &str) {
     let mut stack = Stack::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -331,7 +332,20 @@ fn stream_desktop(codec: &str) {
         counters.windows(2).all(|w| w[0] < w[1]),
         "the counter is not strictly increasing: {counters:?}"
     );
+    let audio = r["audio_packets"].as_u64().unwrap_or(0);
+    let decoded = r["audio_decoded"].as_u64().unwrap_or(0);
+    // ~5 s of 5 ms Opus packets, less the first 500 ms the client discards.
+    assert!(audio >= 400, "only {audio} audio packets arrived: {r}");
+    assert_eq!(r["audio_decode_errors"], 0, "{r}");
+    assert!(
+        decoded * 100 >= audio * 99,
+        "{decoded} of {audio} audio packets decoded"
+    );
     assert_eq!(r["quit"], true, "{r}");
+    eprintln!(
+        "{codec}: {audio} audio packets, {decoded} decoded, loss {}",
+        r["audio_loss"]
+    );
     eprintln!(
         "{codec}: {frames} frames decoded, counters {}..{}, connect {:.2} s, first frame {:.2} s, {} decode errors",
         counters[0],
@@ -352,14 +366,14 @@ fn stream_desktop(codec: &str) {
     assert!(gamestream_clients(&stack).len() == 1);
 }
 
-/// H.264 at 1280x720@60 to a real Moonlight client (video only: no audio is streamed yet).
+/// H.264 at 1280x720@60, with stereo Opus audio, to a real Moonlight client.
 #[test]
-fn moonlight_streams_desktop_h264_720p60_video() {
+fn moonlight_streams_desktop_h264_720p60_with_audio() {
     stream_desktop("h264");
 }
 
-/// HEVC at 1280x720@60 to a real Moonlight client (video only: no audio is streamed yet).
+/// HEVC at 1280x720@60, with stereo Opus audio, to a real Moonlight client.
 #[test]
-fn moonlight_streams_desktop_hevc_720p60_video() {
+fn moonlight_streams_desktop_hevc_720p60_with_audio() {
     stream_desktop("hevc");
 }

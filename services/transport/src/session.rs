@@ -101,6 +101,9 @@ pub struct SessionSpec {
     /// `None`: punktfunk/1's, from `data_plane` and `key`. Frames reach it with the AU
     /// envelope in front, as punktfunk/1's.
     pub video_packetizer: Option<Box<dyn punktfunk_wire::Packetize>>,
+    /// Likewise for audio, with the address audio goes to when it is not `client_addr`
+    /// (GameStream learns each stream's address from that stream's pings).
+    pub audio_packetizer: Option<(Box<dyn punktfunk_wire::Packetize>, SocketAddr)>,
 }
 
 /// What a finished speed test sent.
@@ -361,8 +364,15 @@ async fn start_media(
         );
         cfg.options.pacing = None;
         cfg.options.queue_frames = 32;
-        let sender = Sender::spawn(socket("audio")?, cfg)
-            .map_err(|e| Refusal::internal(format!("cannot start the audio data plane: {e}")))?;
+        let sender = match spec.audio_packetizer.take() {
+            Some((p, addr)) => {
+                let socket = connect_socket(bind_ip, addr)
+                    .map_err(|e| Refusal::internal(format!("audio socket: {e}")))?;
+                Sender::spawn_with(socket, cfg.options(), p)
+            }
+            None => Sender::spawn(socket("audio")?, cfg),
+        }
+        .map_err(|e| Refusal::internal(format!("cannot start the audio data plane: {e}")))?;
         Some((Arc::new(sender), Arc::new(PumpShared::default())))
     } else {
         None

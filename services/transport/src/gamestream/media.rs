@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use punktfunk_gamestream::audio::{AudioKey, AudioPacketizer, AudioPackets};
 use punktfunk_gamestream::rtsp::{StreamConfig, VideoCodec};
 use punktfunk_gamestream::video::{VideoConfig, VideoPacketizer};
 use punktfunk_proto::common::{Codec, Mode};
@@ -51,12 +52,55 @@ impl Packetize for EnvelopedVideo {
     }
 }
 
+/// The core's audio packetizer behind the pump's AU envelope: one Opus packet (5 ms, CBR,
+/// from media) per call, one RTP datagram out. The RS(4,2) parity datagrams are NOT sent yet:
+/// they are 12 bytes longer than the data datagrams, and the paced sender's batches have one
+/// stride (a batch of different sizes is the missing piece). Without them the client cannot
+/// recover lost audio packets; everything that arrives decodes.
+struct EnvelopedAudio {
+    inner: AudioPacketizer,
+    out: AudioPackets,
+}
+
+impl Packetize for EnvelopedAudio {
+    fn packetize(
+        &mut self,
+        frame: FrameRef<'_>,
+        batch: &mut PacketBatch,
+    ) -> Result<(), PacketizeError> {
+        let opus = match punktfunk_wire::au::AuTiming::parse(frame.data) {
+            Ok((_, payload)) => payload,
+            Err(_) => frame.data,
+        };
+        let too_large = || PacketizeError::FrameTooLarge {
+            len: opus.len(),
+            max: punktfunk_gamestream::audio::MAX_OPUS_PACKET as u32,
+        };
+        self.inner
+            .packetize(opus, &mut self.out)
+            .map_err(|_| too_large())?;
+        let Some(data) = self.out.iter().next() else {
+            return Err(too_large());
+        };
+        batch.prepare(data.len(), 1);
+        if let Some(p) = batch.packet_mut(0) {
+            p.copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn next_sequence(&self) -> u64 {
+        0
+    }
+}
+
 /// Starts the orchestrator's session for an announced GameStream stream.
 pub async fn start_session(
     host: &Arc<Host>,
     cfg: &StreamConfig,
     video_addr: SocketAddr,
-    rikey: [u8; 16],
+    audio_addr: Option<SocketAddr>,
+    keys: &punktfunk_gamestream::http::SessionKeys,
     client: Fingerprint,
     end: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<Session, Refusal> {
@@ -81,7 +125,7 @@ pub async fn start_session(
         fec_percent: FEC_PERCENT,
         min_parity: cfg.min_fec_packets,
         fps,
-        encryption_key: cfg.video_encryption.then_some(rikey),
+        encryption_key: cfg.video_encryption.then_some(keys.rikey),
         max_frame_bytes: data_plane.max_frame_bytes as usize,
     })
     .map_err(|e| Refusal::internal(e.to_string()))?;
@@ -98,9 +142,9 @@ pub async fn start_session(
         },
         codec,
         bitrate_kbps: cfg.encoder_bitrate_kbps(FEC_PERCENT),
-        // Audio is not streamed over GameStream yet (its packets vary in size, the paced
-        // sender's batches do not).
-        audio: false,
+        // Audio once the client's audio pings told where it goes (they start at RTSP SETUP,
+        // before the first video ping; stereo only: surround is not offered in DESCRIBE).
+        audio: audio_addr.is_some(),
         probe_only: false,
         data_plane,
         // Unused with a custom packetizer; random so that nothing could reuse it.
@@ -110,6 +154,17 @@ pub async fn start_session(
         },
         end,
         video_packetizer: Some(Box::new(EnvelopedVideo(packetizer))),
+        audio_packetizer: audio_addr.map(|addr| {
+            let key = cfg.audio_encryption.then_some(AudioKey {
+                key: keys.rikey,
+                key_id: keys.rikeyid,
+            });
+            let p: Box<dyn Packetize> = Box::new(EnvelopedAudio {
+                inner: AudioPacketizer::new(cfg.audio_packet_duration_ms, key),
+                out: AudioPackets::new(),
+            });
+            (p, addr)
+        }),
     };
     Session::start(host, spec).await
 }

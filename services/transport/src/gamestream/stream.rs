@@ -5,8 +5,9 @@
 //!
 //! The first video ping of an announced launch starts the orchestrator's session (media at the
 //! negotiated mode, the core's video packetizer, the paced sender; see [`super::media`]); IDR
-//! requests reach its encoder; `/cancel` or the client's ENet disconnect stops it. Not built
-//! yet: audio RTP. Input is decoded and counted (input's seat is not on main yet).
+//! requests reach its encoder; `/cancel` or the client's ENet disconnect stops it. Audio goes
+//! to where the audio pings come from (without its FEC parity yet, see [`super::media`]).
+//! Input is decoded and counted (input's seat is not on main yet).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -41,6 +42,8 @@ pub struct Launch {
     /// The paired client that launched.
     pub client: punktfunk_tls::Fingerprint,
     ping_payload: [u8; 16],
+    /// Where the client's audio pings come from (audio goes there).
+    audio_addr: Mutex<Option<SocketAddr>>,
     rtsp: Mutex<RtspSession>,
     /// The stream, once the first video ping arrived (`Starting` while it comes up).
     session: Mutex<Streaming>,
@@ -87,6 +90,7 @@ impl Launch {
             connect_data,
             client,
             ping_payload,
+            audio_addr: Mutex::new(None),
             rtsp: Mutex::new(RtspSession::new(cfg)),
             session: Mutex::new(Streaming::Idle),
         }
@@ -213,7 +217,7 @@ fn answer(gs: &GameStream, req: &rtsp::RtspRequest) -> RtspResponse {
 
 /// Binds the video and audio ping ports. A v2 ping (the launch's 16-byte ping payload, then a
 /// counter) on the video port tells where the client receives video (spec §6.1); the first one
-/// of an announced launch starts the stream. Audio pings are drained (audio is not streamed yet).
+/// of an announced launch starts the stream. The audio port's pings tell where audio goes.
 pub fn bind_ping_ports(gs: &Arc<GameStream>, ip: IpAddr) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Handle::current();
     for (port, video) in [(gs.ports.video(), true), (gs.ports.audio(), false)] {
@@ -225,8 +229,15 @@ pub fn bind_ping_ports(gs: &Arc<GameStream>, ip: IpAddr) -> anyhow::Result<()> {
             .spawn(move || {
                 let mut buf = [0u8; 64];
                 while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    if video && n >= 20 {
+                    if n < 20 {
+                        continue;
+                    }
+                    if video {
                         on_video_ping(&gs, &runtime, &buf[..16], from);
+                    } else if let Some(l) =
+                        gs.current_launch().filter(|l| l.ping_payload == buf[..16])
+                    {
+                        lock(&l.audio_addr).get_or_insert(from);
                     }
                 }
             })?;
@@ -261,11 +272,13 @@ fn on_video_ping(
             let gs = end_gs.clone();
             tokio::spawn(async move { gs.cancel().await });
         });
+        let audio_addr = *lock(&launch.audio_addr);
         let started = super::media::start_session(
             &gs.host,
             &cfg,
             from,
-            launch.keys.rikey,
+            audio_addr,
+            &launch.keys,
             launch.client,
             end,
         )

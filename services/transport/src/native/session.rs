@@ -202,6 +202,7 @@ impl Driver {
                 conn.close(close::UNPAIRED.into(), reason.as_bytes())
             }),
             video_packetizer: None,
+            audio_packetizer: None,
         };
         match Session::start(&self.s.host, spec).await {
             Ok(l) => {

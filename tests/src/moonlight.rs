@@ -105,6 +105,8 @@ pub struct Moonlight {
     pub host: String,
     /// The host's GameStream HTTP port.
     pub http_port: u16,
+    /// Run the client inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
 }
 
 impl Moonlight {
@@ -114,12 +116,20 @@ impl Moonlight {
             config,
             host: host.to_string(),
             http_port,
+            netns: None,
         }
     }
 
     /// The driver command for `args` (not started).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(python());
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(python());
+                c
+            }
+            None => Command::new(python()),
+        };
         c.arg(moonlight_dir().join("driver.py"))
             .arg("--host")
             .arg(&self.host)

@@ -188,7 +188,7 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
 }
 
 /// Pairs `client` (Moonlight shows `pin`, the host user types it).
-fn pair(stack: &mut Stack, client: &Moonlight, pin: &str) {
+fn pair_client(stack: &mut Stack, client: &Moonlight, pin: &str) {
     let child = start_pairing(stack, client, pin);
     let out = stack.sup.ctl(&["pair", "--pin", pin]);
     assert!(
@@ -229,7 +229,7 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
         "127.0.0.1",
         stack.gamestream_port,
     );
-    pair(&mut stack, &client, "2468");
+    pair_client(&mut stack, &client, "2468");
     let before = transport_status(&stack);
     assert_eq!(input_count(&before, "keyboard"), 0, "{before}");
 
@@ -281,7 +281,7 @@ fn stream_desktop(codec: &str) {
         "127.0.0.1",
         stack.gamestream_port,
     );
-    pair(&mut stack, &client, "1357");
+    pair_client(&mut stack, &client, "1357");
     let r = client.run(&[
         "stream",
         "--app",
@@ -376,4 +376,117 @@ fn moonlight_streams_desktop_h264_720p60_with_audio() {
 #[test]
 fn moonlight_streams_desktop_hevc_720p60_with_audio() {
     stream_desktop("hevc");
+}
+
+/// Drops `permille` ‰ of the UDP datagrams arriving in namespace `ns` (the client's side:
+/// video, audio and the ENet control stream alike; the host sends video from an ephemeral
+/// port, so ports cannot single it out); [`dropped`] counts them.
+fn add_loss(ns: &str, permille: u32) {
+    let rules = format!(
+        "add table inet pfgs\n\
+         add chain inet pfgs input {{ type filter hook input priority 0 ; policy accept ; }}\n\
+         add rule inet pfgs input meta l4proto udp numgen random mod 1000 < {permille} counter drop\n"
+    );
+    let path = std::env::temp_dir().join(format!("{ns}-gs-loss.nft"));
+    std::fs::write(&path, rules).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn dropped(ns: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "list", "chain", "inet", "pfgs", "input",
+        ])
+        .output()
+        .expect("nft");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 2 % random loss of the UDP datagrams on a veth pair between two network namespaces
+/// (transport in one, the Moonlight client in the other): FEC recovers what it can, the rest
+/// is answered with IDRs on the client's request, and at least 99 % of the frames the host
+/// numbered reach the client's decoder.
+#[test]
+fn moonlight_h264_under_two_percent_loss_between_namespaces() {
+    use punktfunk_testsupport::netlab::{NetnsPair, Side};
+    let pair = NetnsPair::create(&format!("gs{}", std::process::id())).expect("netns pair");
+    let mut stack = Stack::start(&[("transport", "PUNKTFUNK_TEST_NETNS", pair.name(Side::A))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = Moonlight::new(
+        dir.path().join("client"),
+        &pair.addr(Side::A).to_string(),
+        stack.gamestream_port,
+    );
+    client.netns = Some(pair.name(Side::B).to_string());
+    pair_client(&mut stack, &client, "9753");
+    add_loss(pair.name(Side::B), 20);
+    let r = client.run(&[
+        "stream",
+        "--app",
+        "Desktop",
+        "--width",
+        "1280",
+        "--height",
+        "720",
+        "--fps",
+        "60",
+        "--bitrate",
+        "8000",
+        "--codec",
+        "h264",
+        "--frames",
+        "600",
+        "--timeout",
+        "40",
+        "--quit",
+    ]);
+    assert_eq!(
+        r["ok"],
+        true,
+        "stream failed: {r}\n{}",
+        stack.log("transport")
+    );
+    let lost_on_wire = dropped(pair.name(Side::B));
+    let numbers: Vec<u64> = r["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_u64())
+        .collect();
+    assert!(
+        numbers.len() >= 300,
+        "only {} frames arrived: {r}",
+        numbers.len()
+    );
+    let span = numbers[numbers.len() - 1] - numbers[0] + 1;
+    let delivered = numbers.len() as f64 / span as f64;
+    eprintln!(
+        "2 % loss: {} datagrams dropped, {} of {span} frames delivered ({:.2} %)",
+        lost_on_wire,
+        numbers.len(),
+        delivered * 100.0
+    );
+    assert!(
+        lost_on_wire > 50,
+        "the loss rule dropped only {lost_on_wire} datagrams"
+    );
+    assert!(
+        delivered >= 0.99,
+        "{:.2} % of frames delivered",
+        delivered * 100.0
+    );
 }

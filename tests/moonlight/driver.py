@@ -207,6 +207,9 @@ def cmd_stream(args) -> dict:
             if session.is_terminated:
                 break
             continue
+        if "first_au_s" not in report:
+            # The first access unit the client library reassembled (before decoding).
+            report["first_au_s"] = time.monotonic() - t0
         pictures = decoder.decode(raw.annex_b_data)
         if not pictures:
             report["decode_errors"] += 1

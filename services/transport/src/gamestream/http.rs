@@ -182,28 +182,37 @@ async fn launch(gs: &GameStream, conn: &Conn, q: &Query, resume: bool) -> String
     let Some(client) = conn.cert.as_deref().map(punktfunk_tls::Fingerprint::of) else {
         return xml::unauthorized("/launch");
     };
-    let mut current = super::lock(&gs.launch);
-    match (current.as_ref(), resume) {
-        (Some(l), true) => {
-            // A resume keeps the app, with the new keys.
-            let next = super::stream::Launch::new(gs, l.app_id, l.mode, req.keys, codecs, client);
-            *current = Some(Arc::new(next));
-            drop(current);
-            gs.refresh_status();
-            xml::resume(&url)
+    // Decided under the lock (a std guard: no await inside), acted on after.
+    let (reply, replaced) = {
+        let mut current = super::lock(&gs.launch);
+        match (current.as_ref(), resume) {
+            (Some(l), true) => {
+                // A resume keeps the app, with the new keys; the old launch's stream (if the
+                // client left without its ENet disconnect arriving) stops below.
+                let next =
+                    super::stream::Launch::new(gs, l.app_id, l.mode, req.keys, codecs, client);
+                (xml::resume(&url), current.replace(Arc::new(next)))
+            }
+            (None, true) => (xml::error(400, "nothing is running: launch an app"), None),
+            (Some(_), false) => (
+                xml::error(400, "an app is running: resume it or quit it first"),
+                None,
+            ),
+            (None, false) => {
+                let app_id = req.app_id.unwrap_or(1);
+                let next =
+                    super::stream::Launch::new(gs, app_id, req.mode, req.keys, codecs, client);
+                *current = Some(Arc::new(next));
+                tracing::info!(app_id, mode = ?req.mode, "Moonlight launch");
+                (xml::launch(&url), None)
+            }
         }
-        (None, true) => xml::error(400, "nothing is running: launch an app"),
-        (Some(_), false) => xml::error(400, "an app is running: resume it or quit it first"),
-        (None, false) => {
-            let app_id = req.app_id.unwrap_or(1);
-            let next = super::stream::Launch::new(gs, app_id, req.mode, req.keys, codecs, client);
-            *current = Some(Arc::new(next));
-            drop(current);
-            tracing::info!(app_id, mode = ?req.mode, "Moonlight launch");
-            gs.refresh_status();
-            xml::launch(&url)
-        }
+    };
+    if let Some(old) = replaced {
+        old.stop(&gs.host).await;
     }
+    gs.refresh_status();
+    reply
 }
 
 /// What media's encoder ladder really produces here.

@@ -5,9 +5,7 @@
 //! `cargo bench -p punktfunk-gamestream --bench packetize`.
 
 use punktfunk_gamestream::video::{VideoConfig, VideoPacketizer};
-use punktfunk_wire::{
-    DataPlaneConfig, FrameRef, Packetize, Packetizer, SessionKey, StreamKind,
-};
+use punktfunk_wire::{DataPlaneConfig, FrameRef, Packetize, Packetizer, SessionKey, StreamKind};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use rustix::time::{ClockId, clock_gettime};

@@ -55,6 +55,18 @@ impl AudioPackets {
         Self::default()
     }
 
+    /// The data datagram (RTP + Opus).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The block's two FEC datagrams, after its fourth data packet (12 bytes longer than the
+    /// data datagrams; send them right after [`data`](Self::data), e.g. on the same socket).
+    pub fn fec(&self) -> Option<[&[u8]; 2]> {
+        self.has_fec
+            .then(|| [self.fec[0].as_slice(), self.fec[1].as_slice()])
+    }
+
     /// The datagrams, in send order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(self.data.as_slice())
@@ -112,6 +124,16 @@ impl AudioPacketizer {
             block_base_ts: 0,
             fec_skipped: 0,
         }
+    }
+
+    /// The session's audio packetizer from ANNOUNCE and the launch keys (encrypted iff
+    /// [`crate::rtsp::StreamConfig::audio_encryption`]).
+    pub fn for_stream(stream: &crate::rtsp::StreamConfig, keys: &crate::http::SessionKeys) -> Self {
+        let key = stream.audio_encryption.then_some(AudioKey {
+            key: keys.rikey,
+            key_id: keys.rikeyid,
+        });
+        Self::new(stream.audio_packet_duration_ms, key)
     }
 
     /// Packetizes one Opus packet into `out` (see [`AudioPackets::iter`]).
@@ -236,6 +258,8 @@ mod tests {
             assert_eq!(pk.len(), if i % 4 == 3 { 3 } else { 1 }, "packet {i}");
             sent.push(pk);
         }
+        assert_eq!(out.data(), &sent[7][0][..]);
+        assert_eq!(out.fec().map(|f| f[1].to_vec()), Some(sent[7][2].clone()));
         let fec0 = &sent[7][1];
         assert_eq!(&fec0[..4], &[0x80, 0x7F, 0, 8]);
         assert_eq!(&fec0[12..16], &[0, 97, 0, 4]);

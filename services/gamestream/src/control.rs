@@ -20,7 +20,8 @@
 //!
 //! * every received ENet packet → [`ControlSession::handle_packet`]`(now, bytes)` →
 //!   a [`ClientMessage`] to act on (IDR request, RFI, input, ...), or an error to count and
-//!   drop (the session continues: a forged or damaged packet cannot end it);
+//!   drop (the session continues: a forged, damaged or replayed packet cannot end it;
+//!   replays of authentic packets are refused by a [`REPLAY_WINDOW`]-message window);
 //! * to send → [`ControlSession::seal`]`(&HostMessage)`, then ENet reliable on channel 0;
 //!   to end a session, seal [`HostMessage::Termination`]`(`[`TERMINATION_GRACEFUL`]`)`, flush
 //!   and disconnect the peer;
@@ -33,6 +34,7 @@ use aes::Aes128;
 use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, AesGcm, KeyInit, Nonce};
+use punktfunk_wire::{Replay, ReplayWindow};
 
 /// `encryptedHeaderType`.
 pub const ENCRYPTED_HEADER_TYPE: u16 = 0x0001;
@@ -45,6 +47,11 @@ pub const CONTROL_TIMEOUT_NS: u64 = 10_000_000_000;
 pub const TERMINATION_GRACEFUL: u32 = 0x8003_0023;
 /// The ENet channel count the client connects with; the host must accept at least this many.
 pub const ENET_CHANNELS: usize = 48;
+/// Client sequence numbers remembered against replays. The client numbers every message of
+/// the session from one counter, but messages on different ENet channels (and unreliable
+/// ones) may arrive out of order; this many (seconds of input at the highest rates) are
+/// tolerated.
+pub const REPLAY_WINDOW: usize = 4096;
 
 const HEADER: usize = 4 + 4 + 16;
 
@@ -106,6 +113,10 @@ pub enum ControlError {
     /// A payload larger than [`MAX_CONTROL_PAYLOAD`] (send side).
     #[error("control payload too large")]
     TooLarge,
+    /// An authentic packet whose sequence number was already seen or is older than the
+    /// replay window ([`REPLAY_WINDOW`]): a replay.
+    #[error("control packet replayed")]
+    Replayed,
 }
 
 /// Per-frame FEC statistics the client reports (Sunshine extension; big-endian on the wire).
@@ -514,17 +525,29 @@ pub struct ControlStats {
     pub auth_failures: u64,
     /// Packets with bad framing or content.
     pub malformed: u64,
+    /// Authentic packets refused as replays.
+    pub replayed: u64,
     /// Messages sent.
     pub sent: u64,
 }
 
 /// The host side of one control stream (see the module docs for the call order).
-#[derive(Debug)]
 pub struct ControlSession {
     crypto: ControlCrypto,
+    replay: ReplayWindow,
     send_seq: u32,
     last_rx: u64,
     stats: ControlStats,
+}
+
+impl std::fmt::Debug for ControlSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSession")
+            .field("send_seq", &self.send_seq)
+            .field("last_rx", &self.last_rx)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlSession {
@@ -532,6 +555,7 @@ impl ControlSession {
     pub fn new(rikey: &[u8; 16], v2: bool, now: u64) -> Self {
         Self {
             crypto: ControlCrypto::new(rikey, v2),
+            replay: ReplayWindow::new(REPLAY_WINDOW),
             send_seq: 0,
             last_rx: now,
             stats: ControlStats::default(),
@@ -547,13 +571,21 @@ impl ControlSession {
         let r = self
             .crypto
             .open(Direction::ClientToHost, packet)
-            .and_then(|(_, t, p)| decode_client_message(t, &p));
+            .and_then(|(seq, t, p)| {
+                // Authenticated: only now may the sequence number move the window.
+                if self.replay.check(u64::from(seq)) != Replay::Fresh {
+                    return Err(ControlError::Replayed);
+                }
+                self.replay.commit(u64::from(seq));
+                decode_client_message(t, &p)
+            });
         match &r {
             Ok(_) => {
                 self.stats.received += 1;
                 self.last_rx = now;
             }
             Err(ControlError::AuthFailed) => self.stats.auth_failures += 1,
+            Err(ControlError::Replayed) => self.stats.replayed += 1,
             Err(ControlError::Input(_)) => {
                 // Authenticated, so the peer is alive; its input packet was bad.
                 self.last_rx = now;
@@ -642,6 +674,25 @@ mod tests {
     }
 
     #[test]
+    fn legacy_16_byte_iv_matches_openssl() {
+        // Vector computed with OpenSSL's AES-128-GCM and the 16-byte IV `0x2C ‖ 0×15`
+        // (seq 300 & 0xFF), plaintext = ping (type 0x0200, length 8).
+        let c = ControlCrypto::new(&KEY, false);
+        let sealed = c
+            .seal(
+                Direction::ClientToHost,
+                300,
+                msg::PING,
+                &[4, 0, 0, 0, 0, 0, 0, 0],
+            )
+            .unwrap();
+        assert_eq!(
+            hex_encode(&sealed),
+            "010020002C010000EA17D117DF469B6FEE2016EADD3041607827C9C1FFEE32DEF98D8AC2"
+        );
+    }
+
+    #[test]
     fn legacy_iv_roundtrip_and_direction_separation() {
         let c = ControlCrypto::new(&KEY, false);
         let sealed = c
@@ -721,6 +772,42 @@ mod tests {
         assert!(
             s.handle_timeout(CONTROL_TIMEOUT_NS),
             "no packet refreshed the session"
+        );
+    }
+
+    #[test]
+    fn replays_are_refused_reordering_is_not() {
+        let c = ControlCrypto::new(&KEY, true);
+        let p = |seq| {
+            c.seal(
+                Direction::ClientToHost,
+                seq,
+                msg::PING,
+                &[4, 0, 0, 0, 0, 0, 0, 0],
+            )
+            .unwrap()
+        };
+        let mut s = ControlSession::new(&KEY, true, 0);
+        assert_eq!(s.handle_packet(1, &p(5)), Ok(ClientMessage::Ping));
+        assert_eq!(
+            s.handle_packet(2, &p(3)),
+            Ok(ClientMessage::Ping),
+            "late but fresh"
+        );
+        assert_eq!(s.handle_packet(3, &p(5)), Err(ControlError::Replayed));
+        assert_eq!(s.handle_packet(4, &p(3)), Err(ControlError::Replayed));
+        let far = REPLAY_WINDOW as u32 + 10;
+        assert_eq!(s.handle_packet(5, &p(far)), Ok(ClientMessage::Ping));
+        assert_eq!(
+            s.handle_packet(6, &p(4)),
+            Err(ControlError::Replayed),
+            "older than the window"
+        );
+        assert_eq!(s.stats().replayed, 3);
+        assert_eq!(
+            s.poll_timeout(),
+            5 + CONTROL_TIMEOUT_NS,
+            "replays do not refresh liveness"
         );
     }
 

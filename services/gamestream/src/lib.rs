@@ -25,12 +25,13 @@
 //!    with fresh [`rtsp::new_ping_payload`] and [`rtsp::new_connect_data`].
 //! 2. RTSP connections → [`rtsp::parse_request`] + [`rtsp::RtspSession::handle`], answer,
 //!    close. [`rtsp::RtspEvent::Announced`] carries the [`rtsp::StreamConfig`].
-//! 3. UDP pings (16-byte ping payload + u32be counter) tell the audio and video endpoints.
+//! 3. UDP pings ([`rtsp::parse_ping`]: the 16-byte ping payload + a u32be counter) tell the
+//!    audio and video endpoints: send each stream to its ping's source address.
 //! 4. ENet CONNECT whose `data` equals the connect data → [`control::ControlSession::new`]
 //!    with `rikey` and [`rtsp::StreamConfig::control_v2`].
-//! 5. Video: [`video::VideoPacketizer::new`] with `packet_size`, `min_fec_packets`, `fps`
+//! 5. Video: [`video::VideoPacketizer::new`]`(`[`video::VideoConfig::for_stream`]`)`: `packet_size`, `min_fec_packets`, `fps`
 //!    and the key if [`rtsp::StreamConfig::video_encryption`]; the first frame is an IDR.
-//!    Audio: [`audio::AudioPacketizer::new`] with `audio_packet_duration_ms` and the key if
+//!    Audio: [`audio::AudioPacketizer::for_stream`]: `audio_packet_duration_ms` and the key if
 //!    [`rtsp::StreamConfig::audio_encryption`].
 //! 6. End: seal [`control::HostMessage::Termination`]`(`[`control::TERMINATION_GRACEFUL`]`)`.
 //!
@@ -39,7 +40,8 @@
 //! 1. `let (verb, query) = http::parse_target(target)?` (error → HTTP 400).
 //! 2. Plain HTTP serves only verbs with [`http::Verb::served_over_http`]. On HTTPS, compare
 //!    the presented client certificate (DER) with the paired set; if it is not there, answer
-//!    every verb except `/pair?phrase=pairchallenge` with [`xml::unauthorized`]`(path)`.
+//!    every verb except `/pair` with [`xml::unauthorized`]`(path)` (`/pair` gets
+//!    `https = Some(false)`, so `pairchallenge` answers `paired=0`).
 //! 3. `/serverinfo` → [`xml::server_info`]; `/pair` → [`pairing::PairingHost::handle_pair`];
 //!    `/unpair` → [`pairing::PairingHost::handle_unpair`] + [`xml::unpair`]; `/applist` →
 //!    [`xml::app_list`]; `/launch`/`/resume` → [`http::LaunchRequest::from_query`] then

@@ -566,11 +566,9 @@ impl PairingHost {
         if query.get("phrase") == Some("pairchallenge") {
             return PairStep::Reply(xml::pair_reply(https == Some(true), None));
         }
-        if https.is_some() {
-            // Phases 1-4 are plain-HTTP phases; accepting them over HTTPS would be harmless,
-            // but no client does it.
-            return fail_reply();
-        }
+        // Phases 1-4 are plain-HTTP phases in every client we know, but Sunshine serves
+        // `/pair` on both ports; they are accepted on either (the ceremony's crypto, not the
+        // transport, protects them).
         if query.get("phrase") == Some("getservercert") {
             return self.phase1(now, unique_id, query);
         }

@@ -674,3 +674,20 @@ pub fn new_ping_payload() -> [u8; 16] {
 pub fn new_connect_data() -> u32 {
     rand::random()
 }
+
+/// Length of a v2 UDP ping: the 16-byte `X-SS-Ping-Payload` and a u32be counter.
+pub const PING_LEN: usize = 20;
+
+/// Parses a client's v2 UDP ping (sent every 500 ms to the audio and video ports): the ping
+/// payload (match it against the sessions' [`RtspConfig::ping_payload`]) and the counter.
+/// The datagram's source address is where that stream must be sent. Legacy 4-byte `PING`s
+/// and anything else give `None`.
+pub fn parse_ping(datagram: &[u8]) -> Option<([u8; 16], u32)> {
+    if datagram.len() < PING_LEN {
+        return None;
+    }
+    let mut payload = [0u8; 16];
+    payload.copy_from_slice(&datagram[..16]);
+    let counter = u32::from_be_bytes([datagram[16], datagram[17], datagram[18], datagram[19]]);
+    Some((payload, counter))
+}

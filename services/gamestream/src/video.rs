@@ -87,7 +87,28 @@ impl std::fmt::Debug for VideoConfig {
     }
 }
 
+/// Sunshine's default FEC percentage (the host's policy, not negotiated).
+pub const DEFAULT_FEC_PERCENT: u32 = 20;
+
 impl VideoConfig {
+    /// The session's video parameters from ANNOUNCE and the launch keys: packet size,
+    /// minimum parity, frame rate, and the key only if ANNOUNCE enabled video encryption.
+    pub fn for_stream(
+        stream: &crate::rtsp::StreamConfig,
+        keys: &crate::http::SessionKeys,
+        fec_percent: u32,
+        max_frame_bytes: usize,
+    ) -> Self {
+        Self {
+            packet_size: stream.packet_size,
+            fec_percent,
+            min_parity: stream.min_fec_packets,
+            fps: stream.fps,
+            encryption_key: stream.video_encryption.then_some(keys.rikey),
+            max_frame_bytes,
+        }
+    }
+
     /// Payload bytes per datagram (`L = S − 16`).
     pub fn payload_len(&self) -> usize {
         self.packet_size as usize - 16
@@ -186,6 +207,10 @@ fn copy_virtual(header: &[u8], au: &[u8], offset: usize, out: &mut [u8]) {
         w = n;
         o += n;
     }
+    if o < header.len() {
+        // `out` ended inside the header.
+        return;
+    }
     let start = o - header.len();
     if start < au.len() {
         let n = (au.len() - start).min(out.len() - w);
@@ -204,16 +229,18 @@ struct ShardHeader {
     fec_info: u32,
 }
 
+/// RTP bytes 0-11 (a parity shard keeps its parity bytes from 12 on).
 fn write_rtp(img: &mut [u8], seq: u64, ts: u32) {
     img[0] = 0x90;
     img[1] = 0;
     img[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
     img[4..8].copy_from_slice(&ts.to_be_bytes());
-    img[8..16].fill(0);
+    img[8..12].fill(0);
 }
 
 fn write_data_header(img: &mut [u8], h: &ShardHeader) {
     write_rtp(img, h.seq, h.ts);
+    img[12..16].fill(0);
     img[16..20].copy_from_slice(&(((h.seq & 0xFF_FFFF) as u32) << 8).to_le_bytes());
     img[20..24].copy_from_slice(&h.frame.to_le_bytes());
     img[24] = h.flags;

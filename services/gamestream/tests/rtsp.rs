@@ -115,6 +115,18 @@ fn the_captured_handshake() {
     // 20000 * 0.8 = 16000, - min(2*256, 3200) = 15488, - min(500, 1548) = 14988.
     assert_eq!(c.encoder_bitrate_kbps(20), 14988);
     assert_eq!(s.stream_config(), Some(&c));
+    // The packetizers' parameters follow from it.
+    let keys = punktfunk_gamestream::http::SessionKeys {
+        rikey: [1; 16],
+        rikeyid: 5,
+    };
+    let v = punktfunk_gamestream::video::VideoConfig::for_stream(&c, &keys, 20, 1 << 20);
+    assert_eq!(
+        (v.packet_size, v.min_parity, v.fps, v.encryption_key),
+        (1024, 2, 60, None)
+    );
+    assert!(punktfunk_gamestream::video::VideoPacketizer::new(v).is_ok());
+    let _audio = punktfunk_gamestream::audio::AudioPacketizer::for_stream(&c, &keys);
 
     let (r, ev) = s.handle(&req(play));
     assert_eq!(text(&r), "RTSP/1.0 200 OK\r\nCSeq: 7\r\n\r\n");
@@ -282,4 +294,12 @@ fn fresh_ids() {
     let p = new_ping_payload();
     assert!(p.iter().all(|b| b.is_ascii_hexdigit()));
     assert_ne!(new_ping_payload(), p);
+}
+
+#[test]
+fn v2_pings() {
+    // The captured ping of the spec (payload "0123456789abcdef", counter 1).
+    let ping = b"0123456789abcdef\x00\x00\x00\x01";
+    assert_eq!(parse_ping(ping), Some((*b"0123456789abcdef", 1)));
+    assert_eq!(parse_ping(b"PING"), None);
 }

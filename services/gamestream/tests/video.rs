@@ -71,6 +71,17 @@ fn the_spec_worked_example() {
     assert_eq!(&pk[0][40..48], &data[..8]);
     // Parity shard 0 of the block: shard index 22.
     assert_eq!(le32(&pk[22], 28), (22 << 12) | (22 << 22) | (20 << 4));
+    // Parity is over the whole data images; only RTP 0-11, frameIndex, byte 27 and fecInfo
+    // are overwritten afterwards.
+    let mut parity = vec![vec![0u8; 1408]; 5];
+    fec::encode_video(&pk[..22], &mut parity);
+    for (j, par) in parity.iter().enumerate() {
+        let sent = &pk[22 + j];
+        assert_eq!(&sent[12..20], &par[12..20]);
+        assert_eq!(&sent[24..27], &par[24..27]);
+        assert_eq!(&sent[32..], &par[32..]);
+        assert_eq!(u16::from_be_bytes([sent[2], sent[3]]), 22 + j as u16);
+    }
     // The next frame continues the sequence, frame 2, 90 kHz timestamp.
     let pk2 = packetize(&mut p, 1, true, &au(500, 2));
     assert_eq!(pk2.len(), 3, "1 data + 2 parity at 200 %");

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     // Several requests back to back, as one connection's bytes could be.
     while let Ok(Some((req, used))) = parse_request(rest) {
+        let _ = punktfunk_gamestream::rtsp::parse_ping(rest);
         let (resp, _) = session.handle(&req);
         let _ = resp.to_bytes();
         rest = &rest[used..];

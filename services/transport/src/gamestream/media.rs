@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use punktfunk_gamestream::audio::{AudioKey, AudioPacketizer, AudioPackets};
+use punktfunk_gamestream::audio::{AudioPacketizer, AudioPackets};
 use punktfunk_gamestream::rtsp::{StreamConfig, VideoCodec};
 use punktfunk_gamestream::video::{VideoConfig, VideoPacketizer};
 use punktfunk_proto::common::{Codec, Mode};
@@ -79,9 +79,7 @@ impl Packetize for EnvelopedAudio {
         self.inner
             .packetize(opus, &mut self.out)
             .map_err(|_| too_large())?;
-        let Some(data) = self.out.iter().next() else {
-            return Err(too_large());
-        };
+        let data = self.out.data();
         batch.prepare(data.len(), 1);
         if let Some(p) = batch.packet_mut(0) {
             p.copy_from_slice(data);
@@ -120,14 +118,12 @@ pub async fn start_session(
         1_000_000_000 / u64::from(fps),
     )
     .map_err(|e| Refusal::internal(e.to_string()))?;
-    let packetizer = VideoPacketizer::new(VideoConfig {
-        packet_size: cfg.packet_size,
-        fec_percent: FEC_PERCENT,
-        min_parity: cfg.min_fec_packets,
-        fps,
-        encryption_key: cfg.video_encryption.then_some(keys.rikey),
-        max_frame_bytes: data_plane.max_frame_bytes as usize,
-    })
+    let packetizer = VideoPacketizer::new(VideoConfig::for_stream(
+        cfg,
+        keys,
+        FEC_PERCENT,
+        data_plane.max_frame_bytes as usize,
+    ))
     .map_err(|e| Refusal::internal(e.to_string()))?;
     let spec = SessionSpec {
         protocol: Protocol::GameStream,
@@ -155,12 +151,8 @@ pub async fn start_session(
         end,
         video_packetizer: Some(Box::new(EnvelopedVideo(packetizer))),
         audio_packetizer: audio_addr.map(|addr| {
-            let key = cfg.audio_encryption.then_some(AudioKey {
-                key: keys.rikey,
-                key_id: keys.rikeyid,
-            });
             let p: Box<dyn Packetize> = Box::new(EnvelopedAudio {
-                inner: AudioPacketizer::new(cfg.audio_packet_duration_ms, key),
+                inner: AudioPacketizer::for_stream(cfg, keys),
                 out: AudioPackets::new(),
             });
             (p, addr)

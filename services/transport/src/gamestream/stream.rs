@@ -229,13 +229,13 @@ pub fn bind_ping_ports(gs: &Arc<GameStream>, ip: IpAddr) -> anyhow::Result<()> {
             .spawn(move || {
                 let mut buf = [0u8; 64];
                 while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    if n < 20 {
+                    let Some((payload, _)) = rtsp::parse_ping(&buf[..n]) else {
                         continue;
-                    }
+                    };
                     if video {
-                        on_video_ping(&gs, &runtime, &buf[..16], from);
+                        on_video_ping(&gs, &runtime, &payload, from);
                     } else if let Some(l) =
-                        gs.current_launch().filter(|l| l.ping_payload == buf[..16])
+                        gs.current_launch().filter(|l| l.ping_payload == payload)
                     {
                         lock(&l.audio_addr).get_or_insert(from);
                     }

@@ -216,7 +216,14 @@ impl Supervisor {
             root,
             watchdog_usec,
             units,
-            env: Vec::new(),
+            // GameStream's ports are fixed unless told otherwise, and tests run in parallel:
+            // off by default; a test that wants it sets a free port (as `Stack` does; later
+            // entries override earlier ones).
+            env: vec![(
+                "transport",
+                "PUNKTFUNK_GAMESTREAM__ENABLED".into(),
+                "false".into(),
+            )],
         }
     }
 

@@ -35,6 +35,11 @@ impl Stack {
         let gamestream_port = crate::moonlight::free_base_port();
         sup.env.push((
             "transport",
+            "PUNKTFUNK_GAMESTREAM__ENABLED".into(),
+            "true".into(),
+        ));
+        sup.env.push((
+            "transport",
             "PUNKTFUNK_GAMESTREAM__HTTP_PORT".into(),
             gamestream_port.to_string(),
         ));

@@ -231,7 +231,10 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
     );
     pair_client(&mut stack, &client, "2468");
     let before = transport_status(&stack);
-    assert_eq!(input_count(&before, "keyboard"), 0, "{before}");
+    assert!(
+        !before.contains("GameStream input"),
+        "input counted before any was sent: {before}"
+    );
 
     let r = client.run(&[
         "stream", "--frames", "0", "--input", "--quit", "--codec", "h264", "--settle", "1.5",

@@ -297,8 +297,11 @@ impl GameStream {
         if let Some(l) = self.current_launch() {
             notes.push(format!("Moonlight launched app {}", l.app_id));
         }
-        notes.push(self.input.summary());
-        self.host.set_note(Some(notes.join("; ")));
+        if self.input.any() {
+            notes.push(self.input.summary());
+        }
+        self.host
+            .set_note((!notes.is_empty()).then(|| notes.join("; ")));
         self.host.refresh_status();
     }
 }

@@ -146,6 +146,13 @@ impl InputCounters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether any event arrived yet.
+    pub fn any(&self) -> bool {
+        [&self.keyboard, &self.mouse, &self.gamepad, &self.other]
+            .iter()
+            .any(|c| c.load(Ordering::Relaxed) > 0)
+    }
+
     /// For the status line.
     pub fn summary(&self) -> String {
         format!(

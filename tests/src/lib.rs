@@ -24,6 +24,7 @@ pub mod moonlight;
 pub mod native;
 pub mod plot;
 pub mod stack;
+pub mod uml;
 
 /// The four daemons' short names, in start order.
 pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;

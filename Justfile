@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Debian packages the build and the tests need (installed by `setup`, idempotently).
-apt_packages := "pkg-config systemd passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core linux-source-6.1 bc bison flex libelf-dev"
+apt_packages := "pkg-config python3-venv systemd passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core linux-source-6.1 bc bison flex libelf-dev"
 
 default:
     @just --list
@@ -45,7 +45,8 @@ uml-kernel:
 
 # Benchmarks, each against a baseline in the same run: AU ring handoff vs a bare eventfd and a
 # unary gRPC round trip; FEC + seal per frame; FEC + seal + send (sendmmsg, GSO, naive send());
-# x264 encode alone; capture → reassembled through the whole stack against its encode share.
+# x264 encode alone; capture → reassembled through the whole stack against its encode share;
+# Moonlight's connect → first frame against punktfunk/1's.
 bench: setup
     cargo build --release --workspace --bins
     cargo bench -p punktfunk-ring --bench handoff
@@ -56,6 +57,7 @@ bench: setup
     cargo bench -p punktfunk-media --bench encode
     cargo bench -p punktfunk-tests --bench e2e_latency
     cargo bench -p punktfunk-tests --bench input_latency
+    cargo bench -p punktfunk-tests --bench gamestream_connect
 
 # Delivery under 1/2/5/10 % random loss across two network namespaces, 10,000 frames each (~3 min).
 loss-sweep: setup

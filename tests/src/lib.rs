@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 pub mod attack;
+pub mod moonlight;
 pub mod native;
 pub mod plot;
 pub mod stack;
@@ -216,7 +217,14 @@ impl Supervisor {
             root,
             watchdog_usec,
             units,
-            env: Vec::new(),
+            // GameStream's ports are fixed unless told otherwise, and tests run in parallel:
+            // off by default; a test that wants it sets a free port (as `Stack` does; later
+            // entries override earlier ones).
+            env: vec![(
+                "transport",
+                "PUNKTFUNK_GAMESTREAM__ENABLED".into(),
+                "false".into(),
+            )],
         }
     }
 
@@ -268,10 +276,16 @@ impl Supervisor {
         let (grpc, fds) = (high_grpc.as_raw_fd(), high_fds.as_raw_fd());
         // `sh` execs the daemon in place, so `$$` is the daemon's pid: systemd sets LISTEN_PID
         // in the forked child the same way. Setting it in pre_exec is not possible (setenv is
-        // not async-signal-safe).
+        // not async-signal-safe). With `PUNKTFUNK_TEST_NETNS` in the daemon's extra
+        // environment it runs inside that network namespace (`ip netns exec` execs in place
+        // too, so the pid stays the same).
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\"")
+            .arg(
+                "LISTEN_PID=$$; export LISTEN_PID; \
+                 if [ -n \"$PUNKTFUNK_TEST_NETNS\" ]; then exec ip netns exec \"$PUNKTFUNK_TEST_NETNS\" \"$0\"; fi; \
+                 exec \"$0\"",
+            )
             .arg(bin(&format!("punktfunk-{name}")))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

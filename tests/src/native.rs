@@ -79,6 +79,8 @@ impl NativeHost {
             .env("XDG_CONFIG_HOME", self.root.path().join("config"))
             .env("PUNKTFUNK_PORT", self.port.to_string())
             .env("PUNKTFUNK_MDNS", "false")
+            // punktfunk/1 only (GameStream's fixed ports would collide between parallel tests).
+            .env("PUNKTFUNK_GAMESTREAM__ENABLED", "false")
             .env("PUNKTFUNK_IDLE_TIMEOUT_MS", "2000")
             // Transport alone, no media daemon: the data-plane generator's verifiable bytes.
             .env("PUNKTFUNK_SOURCE", "synthetic")

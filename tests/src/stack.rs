@@ -18,6 +18,8 @@ pub struct Stack {
     pub port: u16,
     /// The name the test client pairs under.
     pub client_name: String,
+    /// Transport's GameStream HTTP port (a free base: several stacks run at once).
+    pub gamestream_port: u16,
 }
 
 impl Stack {
@@ -30,6 +32,17 @@ impl Stack {
             .push(("transport", "PUNKTFUNK_PORT".into(), port.to_string()));
         sup.env
             .push(("transport", "PUNKTFUNK_MDNS".into(), "false".into()));
+        let gamestream_port = crate::moonlight::free_base_port();
+        sup.env.push((
+            "transport",
+            "PUNKTFUNK_GAMESTREAM__ENABLED".into(),
+            "true".into(),
+        ));
+        sup.env.push((
+            "transport",
+            "PUNKTFUNK_GAMESTREAM__HTTP_PORT".into(),
+            gamestream_port.to_string(),
+        ));
         for (d, k, v) in env {
             sup.env.push((d, k.to_string(), v.to_string()));
         }
@@ -42,6 +55,7 @@ impl Stack {
             sup,
             port,
             client_name: "stack-client".into(),
+            gamestream_port,
         }
     }
 

@@ -43,11 +43,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Arm pairing: print a one-time PIN for a client (`punktfunk-client pair --pin PIN HOST`).
+    /// Arm pairing: print a one-time PIN for a client (`punktfunk-client pair --pin PIN HOST`);
+    /// with `--pin`, complete the pairing a Moonlight client waits in with the PIN it shows.
     Pair {
         /// How long the PIN stays valid, in seconds (default 120, at most 600).
         #[arg(long, default_value_t = 120)]
         window: u32,
+        /// The 4-digit PIN a Moonlight client shows while it waits to pair.
+        #[arg(long)]
+        pin: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -117,8 +121,18 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Status { json } => rt.block_on(status(&runtime_dir, timeout, json)),
-        Command::Pair { window, json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
-            let r = c.arm_pairing(ArmPairingRequest { window_s: window }).await?.into_inner();
+        Command::Pair { window, pin: Some(pin), json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let _ = window;
+            c.arm_pairing(ArmPairingRequest { window_s: 0, pin }).await?;
+            if json {
+                println!("{}", serde_json::json!({ "gamestream_pin": "accepted" }));
+            } else {
+                println!("PIN handed to the waiting Moonlight client: it finishes pairing now");
+            }
+            Ok(())
+        })),
+        Command::Pair { window, pin: None, json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
+            let r = c.arm_pairing(ArmPairingRequest { window_s: window, pin: String::new() }).await?.into_inner();
             if json {
                 println!("{}", serde_json::json!({ "pin": r.pin, "expires_s": r.expires_s }));
             } else {
@@ -128,14 +142,27 @@ fn main() -> ExitCode {
             Ok(())
         })),
         Command::Clients { json } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
-            let clients = c.list_clients(ListClientsRequest {}).await?.into_inner().clients;
+            let reply = c.list_clients(ListClientsRequest {}).await?.into_inner();
+            let (clients, pending) = (reply.clients, reply.pending);
             if json {
                 let list: Vec<_> = clients
                     .iter()
                     .map(|c| serde_json::json!({ "name": c.name, "fingerprint": c.fingerprint, "paired_at": c.paired_at, "protocol": c.protocol }))
                     .collect();
-                println!("{}", serde_json::json!({ "clients": list }));
-            } else if clients.is_empty() {
+                let waiting: Vec<_> = pending
+                    .iter()
+                    .map(|c| serde_json::json!({ "name": c.name, "fingerprint": c.fingerprint, "since": c.paired_at, "protocol": c.protocol }))
+                    .collect();
+                println!("{}", serde_json::json!({ "clients": list, "pending": waiting }));
+                return Ok(());
+            }
+            for p in &pending {
+                println!(
+                    "waiting to pair: {} ({}, {}): type the PIN it shows with `punktfunkctl pair --pin NNNN`",
+                    p.name, p.protocol, &p.fingerprint[..16.min(p.fingerprint.len())]
+                );
+            }
+            if clients.is_empty() {
                 println!("no paired clients (pair one with: punktfunkctl pair)");
             } else {
                 println!("{:<24} {:<20} {:<12} PAIRED (unix s)", "NAME", "FINGERPRINT", "PROTOCOL");

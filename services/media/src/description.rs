@@ -394,10 +394,13 @@ impl EncoderKind {
                 p("tune", "zerolatency"),
                 p("speed-preset", "ultrafast"),
                 // x265enc's `key-int-max` stops at 0 (= x265's default 250); x265 itself takes
-                // keyint=-1 as "infinite GOP", so it goes in the option string.
+                // keyint=-1 as "infinite GOP", so it goes in the option string. `info=0`: x265's
+                // ~2 KB "info" SEI (its whole option string) on every IDR pushes the IDR slice
+                // out of the frame's first GameStream packet, where Moonlight looks for it
+                // (docs/gamestream.md; Sunshine sets it for the same reason).
                 p(
                     "option-string",
-                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0",
+                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0:info=0",
                 ),
             ],
             EncoderKind::OpenH264 => vec![
@@ -846,7 +849,7 @@ mod tests {
                 ("speed-preset", "ultrafast"),
                 (
                     "option-string",
-                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0"
+                    "keyint=-1:scenecut=0:open-gop=0:repeat-headers=1:bframes=0:info=0"
                 ),
                 ("bitrate", "8000"),
             ])

@@ -17,6 +17,8 @@ const MAX_WINDOW: Duration = Duration::from_secs(600);
 
 pub struct TransportApi {
     pub host: Arc<Host>,
+    /// The GameStream shell, when it runs.
+    pub gamestream: Option<Arc<crate::gamestream::GameStream>>,
 }
 
 fn to_proto(c: pairing::PairedClient) -> PairedClient {
@@ -38,7 +40,25 @@ impl Transport for TransportApi {
         &self,
         req: Request<ArmPairingRequest>,
     ) -> Result<Response<ArmPairingReply>, Status> {
-        let secs = req.into_inner().window_s;
+        let req = req.into_inner();
+        if !req.pin.is_empty() {
+            let Some(gs) = &self.gamestream else {
+                return Err(Status::failed_precondition(
+                    "GameStream is disabled on this host ([gamestream] enabled = false in transport.toml)",
+                ));
+            };
+            return match gs.submit_pin(req.pin.trim()) {
+                Ok(()) => {
+                    tracing::info!("Moonlight pairing PIN entered on the host");
+                    Ok(Response::new(ArmPairingReply {
+                        pin: req.pin,
+                        expires_s: 0,
+                    }))
+                }
+                Err(e) => Err(Status::failed_precondition(e.to_string())),
+            };
+        }
+        let secs = req.window_s;
         let ttl = if secs == 0 {
             DEFAULT_WINDOW
         } else {
@@ -67,7 +87,18 @@ impl Transport for TransportApi {
             .into_iter()
             .map(to_proto)
             .collect();
-        Ok(Response::new(ListClientsReply { clients }))
+        let pending = self
+            .gamestream
+            .iter()
+            .flat_map(|gs| gs.pending())
+            .map(|p| PairedClient {
+                name: p.name,
+                fingerprint: p.fingerprint,
+                paired_at: p.started_unix,
+                protocol: crate::session::Protocol::GameStream.as_str().into(),
+            })
+            .collect();
+        Ok(Response::new(ListClientsReply { clients, pending }))
     }
 
     async fn unpair(&self, req: Request<UnpairRequest>) -> Result<Response<UnpairReply>, Status> {

@@ -59,6 +59,27 @@ pub struct TransportConfig {
     /// Advertise `_punktfunk._udp` over mDNS.
     pub mdns: bool,
     pub fec: FecSettings,
+    pub gamestream: GameStreamSettings,
+}
+
+/// The GameStream (Moonlight) shell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GameStreamSettings {
+    /// Serve Moonlight clients.
+    pub enabled: bool,
+    /// The HTTP port; every other GameStream port is an offset from it (HTTPS − 5, video + 9,
+    /// control + 10, audio + 11, RTSP + 21; see `gamestream::Ports`).
+    pub http_port: u16,
+}
+
+impl Default for GameStreamSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            http_port: crate::gamestream::DEFAULT_HTTP_PORT,
+        }
+    }
 }
 
 /// Data-plane protection offered to clients.
@@ -123,6 +144,7 @@ impl Default for TransportConfig {
             max_bitrate_kbps: MAX_BITRATE_KBPS,
             mdns: true,
             fec: FecSettings::default(),
+            gamestream: GameStreamSettings::default(),
         }
     }
 }
@@ -172,6 +194,15 @@ impl DaemonConfig for TransportConfig {
             return err(
                 "fec.parity_permille",
                 format!("{} is above 1000 (100 %)", self.fec.parity_permille),
+            );
+        }
+        if !(6..=65_514).contains(&self.gamestream.http_port) {
+            return err(
+                "gamestream.http_port",
+                format!(
+                    "{} leaves no room for the ports at offsets -5..+21 from it: use 6 to 65514",
+                    self.gamestream.http_port
+                ),
             );
         }
         if self.source == Source::Compositor {

@@ -55,6 +55,8 @@ pub struct Host {
     listen: OnceLock<SocketAddr>,
     pairing_failures: AtomicU64,
     next_session: AtomicU64,
+    /// A protocol shell's addition to the status line (GameStream: a pairing waits for its PIN).
+    note: Mutex<Option<String>>,
 }
 
 /// Takes a lock; a poisoned one (a panic elsewhere while holding it) still holds valid data
@@ -84,6 +86,7 @@ impl Host {
             listen: OnceLock::new(),
             pairing_failures: AtomicU64::new(0),
             next_session: AtomicU64::new(rand::random::<u32>() as u64),
+            note: Mutex::new(None),
         }
     }
 
@@ -99,6 +102,16 @@ impl Host {
     /// Whether `fp` may stream (paired, or the host is explicitly open).
     pub fn may_stream(&self, fp: &Fingerprint) -> bool {
         self.config.pairing == PairingMode::Open || lock(&self.paired).is_paired(fp)
+    }
+
+    /// Whether `fp` is a paired client (whatever the pairing mode).
+    pub fn is_paired(&self, fp: &Fingerprint) -> bool {
+        lock(&self.paired).is_paired(fp)
+    }
+
+    /// Sets (or clears) a shell's addition to the status line; call `refresh_status` after.
+    pub fn set_note(&self, note: Option<String>) {
+        *lock(&self.note) = note;
     }
 
     /// Arms a fresh PIN (replacing any armed one).
@@ -189,13 +202,18 @@ impl Host {
             .map(|s| format!("{} {}x{}", s.client_name, s.mode.width, s.mode.height))
             .collect();
         let armed = lock(&self.window).remaining(Instant::now());
-        self.health.set_status(status_line(
+        let mut line = status_line(
             &streaming,
             self.listen.get().copied(),
             self.config.pairing,
             armed,
             self.pairing_failures(),
-        ));
+        );
+        if let Some(note) = lock(&self.note).as_deref() {
+            line.push_str("; ");
+            line.push_str(note);
+        }
+        self.health.set_status(line);
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod api;
 mod config;
+mod gamestream;
 mod host;
 mod input;
 mod media;
@@ -80,6 +81,21 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
     tracing::info!(%local, "punktfunk/1 listening");
     tokio::spawn(native::serve(host.clone(), endpoint));
 
+    // GameStream failing to start (its ports taken by Sunshine, say) leaves punktfunk/1
+    // serving: the reason is logged and shown in the status line.
+    let gamestream = if host.config.gamestream.enabled {
+        match gamestream::GameStream::start(host.clone(), &dir).await {
+            Ok(gs) => Some(gs),
+            Err(e) => {
+                tracing::error!("GameStream (Moonlight) is off: {e:#}");
+                host.set_note(Some(format!("GameStream off: {e:#}")));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let _advert = discovery(&host, local.port());
     // The status line mentions the pairing window's countdown; keep it fresh.
     let h = host.clone();
@@ -93,7 +109,7 @@ async fn setup(ctx: Context<TransportConfig>) -> Result<tonic::service::Routes, 
     });
     host.refresh_status();
     Ok(tonic::service::Routes::new(TransportServer::new(
-        api::TransportApi { host },
+        api::TransportApi { host, gamestream },
     )))
 }
 

@@ -40,6 +40,8 @@ use crate::stream::{DataPlane, connect_socket};
 pub enum Protocol {
     /// punktfunk/1 over QUIC (the native client).
     Native,
+    /// GameStream (stock Moonlight clients).
+    GameStream,
 }
 
 impl Protocol {
@@ -47,6 +49,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Native => punktfunk_control::PROTOCOL_NAME,
+            Protocol::GameStream => "gamestream",
         }
     }
 }
@@ -99,6 +102,13 @@ pub struct SessionSpec {
     pub key: SessionKey,
     /// Ends the session from outside (unpair): the shell closes its connection with `reason`.
     pub end: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+    /// The video packetizer of a protocol other than punktfunk/1 (GameStream's RTP + FEC);
+    /// `None`: punktfunk/1's, from `data_plane` and `key`. Frames reach it with the AU
+    /// envelope in front, as punktfunk/1's.
+    pub video_packetizer: Option<Box<dyn punktfunk_wire::Packetize>>,
+    /// Likewise for audio, with the address audio goes to when it is not `client_addr`
+    /// (GameStream learns each stream's address from that stream's pings).
+    pub audio_packetizer: Option<(Box<dyn punktfunk_wire::Packetize>, SocketAddr)>,
 }
 
 /// What a finished speed test sent.
@@ -142,7 +152,7 @@ enum Feed {
 
 impl Session {
     /// Brings the session's data plane and media up and registers it with the host.
-    pub async fn start(host: &Arc<Host>, spec: SessionSpec) -> Result<Self, Refusal> {
+    pub async fn start(host: &Arc<Host>, mut spec: SessionSpec) -> Result<Self, Refusal> {
         let bind_ip: IpAddr = host
             .config
             .bind
@@ -155,7 +165,7 @@ impl Session {
         } else if host.config.source == Source::Synthetic {
             start_synthetic(&spec, bind_ip, fps, frames_sent.clone())?
         } else {
-            start_media(host, &spec, bind_ip, frames_sent.clone()).await?
+            start_media(host, &mut spec, bind_ip, frames_sent.clone()).await?
         };
         tracing::info!(
             client = %spec.client_name, fingerprint = %spec.fingerprint.short(), protocol = spec.protocol.as_str(),
@@ -362,7 +372,7 @@ fn start_synthetic(
 /// media stream feeding them.
 async fn start_media(
     host: &Arc<Host>,
-    spec: &SessionSpec,
+    spec: &mut SessionSpec,
     bind_ip: IpAddr,
     frames_sent: Arc<AtomicU64>,
 ) -> Result<Feed, Refusal> {
@@ -376,9 +386,11 @@ async fn start_media(
             .map_err(|e| Refusal::internal(format!("{what} socket: {e}")))
     };
     let video_cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
-    let video = Arc::new(
-        Sender::spawn(socket("video")?, video_cfg).map_err(|e| Refusal::internal(e.to_string()))?,
-    );
+    let video = match spec.video_packetizer.take() {
+        Some(p) => Sender::spawn_with(socket("video")?, video_cfg.options(), p),
+        None => Sender::spawn(socket("video")?, video_cfg),
+    };
+    let video = Arc::new(video.map_err(|e| Refusal::internal(e.to_string()))?);
     let audio = if spec.audio {
         let mut cfg = SenderConfig::new(
             punktfunk_control::keys::audio_data_plane(&spec.data_plane),
@@ -387,8 +399,15 @@ async fn start_media(
         );
         cfg.options.pacing = None;
         cfg.options.queue_frames = 32;
-        let sender = Sender::spawn(socket("audio")?, cfg)
-            .map_err(|e| Refusal::internal(format!("cannot start the audio data plane: {e}")))?;
+        let sender = match spec.audio_packetizer.take() {
+            Some((p, addr)) => {
+                let socket = connect_socket(bind_ip, addr)
+                    .map_err(|e| Refusal::internal(format!("audio socket: {e}")))?;
+                Sender::spawn_with(socket, cfg.options(), p)
+            }
+            None => Sender::spawn(socket("audio")?, cfg),
+        }
+        .map_err(|e| Refusal::internal(format!("cannot start the audio data plane: {e}")))?;
         Some((Arc::new(sender), Arc::new(PumpShared::default())))
     } else {
         None

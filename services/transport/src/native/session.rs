@@ -232,6 +232,8 @@ impl Driver {
             end: std::sync::Arc::new(move |reason| {
                 conn.close(close::UNPAIRED.into(), reason.as_bytes())
             }),
+            video_packetizer: None,
+            audio_packetizer: None,
         };
         match Session::start(&self.s.host, spec).await {
             Ok(mut l) => {

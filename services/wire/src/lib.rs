@@ -129,6 +129,7 @@ pub mod transmit;
 
 pub use config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
 pub use crypto::{
+    Aead, AeadBackend, NONCE_LEN, RingAes128Gcm, RustCryptoAes128Gcm,
     AuthError, Opener, Replay, ReplayWindow, SEQ_LIMIT, SealError, Sealer, SessionKey,
 };
 pub use pacing::{PaceChunk, PacingConfig, pacing_schedule};

@@ -61,7 +61,8 @@ pub struct SendOptions {
     pub sndbuf_bytes: usize,
     /// How long one pacing chunk may wait for socket buffer space (default 2 ms).
     pub block_budget: Duration,
-    /// Sleep until this long before a chunk's time, then spin (default 100 µs).
+    /// Sleep until this long before a chunk's time, then spin; the send thread's timer slack
+    /// is set to the same (default [`PACING_SPIN`]).
     pub spin: Duration,
     /// Optional per-frame reports (`try_send`: a full channel loses reports, never blocks).
     pub reports: Option<SyncSender<FrameReport>>,
@@ -69,7 +70,7 @@ pub struct SendOptions {
 
 impl SendOptions {
     /// Paced with a 64 KiB microburst cap and a spread over 75 % of `frame_interval_ns`,
-    /// automatic mode, queue of 4, 32 MiB SO_SNDBUF, 2 ms block budget, 100 µs spin.
+    /// automatic mode, queue of 4, 32 MiB SO_SNDBUF, 2 ms block budget, [`PACING_SPIN`].
     pub fn paced(frame_interval_ns: u64) -> Self {
         Self {
             pacing: Some(PacingConfig {
@@ -80,11 +81,17 @@ impl SendOptions {
             queue_frames: 4,
             sndbuf_bytes: 32 << 20,
             block_budget: Duration::from_millis(2),
-            spin: Duration::from_micros(100),
+            spin: PACING_SPIN,
             reports: None,
         }
     }
 }
+
+/// How long before a pacing chunk's time the send thread stops sleeping and spins, and its
+/// timer slack. Small, because every microsecond spun is CPU: a sleep ends at most the slack
+/// late, so the spin covers only an early wake-up (100 µs of `yield` per chunk cost
+/// 0.5–0.7 ms of CPU per 1 MiB frame, see docs/performance.md).
+pub const PACING_SPIN: Duration = Duration::from_micros(5);
 
 /// Configuration of a punktfunk/1 [`Sender`] / [`SendPipeline`]: the packetizer's parameters
 /// (`data_plane`, `key`, `kind`, `first_sequence`) and the protocol-agnostic [`SendOptions`].
@@ -215,18 +222,26 @@ pub struct FrameReport {
     pub first_sent_ns: u64,
     /// (See `queued_ns`: last send call returned.)
     pub last_sent_ns: u64,
-    /// Thread CPU time of packetize (FEC + seal) and of the send calls; waits excluded.
+    /// Thread CPU time of packetize (FEC + seal + copies).
     pub packetize_cpu_ns: u64,
     /// (See `packetize_cpu_ns`: CPU in the send calls.)
     pub send_cpu_ns: u64,
+    /// (See `packetize_cpu_ns`: CPU of the pacing waits — the wake-ups and the spin.)
+    pub pacing_cpu_ns: u64,
     /// Wall time spent waiting between chunks (pacing).
     pub pacing_wait_ns: u64,
+    /// Pacing waits that slept (each is a timer wake-up of the send thread).
+    pub wakeups: u32,
+    /// The [`Sender`] thread's whole CPU time from the end of the previous frame to the end of
+    /// this one: waiting for the frame (the queue wake-up) + packetize + send + pacing, and
+    /// the bookkeeping between them. 0 when the pipeline runs on the caller's thread.
+    pub thread_cpu_ns: u64,
 }
 
 impl FrameReport {
-    /// CPU time of FEC + seal + send.
+    /// The send thread's whole CPU time for the frame: FEC + seal + send + pacing wake-ups.
     pub fn cpu_ns(&self) -> u64 {
-        self.packetize_cpu_ns + self.send_cpu_ns
+        self.packetize_cpu_ns + self.send_cpu_ns + self.pacing_cpu_ns
     }
 }
 
@@ -248,6 +263,8 @@ pub(crate) struct StatsInner {
     send_errors: AtomicU64,
     gso_fallbacks: AtomicU64,
     pacing_wait_ns: AtomicU64,
+    pacing_cpu_ns: AtomicU64,
+    wakeups: AtomicU64,
     packetize_cpu_ns: AtomicU64,
     send_cpu_ns: AtomicU64,
     cpu_hist: [AtomicU64; CPU_BUCKETS],
@@ -279,6 +296,8 @@ impl StatsInner {
             send_errors: self.send_errors.load(Relaxed),
             gso_fallbacks: self.gso_fallbacks.load(Relaxed),
             pacing_wait_ns: self.pacing_wait_ns.load(Relaxed),
+            pacing_cpu_ns: self.pacing_cpu_ns.load(Relaxed),
+            wakeups: self.wakeups.load(Relaxed),
             packetize_cpu_ns: self.packetize_cpu_ns.load(Relaxed),
             send_cpu_ns: self.send_cpu_ns.load(Relaxed),
             cpu_hist: std::array::from_fn(|i| self.cpu_hist[i].load(Relaxed)),
@@ -290,6 +309,8 @@ impl StatsInner {
         self.packetize_cpu_ns.fetch_add(r.packetize_cpu_ns, Relaxed);
         self.send_cpu_ns.fetch_add(r.send_cpu_ns, Relaxed);
         self.pacing_wait_ns.fetch_add(r.pacing_wait_ns, Relaxed);
+        self.pacing_cpu_ns.fetch_add(r.pacing_cpu_ns, Relaxed);
+        self.wakeups.fetch_add(u64::from(r.wakeups), Relaxed);
         let us = r.cpu_ns() / 1000;
         let b = if us == 0 {
             0
@@ -329,18 +350,22 @@ pub struct SenderStats {
     pub gso_fallbacks: u64,
     /// Sum of the time spent waiting between pacing chunks.
     pub pacing_wait_ns: u64,
+    /// Sum of the thread CPU time of the pacing waits (wake-ups and spin).
+    pub pacing_cpu_ns: u64,
+    /// Pacing waits that slept (timer wake-ups).
+    pub wakeups: u64,
     /// Sum of thread CPU time in packetize (FEC + seal) and in send calls.
     pub packetize_cpu_ns: u64,
     /// (See `packetize_cpu_ns`: the send calls' share.)
     pub send_cpu_ns: u64,
-    /// CPU per frame (packetize + send), log2 µs buckets, see [`CPU_BUCKETS`].
+    /// CPU per frame (packetize + send + pacing), log2 µs buckets, see [`CPU_BUCKETS`].
     pub cpu_hist: [u64; CPU_BUCKETS],
 }
 
 impl SenderStats {
-    /// Mean CPU time per sent frame (packetize + send), ns.
+    /// Mean CPU time per sent frame (packetize + send + pacing wake-ups), ns.
     pub fn cpu_mean_ns(&self) -> u64 {
-        (self.packetize_cpu_ns + self.send_cpu_ns)
+        (self.packetize_cpu_ns + self.send_cpu_ns + self.pacing_cpu_ns)
             .checked_div(self.frames_sent)
             .unwrap_or(0)
     }
@@ -389,6 +414,8 @@ pub struct SendPipeline {
     spin_ns: u64,
     sndbuf: BufferSize,
     gso_probe_error: Option<String>,
+    /// The timer slack of the thread that sends was set (on its first paced frame).
+    slack_set: bool,
 }
 
 impl SendPipeline {
@@ -437,6 +464,7 @@ impl SendPipeline {
             spin_ns: duration_ns(opts.spin),
             sndbuf,
             gso_probe_error,
+            slack_set: false,
         })
     }
 
@@ -514,11 +542,24 @@ impl SendPipeline {
             packetize_cpu_ns: c1.saturating_sub(c0),
             ..FrameReport::default()
         };
+        if self.schedule.len() > 1 && !self.slack_set {
+            // The thread that paces sleeps with a slack no larger than its spin.
+            if let Err(e) = sys::set_timer_slack(self.spin_ns) {
+                tracing::debug!("timer slack not set: {e}");
+            }
+            self.slack_set = true;
+        }
         let start = sys::monotonic_ns();
         for i in 0..self.schedule.len() {
             let chunk = self.schedule[i].clone();
             if chunk.offset_ns > 0 {
+                let w0 = sys::thread_cpu_ns();
+                let t0 = sys::monotonic_ns();
+                if start + chunk.offset_ns > t0 + self.spin_ns {
+                    report.wakeups += 1;
+                }
                 report.pacing_wait_ns += sys::wait_until(start + chunk.offset_ns, self.spin_ns);
+                report.pacing_cpu_ns += sys::thread_cpu_ns().saturating_sub(w0);
             }
             let s0 = sys::thread_cpu_ns();
             let sent = self.send_chunk(chunk.packets.clone());
@@ -803,22 +844,28 @@ impl SendThread {
     /// Sends queued frames until the queue is closed (and drained), or until the `Sender`
     /// was dropped.
     fn run(mut self) {
+        let mut cpu_mark = sys::thread_cpu_ns();
         while let Ok(frame) = self.queue.recv() {
             if self.abandon.load(Relaxed) {
                 break;
             }
-            self.send(&frame);
+            self.send(&frame, &mut cpu_mark);
             let _ = self.pool.try_send(frame.data);
         }
     }
 
-    fn send(&mut self, frame: &Frame) {
-        match self
+    /// Sends `frame`; `cpu_mark` is the thread's CPU time when the previous frame was done.
+    fn send(&mut self, frame: &Frame, cpu_mark: &mut u64) {
+        let result = self
             .pipeline
-            .send_frame(frame.index, frame.keyframe, &frame.data)
-        {
+            .send_frame(frame.index, frame.keyframe, &frame.data);
+        let now = sys::thread_cpu_ns();
+        let thread_cpu_ns = now.saturating_sub(*cpu_mark);
+        *cpu_mark = now;
+        match result {
             Ok(mut r) => {
                 r.queued_ns = frame.queued_ns;
+                r.thread_cpu_ns = thread_cpu_ns;
                 if let Some(tx) = &self.reports {
                     let _ = tx.try_send(r);
                 }

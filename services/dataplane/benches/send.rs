@@ -6,9 +6,11 @@
 //! 2. **sender only**: `SendPipeline::send_frame` back to back (pacing off, UDP GSO, and
 //!    plain sendmmsg beside it) into a sink in another network namespace that drops at the
 //!    veth's `netdev` ingress hook, so the receive path (IP, UDP, socket) is not billed to the
-//!    sender. Split into packetize (RS + seal + copies) and send (the sendmmsg calls). The veth
-//!    segments GSO super-buffers itself (`gso_max_segs 1`, like a NIC without USO), and that
-//!    software segmentation runs in the sender's context, so "send" includes it.
+//!    sender. Split into packetize (RS + seal + copies) and send (the sendmmsg calls). The
+//!    sending veth passes a GSO super-buffer on whole, as a NIC with UDP segmentation offload
+//!    takes it; a second column makes the veth segment in software (`gso_max_segs 1`, a NIC
+//!    without USO: the kernel's segmentation then runs in the sender's context and is billed
+//!    to it), and a third sends plain sendmmsg (one datagram per message).
 //! 3. **loopback + receiver**: the same on loopback with a real `Receiver` (authenticate +
 //!    reassemble) on the other core; its softirq receive path is billed to the sending thread,
 //!    which is why this figure is higher. Goodput and delivery are checked here.
@@ -100,6 +102,17 @@ impl Sink {
             .udp_socket(Side::B, SINK_PORT)
             .map_err(|e| e.to_string())?;
         Ok(Self { lab, _rx: rx })
+    }
+
+    /// Whether A's veth cuts GSO super-buffers into datagrams in software.
+    fn segment_in_software(&self, yes: bool) {
+        let segs = if yes { "1" } else { "65535" };
+        let ns = self.lab.name(Side::A);
+        let ok = std::process::Command::new("ip")
+            .args(["-n", ns, "link", "set", "pfva", "gso_max_segs", segs])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set pfva gso_max_segs {segs} failed in {ns}");
     }
 
     fn socket(&self) -> UdpSocket {
@@ -257,7 +270,10 @@ fn main() {
         AeadBackend::FASTEST.name()
     );
     let sink = match Sink::create() {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            s.segment_in_software(false);
+            Some(s)
+        }
         Err(e) => {
             println!("sender-only sink unavailable ({e}): those columns are empty");
             None
@@ -267,22 +283,25 @@ fn main() {
     println!();
     println!(
         "| frame | memcpy | packetize (RS+seal+copies) | send, sender only | FEC+seal+send, sender only | \
-         send, sendmmsg, sender only | send, loopback + receiver | FEC+seal+send, loopback | \
+         send, sw segmentation, sender only | send, sendmmsg, sender only | send, loopback + receiver | FEC+seal+send, loopback | \
          paced thread total | of it pacing | wake-ups/chunks | total ÷ memcpy | loopback delivered, goodput |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut drops = 0;
     for &size in &sizes {
         // Warm-up (page faults, caches, allocator), not reported.
         let _ = loopback(size.min(256 << 10));
         let copy = memcpy(size);
-        let (pk, send, both, mmsg, paced_run) = match &sink {
+        let (pk, send, both, swseg, mmsg, paced_run) = match &sink {
             Some(s) => {
                 let (pk, send, both, d1) = unpaced(s.socket(), size, ModeChoice::Gso);
+                s.segment_in_software(true);
+                let (_, swseg, _, d4) = unpaced(s.socket(), size, ModeChoice::Gso);
+                s.segment_in_software(false);
                 let (_, mmsg, _, d2) = unpaced(s.socket(), size, ModeChoice::Sendmmsg);
                 let pr = paced(s.socket(), size);
-                drops += d1 + d2 + pr.drops;
-                (pk, send, both, mmsg, Some(pr))
+                drops += d1 + d2 + d4 + pr.drops;
+                (pk, send, both, swseg, mmsg, Some(pr))
             }
             None => Default::default(),
         };
@@ -300,7 +319,7 @@ fn main() {
             .as_ref()
             .map_or("-".into(), |p| format!("{:.1}", p.total.med / copy.med.max(1e-3)));
         println!(
-            "| {} KiB | {copy} | {pk} | {send} | {both} | {mmsg} | {lsend} | {lboth} | {total} | {pacing} | {wake} | {ratio} | {delivered}/{frames}, {goodput:.0} Mbit/s |",
+            "| {} KiB | {copy} | {pk} | {send} | {both} | {swseg} | {mmsg} | {lsend} | {lboth} | {total} | {pacing} | {wake} | {ratio} | {delivered}/{frames}, {goodput:.0} Mbit/s |",
             size >> 10,
         );
     }

@@ -28,8 +28,7 @@
 
 use punktfunk_dataplane::sys::{monotonic_ns, thread_cpu_ns};
 use punktfunk_dataplane::{
-    FrameReport, ModeChoice, Receiver, ReceiverConfig, RxEvent, SendPipeline, Sender,
-    SenderConfig,
+    FrameReport, ModeChoice, Receiver, ReceiverConfig, RxEvent, SendPipeline, Sender, SenderConfig,
 };
 use punktfunk_testsupport::netlab::{NetnsPair, Side};
 use punktfunk_wire::synthetic::fill;
@@ -315,9 +314,9 @@ fn main() {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        let ratio = paced_run
-            .as_ref()
-            .map_or("-".into(), |p| format!("{:.1}", p.total.med / copy.med.max(1e-3)));
+        let ratio = paced_run.as_ref().map_or("-".into(), |p| {
+            format!("{:.1}", p.total.med / copy.med.max(1e-3))
+        });
         println!(
             "| {} KiB | {copy} | {pk} | {send} | {both} | {swseg} | {mmsg} | {lsend} | {lboth} | {total} | {pacing} | {wake} | {ratio} | {delivered}/{frames}, {goodput:.0} Mbit/s |",
             size >> 10,

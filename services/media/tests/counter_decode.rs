@@ -108,12 +108,19 @@ fn game_pattern_fills_20_mbit_at_720p60_and_its_counter_survives() {
         bps / 1e6,
         steady.len()
     );
-    assert!(bps >= 0.8 * 20e6, "x264 produced {bps:.0} bit/s of 20 Mbit/s");
+    assert!(
+        bps >= 0.8 * 20e6,
+        "x264 produced {bps:.0} bit/s of 20 Mbit/s"
+    );
     let payloads: Vec<Vec<u8>> = aus.iter().map(|a| a.payload.clone()).collect();
     let decoded = decode_counters(&payloads, 1280, 720);
     assert_eq!(decoded.len(), aus.len(), "every AU decodes to one frame");
     for (a, c) in aus.iter().zip(&decoded) {
-        assert_eq!(*c, Some(a.frame as u32), "decoded counter vs ring frame index");
+        assert_eq!(
+            *c,
+            Some(a.frame as u32),
+            "decoded counter vs ring frame index"
+        );
     }
 }
 

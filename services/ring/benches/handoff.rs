@@ -209,7 +209,9 @@ fn bench_paced_interleaved(spin: bool) {
             dropped += 1;
         }
         sleep_until(tick + 500_000);
-        stamps.slot(i).store(monotonic_ns(), std::sync::atomic::Ordering::Release);
+        stamps
+            .slot(i)
+            .store(monotonic_ns(), std::sync::atomic::Ordering::Release);
         rustix::io::write(&efd, &1u64.to_ne_bytes()).expect("eventfd write");
     }
     std::thread::sleep(Duration::from_millis(5));

@@ -153,7 +153,9 @@ fn compare_backends(key: &SessionKey, cfg: DataPlaneConfig) {
             seal[i].push((cpu_ns() - t) / PACKETS as u64);
             let t = cpu_ns();
             for (seq, p) in pkts.chunks_exact(stride).enumerate() {
-                opener.open(seq as u64, black_box(p), &mut opened).expect("open");
+                opener
+                    .open(seq as u64, black_box(p), &mut opened)
+                    .expect("open");
             }
             open[i].push((cpu_ns() - t) / PACKETS as u64);
             let t = cpu_ns();
@@ -163,7 +165,9 @@ fn compare_backends(key: &SessionKey, cfg: DataPlaneConfig) {
             pack[i].push(cpu_ns() - t);
         }
     }
-    println!("AES-128-GCM backends, same run, interleaved ({ROUNDS} rounds; {shard}-B body, 32-B AAD):");
+    println!(
+        "AES-128-GCM backends, same run, interleaved ({ROUNDS} rounds; {shard}-B body, 32-B AAD):"
+    );
     println!(
         "{:<10} {:>22} {:>22} {:>26}",
         "backend", "seal ns/pkt min/med", "open ns/pkt min/med", "packetize 1 MiB µs min/med"

@@ -129,8 +129,8 @@ pub mod transmit;
 
 pub use config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
 pub use crypto::{
-    Aead, AeadBackend, NONCE_LEN, RingAes128Gcm, RustCryptoAes128Gcm,
-    AuthError, Opener, Replay, ReplayWindow, SEQ_LIMIT, SealError, Sealer, SessionKey,
+    Aead, AeadBackend, AuthError, NONCE_LEN, Opener, Replay, ReplayWindow, RingAes128Gcm,
+    RustCryptoAes128Gcm, SEQ_LIMIT, SealError, Sealer, SessionKey,
 };
 pub use pacing::{PaceChunk, PacingConfig, pacing_schedule};
 pub use packet::{

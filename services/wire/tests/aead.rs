@@ -14,7 +14,9 @@ fn hex(s: &str) -> Vec<u8> {
 /// 60-byte plaintext, 20-byte AAD).
 #[test]
 fn both_backends_match_the_gcm_spec_test_case_4() {
-    let key: [u8; 16] = hex("feffe9928665731c6d6a8f9467308308").try_into().expect("16");
+    let key: [u8; 16] = hex("feffe9928665731c6d6a8f9467308308")
+        .try_into()
+        .expect("16");
     let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().expect("12");
     let plain = hex(
         "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
@@ -25,7 +27,9 @@ fn both_backends_match_the_gcm_spec_test_case_4() {
         "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e\
          21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
     );
-    let tag: [u8; 16] = hex("5bc94fbc3221a5db94fae95ae7121a47").try_into().expect("16");
+    let tag: [u8; 16] = hex("5bc94fbc3221a5db94fae95ae7121a47")
+        .try_into()
+        .expect("16");
     for backend in AeadBackend::ALL {
         let aead = backend.aes128_gcm(&key);
         let mut buf = plain.clone();
@@ -33,7 +37,8 @@ fn both_backends_match_the_gcm_spec_test_case_4() {
         assert_eq!(buf, cipher, "{} ciphertext", backend.name());
         assert_eq!(got, tag, "{} tag", backend.name());
         let mut out = vec![0u8; cipher.len()];
-        aead.open(&nonce, &aad, &cipher, &tag, &mut out).expect("open");
+        aead.open(&nonce, &aad, &cipher, &tag, &mut out)
+            .expect("open");
         assert_eq!(out, plain, "{} plaintext", backend.name());
         let mut bad_tag = tag;
         bad_tag[0] ^= 1;
@@ -79,7 +84,10 @@ fn backends_interoperate_on_our_packets() {
         tx.packetize(0, true, &au, &mut batch).expect("packetize");
         batches.push(batch.bytes().to_vec());
     }
-    assert_eq!(batches[0], batches[1], "ring and aes-gcm sealed different bytes");
+    assert_eq!(
+        batches[0], batches[1],
+        "ring and aes-gcm sealed different bytes"
+    );
 
     let stride = cfg.packet_len();
     for (sealed_by, bytes) in AeadBackend::ALL.iter().zip(&batches) {
@@ -90,7 +98,11 @@ fn backends_interoperate_on_our_packets() {
                 let (hdr, _) = PacketHeader::parse(pkt).expect("header");
                 assert_eq!(hdr.seq, 40 + i as u64);
                 opener.open(hdr.seq, pkt, &mut out).unwrap_or_else(|_| {
-                    panic!("{} could not open {}'s packet {i}", opened_by.name(), sealed_by.name())
+                    panic!(
+                        "{} could not open {}'s packet {i}",
+                        opened_by.name(),
+                        sealed_by.name()
+                    )
                 });
             }
         }

@@ -64,6 +64,10 @@ pub struct SendOptions {
     /// Sleep until this long before a chunk's time, then spin; the send thread's timer slack
     /// is set to the same (default [`PACING_SPIN`]).
     pub spin: Duration,
+    /// When later frames are already queued, send the rest of the current frame without
+    /// pacing waits ([`FrameReport::caught_up`]; default on). Tests that need a slow send
+    /// thread turn it off.
+    pub catch_up: bool,
     /// Optional per-frame reports (`try_send`: a full channel loses reports, never blocks).
     pub reports: Option<SyncSender<FrameReport>>,
 }
@@ -82,6 +86,7 @@ impl SendOptions {
             sndbuf_bytes: 32 << 20,
             block_budget: Duration::from_millis(2),
             spin: PACING_SPIN,
+            catch_up: true,
             reports: None,
         }
     }
@@ -236,6 +241,9 @@ pub struct FrameReport {
     /// this one: waiting for the frame (the queue wake-up) + packetize + send + pacing, and
     /// the bookkeeping between them. 0 when the pipeline runs on the caller's thread.
     pub thread_cpu_ns: u64,
+    /// Later frames were waiting in the queue, so the rest of this frame went out without
+    /// pacing waits (the send thread catching up after it was held up).
+    pub caught_up: bool,
 }
 
 impl FrameReport {
@@ -265,6 +273,9 @@ pub(crate) struct StatsInner {
     pacing_wait_ns: AtomicU64,
     pacing_cpu_ns: AtomicU64,
     wakeups: AtomicU64,
+    pacing_catchups: AtomicU64,
+    /// Frames in the [`Sender`]'s queue right now (0 for a bare pipeline).
+    queued: AtomicU64,
     packetize_cpu_ns: AtomicU64,
     send_cpu_ns: AtomicU64,
     cpu_hist: [AtomicU64; CPU_BUCKETS],
@@ -298,6 +309,7 @@ impl StatsInner {
             pacing_wait_ns: self.pacing_wait_ns.load(Relaxed),
             pacing_cpu_ns: self.pacing_cpu_ns.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
+            pacing_catchups: self.pacing_catchups.load(Relaxed),
             packetize_cpu_ns: self.packetize_cpu_ns.load(Relaxed),
             send_cpu_ns: self.send_cpu_ns.load(Relaxed),
             cpu_hist: std::array::from_fn(|i| self.cpu_hist[i].load(Relaxed)),
@@ -311,6 +323,8 @@ impl StatsInner {
         self.pacing_wait_ns.fetch_add(r.pacing_wait_ns, Relaxed);
         self.pacing_cpu_ns.fetch_add(r.pacing_cpu_ns, Relaxed);
         self.wakeups.fetch_add(u64::from(r.wakeups), Relaxed);
+        self.pacing_catchups
+            .fetch_add(u64::from(r.caught_up), Relaxed);
         let us = r.cpu_ns() / 1000;
         let b = if us == 0 {
             0
@@ -354,6 +368,9 @@ pub struct SenderStats {
     pub pacing_cpu_ns: u64,
     /// Pacing waits that slept (timer wake-ups).
     pub wakeups: u64,
+    /// Frames whose pacing was cut short because later frames were already queued
+    /// ([`FrameReport::caught_up`]).
+    pub pacing_catchups: u64,
     /// Sum of thread CPU time in packetize (FEC + seal) and in send calls.
     pub packetize_cpu_ns: u64,
     /// (See `packetize_cpu_ns`: the send calls' share.)
@@ -416,6 +433,8 @@ pub struct SendPipeline {
     gso_probe_error: Option<String>,
     /// The timer slack of the thread that sends was set (on its first paced frame).
     slack_set: bool,
+    /// [`SendOptions::catch_up`].
+    catch_up: bool,
 }
 
 impl SendPipeline {
@@ -465,6 +484,7 @@ impl SendPipeline {
             sndbuf,
             gso_probe_error,
             slack_set: false,
+            catch_up: opts.catch_up,
         })
     }
 
@@ -500,6 +520,8 @@ impl SendPipeline {
     /// Packetizes and sends one frame, pacing its chunks; returns when the last chunk was
     /// handed to the kernel. Packets the socket did not take within the block budget are
     /// dropped and counted (never an error); only a frame that cannot be packetized is one.
+    /// The first frame that needs pacing sets the calling thread's timer slack to the spin
+    /// (`SendOptions::spin`, see [`sys::wait_until`]).
     pub fn send_frame(
         &mut self,
         index: u64,
@@ -552,7 +574,17 @@ impl SendPipeline {
         let start = sys::monotonic_ns();
         for i in 0..self.schedule.len() {
             let chunk = self.schedule[i].clone();
-            if chunk.offset_ns > 0 {
+            if chunk.offset_ns > 0
+                && self.catch_up
+                && !report.caught_up
+                && self.stats.queued.load(Relaxed) > 0
+            {
+                // Frames are waiting behind this one (the thread was held up): spreading the
+                // rest over the frame interval would only make them later, and a queue that
+                // stays full drops frames. Send the rest now.
+                report.caught_up = true;
+            }
+            if chunk.offset_ns > 0 && !report.caught_up {
                 let w0 = sys::thread_cpu_ns();
                 let t0 = sys::monotonic_ns();
                 if start + chunk.offset_ns > t0 + self.spin_ns {
@@ -737,7 +769,13 @@ impl Sender {
         let Some(tx) = &self.tx else {
             return Err(TrySendError::Disconnected(frame));
         };
-        match tx.try_send(frame) {
+        // Counted before the frame can be taken, so the thread never sees it go negative.
+        self.stats.queued.fetch_add(1, Relaxed);
+        let result = tx.try_send(frame);
+        if result.is_err() {
+            self.stats.queued.fetch_sub(1, Relaxed);
+        }
+        match result {
             Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(f)) => {
                 self.stats.frames_dropped_queue.fetch_add(1, Relaxed);
@@ -845,7 +883,9 @@ impl SendThread {
     /// was dropped.
     fn run(mut self) {
         let mut cpu_mark = sys::thread_cpu_ns();
+        let stats = self.pipeline.stats_handle();
         while let Ok(frame) = self.queue.recv() {
+            stats.queued.fetch_sub(1, Relaxed);
             if self.abandon.load(Relaxed) {
                 break;
             }

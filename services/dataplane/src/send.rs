@@ -98,6 +98,12 @@ impl SendOptions {
 /// 0.5–0.7 ms of CPU per 1 MiB frame, see docs/performance.md).
 pub const PACING_SPIN: Duration = Duration::from_micros(5);
 
+/// The nice value the `pf-dp-send` thread asks for (best effort: it needs `CAP_SYS_NICE` or a
+/// permitting `RLIMIT_NICE`, and stays at the process's nice value without). On a busy machine
+/// a paced frame's wake-ups each wait for a CPU behind every runnable compile job; at -10 the
+/// thread's CFS weight is ~9× a nice-0 task's, so it runs when its timer fires.
+pub const SEND_THREAD_NICE: i32 = -10;
+
 /// Configuration of a punktfunk/1 [`Sender`] / [`SendPipeline`]: the packetizer's parameters
 /// (`data_plane`, `key`, `kind`, `first_sequence`) and the protocol-agnostic [`SendOptions`].
 #[derive(Clone, Debug)]
@@ -882,6 +888,12 @@ impl SendThread {
     /// Sends queued frames until the queue is closed (and drained), or until the `Sender`
     /// was dropped.
     fn run(mut self) {
+        match sys::set_thread_nice(SEND_THREAD_NICE) {
+            Ok(()) => tracing::debug!("send thread at nice {SEND_THREAD_NICE}"),
+            Err(e) => tracing::debug!(
+                "send thread stays at the process's nice value (nice {SEND_THREAD_NICE}: {e})"
+            ),
+        }
         let mut cpu_mark = sys::thread_cpu_ns();
         let stats = self.pipeline.stats_handle();
         while let Ok(frame) = self.queue.recv() {

@@ -389,6 +389,22 @@ pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout_ns: u64) -> [bool;
     pfds.map(|p| p.revents != 0)
 }
 
+/// Sets the calling thread's nice value (`setpriority(PRIO_PROCESS, gettid(), nice)`: on Linux
+/// it applies to the one thread). Lowering it below the current value needs `CAP_SYS_NICE` or
+/// an `RLIMIT_NICE` that allows it; without them the call fails with `EACCES`/`EPERM` and
+/// nothing changes.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority takes integers only; `tid` is this thread's id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`): how much later than asked
 /// the kernel may end its sleeps (default 50 µs). A pacing thread sets it small, so that it
 /// can sleep to within a few microseconds of a chunk's time instead of spinning.

@@ -411,14 +411,15 @@ fn speed_test_at_500_mbit_for_2_s_on_loopback() {
         ],
     ));
     eprintln!("speed test: {r}");
-    // At 500 Mbit/s a debug-built host on a shared 2-core VM occasionally loses one frame of
-    // a scheduler hiccup at the send queue; more than 0.1 % of the packets would be a defect.
+    // Nothing is dropped on the way out (queue or socket), and the host's count is final when
+    // it reports it (the send thread has drained and stopped): on loopback, where nothing is
+    // lost in between, every packet it counts arrives, and nothing it did not count does.
     let sent = r["packets_sent"].as_u64().unwrap();
+    let received = r["packets_received"].as_u64().unwrap();
     let drops = r["send_drops"].as_u64().unwrap();
-    assert!(
-        drops * 1000 <= sent,
-        "{drops} send drops of {sent} packets: {r}"
-    );
+    assert_eq!(drops, 0, "send drops: {r}");
+    assert!(sent > 0, "{r}");
+    assert_eq!(received, sent, "packets received vs sent: {r}");
     let pct = r["percent_of_target"].as_f64().unwrap();
     assert!(pct >= 90.0, "reached {pct:.1} % of 500 Mbit/s: {r}");
 }

@@ -201,7 +201,7 @@ pub fn run_synthetic(
     while cfg.frames.is_none_or(|n| index < n) && !ctl.stop.load(Relaxed) {
         if cfg.interval_ns > 0 {
             let tick = start.saturating_add(index.saturating_mul(cfg.interval_ns));
-            sys::wait_until(tick, 200_000);
+            sys::wait_until(tick, 50_000);
             if sys::monotonic_ns() > tick + cfg.interval_ns {
                 report.late_ticks += 1;
             }

@@ -61,15 +61,20 @@ pub struct SendOptions {
     pub sndbuf_bytes: usize,
     /// How long one pacing chunk may wait for socket buffer space (default 2 ms).
     pub block_budget: Duration,
-    /// Sleep until this long before a chunk's time, then spin (default 100 µs).
+    /// Sleep until this long before a chunk's time, then spin; the send thread's timer slack
+    /// is set to the same (default [`PACING_SPIN`]).
     pub spin: Duration,
+    /// When later frames are already queued, send the rest of the current frame without
+    /// pacing waits ([`FrameReport::caught_up`]; default on). Tests that need a slow send
+    /// thread turn it off.
+    pub catch_up: bool,
     /// Optional per-frame reports (`try_send`: a full channel loses reports, never blocks).
     pub reports: Option<SyncSender<FrameReport>>,
 }
 
 impl SendOptions {
     /// Paced with a 64 KiB microburst cap and a spread over 75 % of `frame_interval_ns`,
-    /// automatic mode, queue of 4, 32 MiB SO_SNDBUF, 2 ms block budget, 100 µs spin.
+    /// automatic mode, queue of 4, 32 MiB SO_SNDBUF, 2 ms block budget, [`PACING_SPIN`].
     pub fn paced(frame_interval_ns: u64) -> Self {
         Self {
             pacing: Some(PacingConfig {
@@ -80,11 +85,24 @@ impl SendOptions {
             queue_frames: 4,
             sndbuf_bytes: 32 << 20,
             block_budget: Duration::from_millis(2),
-            spin: Duration::from_micros(100),
+            spin: PACING_SPIN,
+            catch_up: true,
             reports: None,
         }
     }
 }
+
+/// How long before a pacing chunk's time the send thread stops sleeping and spins, and its
+/// timer slack. Small, because every microsecond spun is CPU: a sleep ends at most the slack
+/// late, so the spin covers only an early wake-up (100 µs of `yield` per chunk cost
+/// 0.5–0.7 ms of CPU per 1 MiB frame, see docs/performance.md).
+pub const PACING_SPIN: Duration = Duration::from_micros(5);
+
+/// The nice value the `pf-dp-send` thread asks for (best effort: it needs `CAP_SYS_NICE` or a
+/// permitting `RLIMIT_NICE`, and stays at the process's nice value without). On a busy machine
+/// a paced frame's wake-ups each wait for a CPU behind every runnable compile job; at -10 the
+/// thread's CFS weight is ~9× a nice-0 task's, so it runs when its timer fires.
+pub const SEND_THREAD_NICE: i32 = -10;
 
 /// Configuration of a punktfunk/1 [`Sender`] / [`SendPipeline`]: the packetizer's parameters
 /// (`data_plane`, `key`, `kind`, `first_sequence`) and the protocol-agnostic [`SendOptions`].
@@ -215,18 +233,29 @@ pub struct FrameReport {
     pub first_sent_ns: u64,
     /// (See `queued_ns`: last send call returned.)
     pub last_sent_ns: u64,
-    /// Thread CPU time of packetize (FEC + seal) and of the send calls; waits excluded.
+    /// Thread CPU time of packetize (FEC + seal + copies).
     pub packetize_cpu_ns: u64,
     /// (See `packetize_cpu_ns`: CPU in the send calls.)
     pub send_cpu_ns: u64,
+    /// (See `packetize_cpu_ns`: CPU of the pacing waits — the wake-ups and the spin.)
+    pub pacing_cpu_ns: u64,
     /// Wall time spent waiting between chunks (pacing).
     pub pacing_wait_ns: u64,
+    /// Pacing waits that slept (each is a timer wake-up of the send thread).
+    pub wakeups: u32,
+    /// The [`Sender`] thread's whole CPU time from the end of the previous frame to the end of
+    /// this one: waiting for the frame (the queue wake-up) + packetize + send + pacing, and
+    /// the bookkeeping between them. 0 when the pipeline runs on the caller's thread.
+    pub thread_cpu_ns: u64,
+    /// Later frames were waiting in the queue, so the rest of this frame went out without
+    /// pacing waits (the send thread catching up after it was held up).
+    pub caught_up: bool,
 }
 
 impl FrameReport {
-    /// CPU time of FEC + seal + send.
+    /// The send thread's whole CPU time for the frame: FEC + seal + send + pacing wake-ups.
     pub fn cpu_ns(&self) -> u64 {
-        self.packetize_cpu_ns + self.send_cpu_ns
+        self.packetize_cpu_ns + self.send_cpu_ns + self.pacing_cpu_ns
     }
 }
 
@@ -248,6 +277,11 @@ pub(crate) struct StatsInner {
     send_errors: AtomicU64,
     gso_fallbacks: AtomicU64,
     pacing_wait_ns: AtomicU64,
+    pacing_cpu_ns: AtomicU64,
+    wakeups: AtomicU64,
+    pacing_catchups: AtomicU64,
+    /// Frames in the [`Sender`]'s queue right now (0 for a bare pipeline).
+    queued: AtomicU64,
     packetize_cpu_ns: AtomicU64,
     send_cpu_ns: AtomicU64,
     cpu_hist: [AtomicU64; CPU_BUCKETS],
@@ -279,6 +313,9 @@ impl StatsInner {
             send_errors: self.send_errors.load(Relaxed),
             gso_fallbacks: self.gso_fallbacks.load(Relaxed),
             pacing_wait_ns: self.pacing_wait_ns.load(Relaxed),
+            pacing_cpu_ns: self.pacing_cpu_ns.load(Relaxed),
+            wakeups: self.wakeups.load(Relaxed),
+            pacing_catchups: self.pacing_catchups.load(Relaxed),
             packetize_cpu_ns: self.packetize_cpu_ns.load(Relaxed),
             send_cpu_ns: self.send_cpu_ns.load(Relaxed),
             cpu_hist: std::array::from_fn(|i| self.cpu_hist[i].load(Relaxed)),
@@ -290,6 +327,10 @@ impl StatsInner {
         self.packetize_cpu_ns.fetch_add(r.packetize_cpu_ns, Relaxed);
         self.send_cpu_ns.fetch_add(r.send_cpu_ns, Relaxed);
         self.pacing_wait_ns.fetch_add(r.pacing_wait_ns, Relaxed);
+        self.pacing_cpu_ns.fetch_add(r.pacing_cpu_ns, Relaxed);
+        self.wakeups.fetch_add(u64::from(r.wakeups), Relaxed);
+        self.pacing_catchups
+            .fetch_add(u64::from(r.caught_up), Relaxed);
         let us = r.cpu_ns() / 1000;
         let b = if us == 0 {
             0
@@ -329,18 +370,25 @@ pub struct SenderStats {
     pub gso_fallbacks: u64,
     /// Sum of the time spent waiting between pacing chunks.
     pub pacing_wait_ns: u64,
+    /// Sum of the thread CPU time of the pacing waits (wake-ups and spin).
+    pub pacing_cpu_ns: u64,
+    /// Pacing waits that slept (timer wake-ups).
+    pub wakeups: u64,
+    /// Frames whose pacing was cut short because later frames were already queued
+    /// ([`FrameReport::caught_up`]).
+    pub pacing_catchups: u64,
     /// Sum of thread CPU time in packetize (FEC + seal) and in send calls.
     pub packetize_cpu_ns: u64,
     /// (See `packetize_cpu_ns`: the send calls' share.)
     pub send_cpu_ns: u64,
-    /// CPU per frame (packetize + send), log2 µs buckets, see [`CPU_BUCKETS`].
+    /// CPU per frame (packetize + send + pacing), log2 µs buckets, see [`CPU_BUCKETS`].
     pub cpu_hist: [u64; CPU_BUCKETS],
 }
 
 impl SenderStats {
-    /// Mean CPU time per sent frame (packetize + send), ns.
+    /// Mean CPU time per sent frame (packetize + send + pacing wake-ups), ns.
     pub fn cpu_mean_ns(&self) -> u64 {
-        (self.packetize_cpu_ns + self.send_cpu_ns)
+        (self.packetize_cpu_ns + self.send_cpu_ns + self.pacing_cpu_ns)
             .checked_div(self.frames_sent)
             .unwrap_or(0)
     }
@@ -389,6 +437,10 @@ pub struct SendPipeline {
     spin_ns: u64,
     sndbuf: BufferSize,
     gso_probe_error: Option<String>,
+    /// The timer slack of the thread that sends was set (on its first paced frame).
+    slack_set: bool,
+    /// [`SendOptions::catch_up`].
+    catch_up: bool,
 }
 
 impl SendPipeline {
@@ -437,6 +489,8 @@ impl SendPipeline {
             spin_ns: duration_ns(opts.spin),
             sndbuf,
             gso_probe_error,
+            slack_set: false,
+            catch_up: opts.catch_up,
         })
     }
 
@@ -472,6 +526,8 @@ impl SendPipeline {
     /// Packetizes and sends one frame, pacing its chunks; returns when the last chunk was
     /// handed to the kernel. Packets the socket did not take within the block budget are
     /// dropped and counted (never an error); only a frame that cannot be packetized is one.
+    /// The first frame that needs pacing sets the calling thread's timer slack to the spin
+    /// (`SendOptions::spin`, see [`sys::wait_until`]).
     pub fn send_frame(
         &mut self,
         index: u64,
@@ -514,11 +570,34 @@ impl SendPipeline {
             packetize_cpu_ns: c1.saturating_sub(c0),
             ..FrameReport::default()
         };
+        if self.schedule.len() > 1 && !self.slack_set {
+            // The thread that paces sleeps with a slack no larger than its spin.
+            if let Err(e) = sys::set_timer_slack(self.spin_ns) {
+                tracing::debug!("timer slack not set: {e}");
+            }
+            self.slack_set = true;
+        }
         let start = sys::monotonic_ns();
         for i in 0..self.schedule.len() {
             let chunk = self.schedule[i].clone();
-            if chunk.offset_ns > 0 {
+            if chunk.offset_ns > 0
+                && self.catch_up
+                && !report.caught_up
+                && self.stats.queued.load(Relaxed) > 0
+            {
+                // Frames are waiting behind this one (the thread was held up): spreading the
+                // rest over the frame interval would only make them later, and a queue that
+                // stays full drops frames. Send the rest now.
+                report.caught_up = true;
+            }
+            if chunk.offset_ns > 0 && !report.caught_up {
+                let w0 = sys::thread_cpu_ns();
+                let t0 = sys::monotonic_ns();
+                if start + chunk.offset_ns > t0 + self.spin_ns {
+                    report.wakeups += 1;
+                }
                 report.pacing_wait_ns += sys::wait_until(start + chunk.offset_ns, self.spin_ns);
+                report.pacing_cpu_ns += sys::thread_cpu_ns().saturating_sub(w0);
             }
             let s0 = sys::thread_cpu_ns();
             let sent = self.send_chunk(chunk.packets.clone());
@@ -696,7 +775,13 @@ impl Sender {
         let Some(tx) = &self.tx else {
             return Err(TrySendError::Disconnected(frame));
         };
-        match tx.try_send(frame) {
+        // Counted before the frame can be taken, so the thread never sees it go negative.
+        self.stats.queued.fetch_add(1, Relaxed);
+        let result = tx.try_send(frame);
+        if result.is_err() {
+            self.stats.queued.fetch_sub(1, Relaxed);
+        }
+        match result {
             Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(f)) => {
                 self.stats.frames_dropped_queue.fetch_add(1, Relaxed);
@@ -803,22 +888,36 @@ impl SendThread {
     /// Sends queued frames until the queue is closed (and drained), or until the `Sender`
     /// was dropped.
     fn run(mut self) {
+        match sys::set_thread_nice(SEND_THREAD_NICE) {
+            Ok(()) => tracing::debug!("send thread at nice {SEND_THREAD_NICE}"),
+            Err(e) => tracing::debug!(
+                "send thread stays at the process's nice value (nice {SEND_THREAD_NICE}: {e})"
+            ),
+        }
+        let mut cpu_mark = sys::thread_cpu_ns();
+        let stats = self.pipeline.stats_handle();
         while let Ok(frame) = self.queue.recv() {
+            stats.queued.fetch_sub(1, Relaxed);
             if self.abandon.load(Relaxed) {
                 break;
             }
-            self.send(&frame);
+            self.send(&frame, &mut cpu_mark);
             let _ = self.pool.try_send(frame.data);
         }
     }
 
-    fn send(&mut self, frame: &Frame) {
-        match self
+    /// Sends `frame`; `cpu_mark` is the thread's CPU time when the previous frame was done.
+    fn send(&mut self, frame: &Frame, cpu_mark: &mut u64) {
+        let result = self
             .pipeline
-            .send_frame(frame.index, frame.keyframe, &frame.data)
-        {
+            .send_frame(frame.index, frame.keyframe, &frame.data);
+        let now = sys::thread_cpu_ns();
+        let thread_cpu_ns = now.saturating_sub(*cpu_mark);
+        *cpu_mark = now;
+        match result {
             Ok(mut r) => {
                 r.queued_ns = frame.queued_ns;
+                r.thread_cpu_ns = thread_cpu_ns;
                 if let Some(tx) = &self.reports {
                     let _ = tx.try_send(r);
                 }

@@ -27,6 +27,8 @@ fn full_queue_drops_and_counts_without_blocking_the_producer() {
         spread_permille: 750,
         frame_interval_ns: 1_000_000_000,
     });
+    // Slow even with frames waiting: no catching up.
+    cfg.options.catch_up = false;
     let sender = Sender::spawn(tx, cfg).expect("sender");
 
     const FRAMES: u64 = 50;
@@ -155,4 +157,49 @@ fn send_within_absorbs_a_burst_and_still_drops_when_hopeless() {
     let accepted = burst(&slow, 1);
     assert!(accepted < 64, "a stuck sender cannot take everything");
     assert_eq!(slow.stats().frames_dropped_queue, 64 - accepted);
+}
+
+/// A send thread that was held up catches up: while later frames wait in the queue, the rest
+/// of the current frame goes out without pacing waits (and says so); the last frame, with
+/// nothing behind it, is paced as usual.
+#[test]
+fn a_backlog_cuts_pacing_short_and_the_last_frame_is_paced() {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.connect(sink.local_addr().expect("addr"))
+        .expect("connect");
+    let dp = DataPlaneConfig::default();
+    let key = SessionKey {
+        key: [7; 16],
+        salt: [1, 2, 3, 4],
+    };
+    let (reports_tx, reports) = std::sync::mpsc::sync_channel(8);
+    let mut cfg = SenderConfig::new(dp, key, StreamKind::Video);
+    cfg.options.mode = ModeChoice::Sendmmsg;
+    cfg.options.queue_frames = 4;
+    cfg.options.reports = Some(reports_tx);
+    // Each 20 KB frame (chunks of 2 packets) would be spread over 1.5 s.
+    cfg.options.pacing = Some(PacingConfig {
+        burst_bytes: 2 * dp.packet_len(),
+        spread_permille: 750,
+        frame_interval_ns: 2_000_000_000,
+    });
+    let sender = Sender::spawn(tx, cfg).expect("sender");
+    for i in 0..3u64 {
+        let mut buf = sender.buffer();
+        fill(i, 20_000, &mut buf);
+        sender
+            .try_send(Frame::new(i, i == 0, buf))
+            .expect("the queue has room");
+    }
+    let stats = sender.shutdown();
+    let reports: Vec<_> = reports.try_iter().collect();
+    assert_eq!(reports.len(), 3);
+    assert!(reports[0].caught_up, "frame 0 had two frames behind it");
+    assert!(reports[1].caught_up, "frame 1 had one frame behind it");
+    assert!(!reports[2].caught_up, "frame 2 had nothing behind it");
+    assert!(reports[2].pacing_wait_ns > 0, "the last frame was paced");
+    assert_eq!(stats.pacing_catchups, 2);
+    assert_eq!(stats.frames_sent, 3);
+    assert_eq!(stats.send_drop_packets, 0);
 }

@@ -1,5 +1,5 @@
 //! x264 encode latency from the ring records (encode_end − encode_start, and capture → ring
-//! write) for the test source at 720p60 and 1080p60, 5 s each. `cargo bench -p punktfunk-media`.
+//! write) for the (game-pattern) test source at 720p60 and 1080p60, 5 s each. `cargo bench -p punktfunk-media`.
 //!
 //! Method: the real worker (videotestsrc live → counter → videoconvert → x264enc ultrafast/
 //! zerolatency → h264parse → appsink → ring) runs at the mode's real rate; a consumer reads the
@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use punktfunk_media::description::{Codec, EncoderKind, Mode, ModeExt, mode};
+use punktfunk_media::description::{Codec, EncoderKind, GAME_PATTERN, Mode, ModeExt, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::Consumer;
 
@@ -23,7 +23,7 @@ fn run(mode: Mode, kbps: u32) {
     let (worker, fds) = match EncodeWorker::start(
         StreamConfig {
             source: Source::Test {
-                pattern: "ball".into(),
+                pattern: GAME_PATTERN.into(),
             },
             mode,
             codec: Codec::H264,

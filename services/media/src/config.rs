@@ -4,6 +4,7 @@ use punktfunk_common::config::{DaemonConfig, IpcConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::admission::{DEFAULT_SOFTWARE_MPIXELS_PER_CPU, MAX_SOFTWARE_MPIXELS_PER_CPU};
+use crate::description::{GAME_PATTERN, TEST_PATTERNS};
 
 /// media.toml: the media daemon's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -14,6 +15,9 @@ pub struct MediaConfig {
     /// Software encoders' pixel budget per CPU, in Mpixel/s (width × height × fps summed over
     /// software-encoded streams); 0 = no budget (only the stream count limits).
     pub software_mpixels_per_cpu: u32,
+    /// The test source's pattern: `game` (default: busy, moving, high detail) or one of
+    /// [`TEST_PATTERNS`] (`ball` is the old ball on black).
+    pub test_pattern: String,
 }
 
 impl Default for MediaConfig {
@@ -21,6 +25,7 @@ impl Default for MediaConfig {
         Self {
             ipc: IpcConfig::default(),
             software_mpixels_per_cpu: DEFAULT_SOFTWARE_MPIXELS_PER_CPU,
+            test_pattern: GAME_PATTERN.to_string(),
         }
     }
 }
@@ -32,6 +37,16 @@ impl DaemonConfig for MediaConfig {
 
     fn validate(&self) -> Result<(), (String, String)> {
         self.ipc.validate()?;
+        if !TEST_PATTERNS.contains(&self.test_pattern.as_str()) {
+            return Err((
+                "test_pattern".into(),
+                format!(
+                    "`{}` is not a test pattern: use one of {}",
+                    self.test_pattern,
+                    TEST_PATTERNS.join(", ")
+                ),
+            ));
+        }
         if self.software_mpixels_per_cpu > MAX_SOFTWARE_MPIXELS_PER_CPU {
             return Err((
                 "software_mpixels_per_cpu".into(),
@@ -56,6 +71,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = load_with_env::<MediaConfig>(dir.path(), "media", &[]).expect("defaults");
         assert_eq!(l.config.software_mpixels_per_cpu, 83);
+        assert_eq!(l.config.test_pattern, "game");
+        let env = [(
+            "PUNKTFUNK_MEDIA_TEST_PATTERN".to_string(),
+            "ball".to_string(),
+        )];
+        let l = load_with_env::<MediaConfig>(dir.path(), "media", &env).expect("ball by name");
+        assert_eq!(l.config.test_pattern, "ball");
+        let env = [(
+            "PUNKTFUNK_MEDIA_TEST_PATTERN".to_string(),
+            "fireworks".to_string(),
+        )];
+        load_with_env::<MediaConfig>(dir.path(), "media", &env).expect_err("unknown pattern");
 
         std::fs::write(
             dir.path().join("media.toml"),

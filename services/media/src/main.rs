@@ -84,6 +84,8 @@ struct MediaService {
     cpus: usize,
     /// The ladder's encoders GStreamer has (looked up once at start).
     encoders: HashSet<String>,
+    /// media.toml's `test_pattern`.
+    test_pattern: String,
 }
 
 /// An admitted start, counted against the budget until it runs or fails (drop releases it).
@@ -338,7 +340,7 @@ impl Media for MediaService {
         let reservation = self.reserve(Load::new(mode, encoder))?;
         let source = match SourceKind::try_from(req.source) {
             Ok(SourceKind::Test) => Source::Test {
-                pattern: "ball".into(),
+                pattern: self.test_pattern.clone(),
             },
             Ok(SourceKind::Pipewire) => Source::PipeWire {
                 fd: self.pipewire_fd(&req).await?,
@@ -521,6 +523,7 @@ fn main() -> ExitCode {
             budget,
             cpus,
             encoders,
+            test_pattern: ctx.config.test_pattern.clone(),
         });
         tokio::spawn(svc.clone().reap());
         Ok(tonic::service::Routes::new(MediaServer::from_arc(svc)))

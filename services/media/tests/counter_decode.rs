@@ -1,5 +1,6 @@
-//! The frame counter survives x264enc → avdec_h264, and equals the ring's frame index; a mode
-//! change restarts the pipeline with an IDR flagged DISCONTINUITY.
+//! The frame counter survives x264enc → avdec_h264, and equals the ring's frame index, on the
+//! ball and on the busy game pattern (which fills the bitrate it is given); a mode change
+//! restarts the pipeline with an IDR flagged DISCONTINUITY.
 
 mod common;
 
@@ -10,19 +11,23 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use punktfunk_media::counter;
-use punktfunk_media::description::{Codec, EncoderKind, Mode, mode};
+use punktfunk_media::description::{BALL_PATTERN, Codec, EncoderKind, GAME_PATTERN, Mode, mode};
 use punktfunk_media::worker::{EncodeWorker, Source, StreamConfig};
 use punktfunk_ring::{Consumer, RecordFlags};
 
 fn start(mode: Mode) -> (EncodeWorker, Consumer) {
+    start_with(BALL_PATTERN, mode, 4_000)
+}
+
+fn start_with(pattern: &str, mode: Mode, bitrate_kbps: u32) -> (EncodeWorker, Consumer) {
     let (worker, fds) = EncodeWorker::start(
         StreamConfig {
             source: Source::Test {
-                pattern: "ball".into(),
+                pattern: pattern.into(),
             },
             mode,
             codec: Codec::H264,
-            bitrate_kbps: 4_000,
+            bitrate_kbps,
             encoder: Some(EncoderKind::X264),
         },
         false,
@@ -76,6 +81,39 @@ fn counter_survives_x264_and_avdec_and_matches_frame_index() {
     worker.stop();
     let payloads: Vec<Vec<u8>> = aus.iter().map(|a| a.payload.clone()).collect();
     let decoded = decode_counters(&payloads, 640, 480);
+    assert_eq!(decoded.len(), aus.len(), "every AU decodes to one frame");
+    for (a, c) in aus.iter().zip(&decoded) {
+        assert_eq!(
+            *c,
+            Some(a.frame as u32),
+            "decoded counter vs ring frame index"
+        );
+    }
+}
+
+/// Issue 15: the default test source looks like a game to the encoder. At 20 Mbit/s, 720p60,
+/// x264 spends ≥ 80 % of the rate on it (measured as bytes per frame × 60, so a loaded machine
+/// that delays frames does not change the figure), and every frame's counter still reads back.
+#[test]
+fn game_pattern_fills_20_mbit_at_720p60_and_its_counter_survives() {
+    let (worker, mut consumer) = start_with(GAME_PATTERN, mode(1280, 720, 60), 20_000);
+    let aus = read_n(&mut consumer, 150, Duration::from_secs(30));
+    worker.stop();
+    // The first 30 frames: the IDR and x264's rate control settling.
+    let steady = &aus[30..];
+    let bytes: usize = steady.iter().map(|a| a.payload.len()).sum();
+    let bps = bytes as f64 * 8.0 / steady.len() as f64 * 60.0;
+    eprintln!(
+        "game pattern: {:.1} Mbit/s at 20 Mbit/s ({} frames)",
+        bps / 1e6,
+        steady.len()
+    );
+    assert!(
+        bps >= 0.8 * 20e6,
+        "x264 produced {bps:.0} bit/s of 20 Mbit/s"
+    );
+    let payloads: Vec<Vec<u8>> = aus.iter().map(|a| a.payload.clone()).collect();
+    let decoded = decode_counters(&payloads, 1280, 720);
     assert_eq!(decoded.len(), aus.len(), "every AU decodes to one frame");
     for (a, c) in aus.iter().zip(&decoded) {
         assert_eq!(

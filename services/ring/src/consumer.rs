@@ -25,6 +25,8 @@ pub struct Consumer {
     /// Authoritative read position (bytes since creation); mirrored into the header on release.
     tail: u64,
     records_read: u64,
+    /// [`wait`](Consumer::wait) polls the ring this long before it blocks (0: never spins).
+    spin_ns: u64,
 }
 
 impl Consumer {
@@ -116,6 +118,7 @@ impl Consumer {
             max_record,
             tail,
             records_read,
+            spin_ns: 0,
         })
     }
 
@@ -282,12 +285,31 @@ impl Consumer {
         Ok(closed && self.load_head()? == self.tail)
     }
 
+    /// Makes [`wait`](Consumer::wait) watch the ring for up to `spin` (no system calls) before
+    /// it blocks on the doorbell (default: 0, block at once). A record that lands within the
+    /// spin is taken without a sleep and wake-up; records further apart cost `spin` of CPU
+    /// each. The handoff bench measures both (docs/performance.md).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin_ns = spin.as_nanos().min(u128::from(u64::MAX)) as u64;
+    }
+
     /// Blocks until a record may be ready, the producer closed the ring, or `timeout` passes
     /// (`None`: no limit). Returns `Ok(false)` on timeout. Spurious `true` returns are possible
     /// (then [`try_read`](Consumer::try_read) returns `None`): just wait again.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout
             .map(|t| monotonic_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
+        if self.spin_ns > 0 {
+            let spin_end = monotonic_ns()
+                .saturating_add(self.spin_ns)
+                .min(deadline.unwrap_or(u64::MAX));
+            while monotonic_ns() < spin_end {
+                if self.has_data()? || self.is_producer_closed() {
+                    return Ok(true);
+                }
+                std::hint::spin_loop();
+            }
+        }
         loop {
             if self.has_data()? || self.is_producer_closed() {
                 return Ok(true);

@@ -330,6 +330,27 @@ fn doorbell_wakes_a_blocked_consumer() {
     assert_eq!(t.join().unwrap(), 42);
 }
 
+#[test]
+fn spinning_consumer_still_times_out_and_still_wakes() {
+    let (mut p, mut c) = ring(CAP, MAX);
+    c.set_spin(Duration::from_millis(50));
+    // An empty ring still times out.
+    assert!(!c.wait(Some(Duration::from_millis(5))).unwrap());
+    // A record already there is seen by the spin without blocking.
+    write_ok(&mut p, 7, 10);
+    assert!(c.wait(None).unwrap());
+    read_ok(&mut c, 7, 10);
+    // A record written after the spin ran out wakes the blocked consumer.
+    c.set_spin(Duration::from_micros(10));
+    let t = std::thread::spawn(move || {
+        assert!(c.wait(None).unwrap());
+        c.try_read().unwrap().unwrap().frame_index()
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    write_ok(&mut p, 8, 10);
+    assert_eq!(t.join().unwrap(), 8);
+}
+
 // ------------------------------------------------------------------------------ corruption
 
 /// A ring with three 100-byte records; returns the raw producer for poking.

@@ -222,6 +222,34 @@ impl NetnsPair {
         r.map(|_| ())
     }
 
+    /// Drops every UDP packet to `port` arriving on B's veth at the `netdev` ingress hook,
+    /// before the IP stack sees it: a sink whose receive path costs next to nothing, so that
+    /// a sender's CPU time is its own (the benches' sender-only figure). Counted like a loss
+    /// rule ([`dropped_packets`](Self::dropped_packets) does not read it).
+    pub fn drop_at_ingress(&self, port: u16) -> Result<(), NetlabError> {
+        let _ = run(&[
+            "ip", "netns", "exec", &self.b, "nft", "delete", "table", "netdev", "pfsink",
+        ]);
+        let script = format!(
+            "add table netdev pfsink\n\
+             add chain netdev pfsink ingress {{ type filter hook ingress device pfvb priority 0 ; policy accept ; }}\n\
+             add rule netdev pfsink ingress udp dport {port} counter drop\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}-sink.nft", self.b));
+        std::fs::write(&path, script)?;
+        let r = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.b,
+            "nft",
+            "-f",
+            &path.to_string_lossy(),
+        ]);
+        let _ = std::fs::remove_file(&path);
+        r.map(|_| ())
+    }
+
     /// Packets the loss rule dropped so far (from its nft counter).
     pub fn dropped_packets(&self) -> Result<u64, NetlabError> {
         let out = run(&[

@@ -129,9 +129,10 @@ pub mod transmit;
 
 pub use config::{BlockLayout, ConfigError, DataPlaneConfig, FrameLayout};
 pub use crypto::{
-    AuthError, Opener, Replay, ReplayWindow, SEQ_LIMIT, SealError, Sealer, SessionKey,
+    Aead, AeadBackend, AuthError, NONCE_LEN, Opener, Replay, ReplayWindow, RingAes128Gcm,
+    RustCryptoAes128Gcm, SEQ_LIMIT, SealError, Sealer, SessionKey,
 };
-pub use pacing::{PaceChunk, PacingConfig, pacing_schedule};
+pub use pacing::{MIN_CHUNK_GAP_NS, PaceChunk, PacingConfig, pacing_schedule};
 pub use packet::{
     FLAG_KEYFRAME, FLAG_LAST_BLOCK, FLAG_PARITY, HEADER_LEN, PacketHeader, ParseError, StreamKind,
     TAG_LEN, VERSION, peek_kind,

@@ -253,22 +253,36 @@ fn pacing_schedule_shapes() {
             offset_ns: 0
         }]
     );
-    // Large frame: chunks of 52 packets spread over < 12 ms.
+    // A mid-size frame: chunks of at most 52 packets (one GSO send each), shared out evenly,
+    // spread over < 12 ms.
+    pacing_schedule(&pc, 300, 1248, &mut out);
+    assert_eq!(out.len(), 6);
+    assert!(out.iter().all(|c| c.packets.len() == 50));
+    assert_eq!(out[5].offset_ns, 10_000_000);
+    // A large frame would need 20 chunks of 52, but chunks start at least MIN_CHUNK_GAP_NS
+    // (1 ms) apart: 12 chunks over the 12 ms spread, 84 or 83 packets each.
     pacing_schedule(&pc, 1000, 1248, &mut out);
-    assert_eq!(out.len(), 1000usize.div_ceil(52));
+    assert_eq!(out.len(), 12);
     assert_eq!(out[0].offset_ns, 0);
-    assert_eq!(out[0].packets, 0..52);
+    assert_eq!(out[0].packets, 0..84);
     let mut next = 0;
-    let mut prev = 0;
+    let mut prev: Option<u64> = None;
     for c in &out {
         assert_eq!(c.packets.start, next);
-        assert!(c.packets.len() <= 52 && !c.packets.is_empty());
-        assert!(c.offset_ns >= prev && c.offset_ns < 12_000_000);
+        assert!((83..=84).contains(&c.packets.len()), "{c:?}");
+        assert!(c.offset_ns < 12_000_000);
+        if let Some(p) = prev {
+            assert!(
+                c.offset_ns - p >= MIN_CHUNK_GAP_NS,
+                "{p} then {}",
+                c.offset_ns
+            );
+        }
         next = c.packets.end;
-        prev = c.offset_ns;
+        prev = Some(c.offset_ns);
     }
     assert_eq!(next, 1000);
-    assert!(out.last().expect("chunks").offset_ns > 11_000_000);
+    assert_eq!(out.last().expect("chunks").offset_ns, 11_000_000);
     // Tiny burst cap still makes progress.
     pacing_schedule(
         &PacingConfig {

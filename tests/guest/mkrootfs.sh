@@ -20,8 +20,15 @@ debootstrap --variant=minbase --include="$include" bookworm "$dest" "$mirror"
 echo punktfunk-guest >"$dest/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 punktfunk-guest\n::1 localhost\n' >"$dest/etc/hosts"
 : >"$dest/etc/machine-id"
-# The root is hostfs, mounted by the kernel (rw); nothing else to mount.
-printf '# the root is hostfs, mounted by the kernel\n' >"$dest/etc/fstab"
+# The root is hostfs, mounted by the kernel. Files the guest creates on hostfs belong to the
+# host user running UML (root), whoever created them, so every place a non-root user writes is a
+# tmpfs: the test user's home, /tmp and /var/tmp.
+cat >"$dest/etc/fstab" <<'FSTAB'
+# the root is hostfs, mounted by the kernel
+tmpfs /tmp        tmpfs mode=1777,nosuid,nodev 0 0
+tmpfs /var/tmp    tmpfs mode=1777,nosuid,nodev 0 0
+tmpfs /home/gamer tmpfs mode=0700,uid=1000,gid=1000,nosuid,nodev 0 0
+FSTAB
 
 # The test user: in group input (the udev rule gives that group /dev/uinput and /dev/uhid), with
 # lingering, so that its `systemd --user` (and with it punktfunk.target) starts at boot without a

@@ -144,15 +144,6 @@ fn norm(p: &str) -> &str {
     }
 }
 
-/// True if some context COPY installs `rel` (a repo file) into directory `dest_dir`: either the
-/// file itself or its whole directory is copied there.
-fn installs(cs: &[Copy], rel: &str, dest_dir: &str) -> bool {
-    let dir = Path::new(rel).parent().unwrap().to_str().unwrap();
-    cs.iter().filter(|c| c.from.is_none()).any(|c| {
-        norm(&c.dest) == norm(dest_dir) && c.srcs.iter().any(|s| norm(s) == rel || norm(s) == dir)
-    })
-}
-
 #[test]
 fn containerfile_copies_exist_and_cover_units_udev_image() {
     let instrs = parse_containerfile(&read("Containerfile"));

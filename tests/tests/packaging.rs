@@ -797,6 +797,47 @@ fn units_pass_systemd_analyze_verify() {
     );
 }
 
+/// The boot health check is a system unit: `systemd-analyze verify` (system mode) with its
+/// ExecStart= pointed at a stand-in, as for the user units; it must run `healthcheck --gate`.
+#[test]
+fn healthcheck_system_unit_passes_systemd_analyze_verify() {
+    let rel = "image/usr/lib/systemd/system/punktfunk-healthcheck.service";
+    let text = read(rel);
+    assert!(
+        text.lines()
+            .any(|l| l == "ExecStart=/usr/bin/punktfunkctl healthcheck --gate"),
+        "{rel} must run `punktfunkctl healthcheck --gate`"
+    );
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("punktfunkctl");
+    fs::write(&stand_in, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+    let unit = dir.path().join("punktfunk-healthcheck.service");
+    fs::write(
+        &unit,
+        text.replace("/usr/bin/punktfunkctl", stand_in.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&unit)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify {rel}:\n{text}"
+    );
+}
+
 /// The check above is only worth something if it fails on a broken unit: inject a misspelled
 /// directive, an unparsable value and a missing Requires= target, one at a time.
 #[test]

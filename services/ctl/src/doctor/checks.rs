@@ -457,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn hardware_is_named_and_only_h264_missing_fails() {
+    fn hardware_is_named_h264_missing_fails_and_hevc_missing_warns() {
         let hw = codec(&CodecFact {
             codec: "hevc".into(),
             available: true,
@@ -466,6 +466,19 @@ mod tests {
         });
         assert_eq!(hw.verdict, Verdict::Pass);
         assert_eq!(hw.detail, "nvh265enc (hardware)");
+        let no_hevc = codec(&CodecFact {
+            codec: "hevc".into(),
+            available: false,
+            hardware: false,
+            encoder: String::new(),
+        });
+        assert_eq!(no_hevc.verdict, Verdict::Warn);
+        assert!(
+            no_hevc
+                .fix
+                .unwrap()
+                .starts_with("clients fall back to H.264")
+        );
         assert_eq!(codecs(&Err("down".into()))[0].verdict, Verdict::Fail);
         assert_eq!(codecs(&Ok(vec![]))[0].verdict, Verdict::Fail);
     }

@@ -8,7 +8,8 @@
 //! - `--gate`, as root from `punktfunk-healthcheck.service` at boot: [`gate`] finds the user
 //!   whose punktfunk sockets exist, runs the check as that user (setpriv), and on a failure
 //!   writes the reason to the journal (stderr), asks `bootc rollback` for the previous image and
-//!   reboots into it.
+//!   reboots into it, unless the boot before already rolled back (a marker in the unit's state
+//!   directory): two failing images in a row are left to a person instead of looping.
 //!
 //! Step order of [`check`]: daemons serving → pair → stream → unpair (always, once paired).
 
@@ -353,6 +354,7 @@ pub fn gate(wait: Duration) -> ExitCode {
         std::thread::sleep(Duration::from_secs(1));
     };
     let outcome = run_as_user(uid, gid, &dir, wait.max(Duration::from_secs(60)));
+    let marker = rollback_marker();
     match outcome {
         Ok(o) if o.pass => {
             println!(
@@ -361,11 +363,46 @@ pub fn gate(wait: Duration) -> ExitCode {
             for s in &o.steps {
                 println!("  {}: {}", s.name, s.detail);
             }
+            let _ = std::fs::remove_file(&marker);
             ExitCode::SUCCESS
         }
-        Ok(o) => roll_back(o.reason.as_deref().unwrap_or("unknown")),
-        Err(e) => roll_back(&e),
+        Ok(o) => fail(o.reason.as_deref().unwrap_or("unknown"), &marker),
+        Err(e) => fail(&e, &marker),
     }
+}
+
+/// Where the gate remembers that it asked for a rollback: `$STATE_DIRECTORY` (the unit's
+/// `StateDirectory=punktfunk`) or /var/lib/punktfunk.
+fn rollback_marker() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/punktfunk"))
+        .join("healthcheck-rolled-back")
+}
+
+/// A failed check: roll back, unless the previous boot already did. Two bad images in a row
+/// would otherwise roll back and forth forever; the second failure is left to a person.
+fn fail(reason: &str, marker: &Path) -> ExitCode {
+    eprintln!("punktfunk health check FAILED: {reason}");
+    if let Ok(earlier) = std::fs::read_to_string(marker) {
+        eprintln!(
+            "not rolling back again: the boot before this one already rolled back ({}); two images in a row fail, fix by hand (see /usr/share/doc/punktfunk/README.md, then remove {})",
+            earlier.trim(),
+            marker.display()
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(d) = marker.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    if let Err(e) = std::fs::write(marker, format!("{reason}\n")) {
+        eprintln!(
+            "cannot record the rollback in {} ({e}): not rolling back, to avoid a loop",
+            marker.display()
+        );
+        return ExitCode::from(1);
+    }
+    roll_back()
 }
 
 fn run_as_user(uid: u32, gid: u32, dir: &Path, wait: Duration) -> Result<Outcome, String> {
@@ -389,8 +426,7 @@ fn run_as_user(uid: u32, gid: u32, dir: &Path, wait: Duration) -> Result<Outcome
     })
 }
 
-fn roll_back(reason: &str) -> ExitCode {
-    eprintln!("punktfunk health check FAILED: {reason}");
+fn roll_back() -> ExitCode {
     eprintln!("rolling back to the previous image: bootc rollback, then reboot");
     match Command::new("bootc").arg("rollback").status() {
         Ok(s) if s.success() => {}
@@ -460,6 +496,21 @@ mod tests {
             s("unpair", false),
         ]);
         assert!(o.pass);
+    }
+
+    #[test]
+    fn a_second_failure_in_a_row_does_not_roll_back_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("state/healthcheck-rolled-back");
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, "stream: no picture was decoded\n").unwrap();
+        // With the marker present, `fail` returns before bootc: the marker is left as the
+        // first rollback wrote it (a rollback attempt would have rewritten it first).
+        assert_eq!(fail("stream: again", &marker), ExitCode::from(1));
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            "stream: no picture was decoded\n"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
+pub mod appliance;
 pub mod attack;
 pub mod moonlight;
 pub mod native;

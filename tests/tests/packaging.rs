@@ -144,15 +144,6 @@ fn norm(p: &str) -> &str {
     }
 }
 
-/// True if some context COPY installs `rel` (a repo file) into directory `dest_dir`: either the
-/// file itself or its whole directory is copied there.
-fn installs(cs: &[Copy], rel: &str, dest_dir: &str) -> bool {
-    let dir = Path::new(rel).parent().unwrap().to_str().unwrap();
-    cs.iter().filter(|c| c.from.is_none()).any(|c| {
-        norm(&c.dest) == norm(dest_dir) && c.srcs.iter().any(|s| norm(s) == rel || norm(s) == dir)
-    })
-}
-
 #[test]
 fn containerfile_copies_exist_and_cover_units_udev_image() {
     let instrs = parse_containerfile(&read("Containerfile"));
@@ -187,48 +178,23 @@ fn containerfile_copies_exist_and_cover_units_udev_image() {
         "COPY sources missing from the repository: {missing:?}"
     );
 
-    // Nothing in units/ or udev/ is forgotten, and nothing stray gets installed with them.
-    let units = files_in("units");
-    assert!(!units.is_empty());
-    for f in &units {
+    // The final stage gets packaging/ and the trees the manifest names, and runs install.sh.
+    for dir in ["packaging", "units", "udev", "image"] {
         assert!(
-            [".service", ".socket", ".target"]
-                .iter()
-                .any(|x| f.ends_with(x)),
-            "units/{f} is not a unit file but would be installed to /usr/lib/systemd/user/"
-        );
-        assert!(
-            installs(&cs, &format!("units/{f}"), "/usr/lib/systemd/user/"),
-            "Containerfile does not install units/{f} to /usr/lib/systemd/user/"
+            cs.iter().any(|c| c.from.is_none()
+                && c.stage == last_stage
+                && c.srcs.iter().any(|s| norm(s) == dir)
+                && norm(&c.dest) == format!("/tmp/punktfunk/{dir}")),
+            "the final stage must COPY {dir}/ /tmp/punktfunk/{dir}/ (for packaging/install.sh)"
         );
     }
-    let rules = files_in("udev");
-    assert!(!rules.is_empty());
-    for f in &rules {
-        assert!(f.ends_with(".rules"), "udev/{f} is not a .rules file");
-        assert!(
-            installs(&cs, &format!("udev/{f}"), "/usr/lib/udev/rules.d/"),
-            "Containerfile does not install udev/{f} to /usr/lib/udev/rules.d/"
-        );
-    }
-    // image/ mirrors the target paths, so it is copied over / as a whole.
     assert!(
-        cs.iter().any(|c| c.from.is_none()
-            && c.stage == last_stage
-            && c.srcs.iter().any(|s| norm(s) == "image")
-            && c.dest == "/"),
-        "Containerfile must COPY image/ /"
+        instrs.iter().any(|i| i.kw == "RUN"
+            && i.stage == last_stage
+            && i.args
+                .contains("/tmp/punktfunk/packaging/install.sh --root / ")),
+        "the final stage must RUN packaging/install.sh --root /"
     );
-    for c in cs.iter().filter(|c| c.from.is_none()) {
-        for s in &c.srcs {
-            if ["units", "udev", "image"].contains(&norm(s)) {
-                assert_eq!(
-                    c.stage, last_stage,
-                    "{s} must be copied into the final image"
-                );
-            }
-        }
-    }
 
     // The final stage is the Bazzite NVIDIA image, gets the binaries from the build stage, and
     // the last instruction lints it.
@@ -241,9 +207,10 @@ fn containerfile_copies_exist_and_cover_units_udev_image() {
         .unwrap();
     assert_eq!(base, FINAL_BASE);
     assert!(
-        cs.iter()
-            .any(|c| c.stage == last_stage && c.from.is_some() && norm(&c.dest) == "/usr/bin"),
-        "the final stage must COPY --from=<build stage> the binaries to /usr/bin/"
+        cs.iter().any(|c| c.stage == last_stage
+            && c.from.is_some()
+            && norm(&c.dest) == "/tmp/punktfunk/bin"),
+        "the final stage must COPY --from=<build stage> the binaries to /tmp/punktfunk/bin/"
     );
     let last = instrs.last().unwrap();
     assert_eq!(
@@ -267,23 +234,201 @@ fn containerfile_copies_exist_and_cover_units_udev_image() {
         build_runs.contains("cargo build --release --locked"),
         "no locked release build"
     );
-    for bin in DAEMONS
-        .iter()
-        .map(|d| format!("punktfunk-{d}"))
-        .chain(["punktfunkctl".into()])
-    {
-        assert!(
-            build_runs
-                .split(|c: char| c.is_whitespace() || ['/', '"', ';'].contains(&c))
-                .any(|w| w == bin),
-            "the build stage never installs {bin}"
-        );
-    }
+    assert!(
+        build_runs.contains("-name 'punktfunk*'"),
+        "the build stage must copy out every punktfunk* executable (the manifest picks)"
+    );
     assert!(
         instrs
             .iter()
             .any(|i| i.kw == "ARG" && i.args.starts_with("FEDORA_VERSION=")),
         "the builder's Fedora release must be an ARG FEDORA_VERSION=..."
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// packaging/manifest and packaging/install.sh: the one list of what the image contains
+// ------------------------------------------------------------------------------------------------
+
+/// One line of packaging/manifest.
+#[derive(Debug)]
+struct Entry {
+    mode: u32,
+    src: String,
+    dest: String,
+}
+
+fn manifest() -> Vec<Entry> {
+    read("packaging/manifest")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                w.len(),
+                3,
+                "manifest line is not `mode source destination`: {l}"
+            );
+            let mode = u32::from_str_radix(w[0], 8)
+                .unwrap_or_else(|e| panic!("manifest mode {} is not octal: {e}", w[0]));
+            assert!(w[2].starts_with('/'), "destination must be absolute: {l}");
+            Entry {
+                mode,
+                src: w[1].to_string(),
+                dest: w[2].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Every regular file below a repository directory, as repository-relative paths.
+fn tree(rel_dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo().join(rel_dir)];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display())) {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(repo())
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn manifest_lists_every_file_of_units_udev_image_and_every_binary() {
+    let m = manifest();
+    let by_src: BTreeMap<&str, &Entry> = m.iter().map(|e| (e.src.as_str(), e)).collect();
+    assert_eq!(by_src.len(), m.len(), "a source is listed twice");
+    let dests: BTreeSet<&str> = m.iter().map(|e| e.dest.as_str()).collect();
+    assert_eq!(dests.len(), m.len(), "a destination is listed twice");
+
+    let expect = |src: String, dest: String, mode: u32| {
+        let e = by_src
+            .get(src.as_str())
+            .unwrap_or_else(|| panic!("packaging/manifest does not list {src}"));
+        assert_eq!(e.dest, dest, "{src} goes to the wrong place");
+        assert_eq!(e.mode, mode, "{src}: mode {:o}", e.mode);
+    };
+    for f in files_in("units") {
+        assert!(
+            [".service", ".socket", ".target"]
+                .iter()
+                .any(|x| f.ends_with(x)),
+            "units/{f} is not a unit file"
+        );
+        expect(
+            format!("units/{f}"),
+            format!("/usr/lib/systemd/user/{f}"),
+            0o644,
+        );
+    }
+    for f in files_in("udev") {
+        assert!(f.ends_with(".rules"), "udev/{f} is not a .rules file");
+        expect(
+            format!("udev/{f}"),
+            format!("/usr/lib/udev/rules.d/{f}"),
+            0o644,
+        );
+    }
+    // image/ mirrors the target paths.
+    for f in tree("image") {
+        let dest = f.strip_prefix("image").unwrap().to_string();
+        expect(f, dest, 0o644);
+    }
+    // The daemons the units execute, the command line and the reference client.
+    for bin in DAEMONS
+        .iter()
+        .map(|d| format!("punktfunk-{d}"))
+        .chain(["punktfunkctl".into(), "punktfunk-client".into()])
+    {
+        expect(format!("bin/{bin}"), format!("/usr/bin/{bin}"), 0o755);
+    }
+    // Nothing listed that the repository does not have (binaries come from the build).
+    for e in &m {
+        if !e.src.starts_with("bin/") {
+            assert!(
+                repo().join(&e.src).is_file(),
+                "manifest names missing {}",
+                e.src
+            );
+        }
+    }
+}
+
+#[test]
+fn install_script_lays_in_exactly_the_manifest_and_enables_through_the_presets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = dir.path().join("bin");
+    let root = dir.path().join("root");
+    fs::create_dir_all(&bins).unwrap();
+    for e in manifest().iter().filter(|e| e.src.starts_with("bin/")) {
+        fs::write(bins.join(&e.src[4..]), "#!/bin/sh\n").unwrap();
+    }
+    let out = Command::new("sh")
+        .arg(repo().join("packaging/install.sh"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--bin-dir")
+        .arg(&bins)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files = Vec::new();
+    let mut links = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = format!("/{}", e.path().strip_prefix(&root).unwrap().display());
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_symlink() {
+                links.push((rel, fs::read_link(e.path()).unwrap()));
+            } else {
+                let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+                files.push((rel, mode));
+            }
+        }
+    }
+    files.sort();
+    links.sort();
+    let mut want: Vec<(String, u32)> = manifest().into_iter().map(|e| (e.dest, e.mode)).collect();
+    want.sort();
+    assert_eq!(
+        files, want,
+        "install.sh laid in something other than the manifest"
+    );
+    assert_eq!(
+        links,
+        [
+            (
+                "/etc/systemd/system/multi-user.target.wants/punktfunk-healthcheck.service".into(),
+                PathBuf::from("/usr/lib/systemd/system/punktfunk-healthcheck.service")
+            ),
+            (
+                "/etc/systemd/user/default.target.wants/punktfunk.target".into(),
+                PathBuf::from("/usr/lib/systemd/user/punktfunk.target")
+            ),
+        ],
+        "the presets must enable punktfunk.target (user) and the health check (system)"
     );
 }
 
@@ -649,6 +794,47 @@ fn units_pass_systemd_analyze_verify() {
     assert!(
         ok && text.trim().is_empty(),
         "systemd-analyze --user verify units/*:\n{text}"
+    );
+}
+
+/// The boot health check is a system unit: `systemd-analyze verify` (system mode) with its
+/// ExecStart= pointed at a stand-in, as for the user units; it must run `healthcheck --gate`.
+#[test]
+fn healthcheck_system_unit_passes_systemd_analyze_verify() {
+    let rel = "image/usr/lib/systemd/system/punktfunk-healthcheck.service";
+    let text = read(rel);
+    assert!(
+        text.lines()
+            .any(|l| l == "ExecStart=/usr/bin/punktfunkctl healthcheck --gate"),
+        "{rel} must run `punktfunkctl healthcheck --gate`"
+    );
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("punktfunkctl");
+    fs::write(&stand_in, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+    let unit = dir.path().join("punktfunk-healthcheck.service");
+    fs::write(
+        &unit,
+        text.replace("/usr/bin/punktfunkctl", stand_in.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&unit)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify {rel}:\n{text}"
     );
 }
 

@@ -9,12 +9,14 @@
 //! - [`fdchannel`]: one-time tickets and SCM_RIGHTS over SOCK_SEQPACKET;
 //! - [`health`], [`client`]: what `Health` reports and how to ask for it;
 //! - [`paths`]: XDG locations;
+//! - [`backends`]: the compositor backends and their version floors;
 //! - [`apps`]: the launchable apps (`apps.toml`), shared by every protocol;
 //! - [`alloc`]: bounding glibc's malloc arenas (call [`alloc::limit_arenas`] first in `main`).
 
 pub mod activation;
 pub mod alloc;
 pub mod apps;
+pub mod backends;
 pub mod client;
 pub mod config;
 pub mod daemon;

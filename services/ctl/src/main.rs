@@ -2,6 +2,9 @@
 //! `--json` for scripts; exit codes that mean something.
 #![forbid(unsafe_code)]
 
+mod doctor;
+mod healthcheck;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +78,29 @@ enum Command {
         /// Client name, fingerprint, or a fingerprint prefix of at least 8 hex digits.
         client: String,
     },
+    /// Check this host: daemons, units, encoders, devices, sysctls, firewall, compositors,
+    /// PipeWire, mDNS, pairing, clock. Each line says what to do; exit 1 on any failure.
+    Doctor {
+        /// Print JSON (schema: docs/doctor.md) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream a few seconds of media's test source through the whole stack on loopback, decoded
+    /// by the reference client; exit 0 when the boot is good.
+    Healthcheck {
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the daemons (with --gate: for a user's daemons).
+        #[arg(long, default_value_t = healthcheck::DEFAULT_WAIT_S)]
+        wait: u64,
+        /// Transport's UDP port.
+        #[arg(long, env = "PUNKTFUNK_PORT", default_value_t = punktfunk_discovery::DEFAULT_PORT)]
+        port: u16,
+        /// As root at boot (punktfunk-healthcheck.service): run the check as the user whose
+        /// daemons run, and on a failure `bootc rollback` and reboot.
+        #[arg(long)]
+        gate: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -96,6 +122,34 @@ struct StatusReport {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Healthcheck {
+        gate: true, wait, ..
+    } = cli.command
+    {
+        return healthcheck::gate(Duration::from_secs(wait));
+    }
+    if let Command::Doctor { json } = cli.command {
+        let runtime_dir = cli
+            .runtime_dir
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(paths::runtime_dir);
+        let timeout = Duration::from_secs_f64(cli.timeout.clamp(0.05, 60.0));
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(doctor::run(
+                runtime_dir.map_err(|e| e.to_string()),
+                timeout,
+                json,
+            )),
+            Err(e) => {
+                eprintln!("punktfunkctl: cannot start the async runtime: {e}");
+                ExitCode::from(70)
+            }
+        };
+    }
     let runtime_dir = match cli
         .runtime_dir
         .clone()
@@ -200,6 +254,15 @@ fn main() -> ExitCode {
             Ok(())
         })),
         Command::Seats { json } => rt.block_on(seats(&runtime_dir, timeout, json)),
+        Command::Doctor { .. } => unreachable!("handled above: doctor runs without a runtime dir too"),
+        Command::Healthcheck {
+            json, wait, port, ..
+        } => rt.block_on(healthcheck::check(
+            &runtime_dir,
+            port,
+            Duration::from_secs(wait),
+            json,
+        )),
         Command::Unpair { client } => rt.block_on(transport_call(&runtime_dir, timeout, |mut c| async move {
             let r = c.unpair(UnpairRequest { client }).await?.into_inner();
             if let Some(removed) = r.removed {

@@ -142,6 +142,9 @@ pub async fn start_session(
         // before the first video ping; stereo only: surround is not offered in DESCRIBE).
         audio: audio_addr.is_some(),
         probe_only: false,
+        // Moonlight announces its pads in the input stream (controller arrival), which is not
+        // mapped into the seat model yet (docs/gamestream.md): the seat starts without pads.
+        pads: Vec::new(),
         data_plane,
         // Unused with a custom packetizer; random so that nothing could reuse it.
         key: punktfunk_wire::SessionKey {

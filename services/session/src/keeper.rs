@@ -51,6 +51,7 @@ async fn run(args: &[String]) -> anyhow::Result<u8> {
     let node_file = PathBuf::from(node_file);
     match backend.as_str() {
         "mutter" => mutter(&node_file).await,
+        "kwin" => tokio::task::spawn_blocking(move || kwin::run(&node_file)).await?,
         other => bail!("no screencast keeper for backend {other:?} yet"),
     }
 }
@@ -155,4 +156,133 @@ pub fn read_node_file(path: &Path) -> Option<(u32, u32, u32)> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut it = text.split_whitespace().map(|t| t.parse::<u32>().ok());
     Some((it.next()??, it.next()??, it.next()??))
+}
+
+/// KWin: `zkde_screencast_unstable_v1.stream_output` of the (only) virtual output. KWin offers
+/// the global only to executables its `.desktop` grant names (this binary; the output's data
+/// dir carries the grant). The stream lives as long as this Wayland connection.
+mod kwin {
+    use std::path::Path;
+
+    use anyhow::{Context, bail};
+    use wayland_client::globals::{GlobalListContents, registry_queue_init};
+    use wayland_client::protocol::{wl_output, wl_registry};
+    use wayland_client::{Connection, Dispatch, QueueHandle};
+    use wayland_protocols_plasma::screencast::v1::client::{
+        zkde_screencast_stream_unstable_v1 as stream_v1, zkde_screencast_unstable_v1 as cast_v1,
+    };
+
+    /// `pointer` argument: the cursor is drawn into the frames.
+    const POINTER_EMBEDDED: u32 = 2;
+
+    #[derive(Default)]
+    struct State {
+        node: Option<u32>,
+        failed: Option<String>,
+        closed: bool,
+        size: Option<(i32, i32)>,
+    }
+
+    impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for State {
+        fn event(
+            _: &mut Self,
+            _: &wl_registry::WlRegistry,
+            _: wl_registry::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    impl Dispatch<wl_output::WlOutput, ()> for State {
+        fn event(
+            state: &mut Self,
+            _: &wl_output::WlOutput,
+            event: wl_output::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            if let wl_output::Event::Mode {
+                flags: wayland_client::WEnum::Value(flags),
+                width,
+                height,
+                ..
+            } = event
+                && flags.contains(wl_output::Mode::Current)
+            {
+                state.size = Some((width, height));
+            }
+        }
+    }
+
+    impl Dispatch<cast_v1::ZkdeScreencastUnstableV1, ()> for State {
+        fn event(
+            _: &mut Self,
+            _: &cast_v1::ZkdeScreencastUnstableV1,
+            _: cast_v1::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    impl Dispatch<stream_v1::ZkdeScreencastStreamUnstableV1, ()> for State {
+        fn event(
+            state: &mut Self,
+            _: &stream_v1::ZkdeScreencastStreamUnstableV1,
+            event: stream_v1::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            match event {
+                stream_v1::Event::Created { node } => state.node = Some(node),
+                stream_v1::Event::Failed { error } => state.failed = Some(error),
+                stream_v1::Event::Closed => state.closed = true,
+                _ => {}
+            }
+        }
+    }
+
+    pub fn run(node_file: &Path) -> anyhow::Result<u8> {
+        let conn = Connection::connect_to_env()
+            .context("cannot connect to the output's Wayland socket")?;
+        let (globals, mut queue) =
+            registry_queue_init::<State>(&conn).context("Wayland registry")?;
+        let qh = queue.handle();
+        let cast: cast_v1::ZkdeScreencastUnstableV1 = globals.bind(&qh, 1..=3, ()).context(
+            "zkde_screencast_unstable_v1 is not offered to this executable: the output's \
+             .desktop grant does not name it",
+        )?;
+        let output: wl_output::WlOutput = globals
+            .bind(&qh, 1..=2, ())
+            .context("KWin has no wl_output")?;
+        let _stream = cast.stream_output(&output, POINTER_EMBEDDED, &qh, ());
+        let mut state = State::default();
+        while state.node.is_none() {
+            queue
+                .blocking_dispatch(&mut state)
+                .context("Wayland connection")?;
+            if let Some(e) = state.failed.take() {
+                bail!("KWin refused the screencast: {e}");
+            }
+            if state.closed {
+                bail!("KWin closed the screencast before it started");
+            }
+        }
+        let node = state.node.unwrap_or_default();
+        let (w, h) = state.size.unwrap_or((0, 0));
+        super::write_node_file(node_file, node, w, h)?;
+        eprintln!("screencast-keeper: KWin node {node} ({w}x{h})");
+        while !state.closed {
+            queue
+                .blocking_dispatch(&mut state)
+                .context("Wayland connection")?;
+        }
+        eprintln!("screencast-keeper: KWin closed the screencast");
+        Ok(3)
+    }
 }

@@ -236,7 +236,7 @@ impl Manager {
         if let Screencast::None(why) = b.screencast() {
             return Err(Status::failed_precondition(why));
         }
-        if spec.backend == BackendKind::Sway || spec.backend == BackendKind::Kwin {
+        if spec.backend == BackendKind::Sway {
             return Err(Status::failed_precondition(format!(
                 "the {} backend's screencast keeper is not built yet: use mutter",
                 spec.backend
@@ -778,7 +778,6 @@ async fn probe_globals(
     socket: PathBuf,
     budget: Duration,
 ) -> Result<Vec<(String, u32)>, CheckError> {
-    let budget = budget.min(Duration::from_secs(2));
     tokio::task::spawn_blocking(move || probe::globals(&socket, budget))
         .await
         .map_err(|e| CheckError::Fatal(format!("the probe task failed: {e}")))?

@@ -124,12 +124,14 @@ pub struct Budgets {
 
 impl Default for Budgets {
     /// Measured on 2 cores without a GPU: mutter answers in 0.13–0.35 s, KWin ~0.4 s, sway
-    /// 0.05–0.35 s, a mutter ScreenCast node 6–16 ms after Start; the budgets leave ~10× room.
+    /// 0.05–0.35 s, a mutter ScreenCast node 6–16 ms after Start. KWin creates its socket
+    /// long before it answers on it, and on a loaded machine (6 builds on 2 cores) it took
+    /// over 3 s: the budgets leave that ~5× room.
     fn default() -> Self {
         Self {
             process_alive: Duration::from_secs(2),
             socket: Duration::from_secs(10),
-            roundtrip: Duration::from_secs(3),
+            roundtrip: Duration::from_secs(15),
             globals: Duration::from_secs(3),
             screencast: Duration::from_secs(10),
         }
@@ -518,6 +520,6 @@ mod tests {
     #[test]
     fn total_budget_bounds_start_output() {
         let b = Budgets::default();
-        assert_eq!(b.total(), Duration::from_secs(28));
+        assert_eq!(b.total(), Duration::from_secs(40));
     }
 }

@@ -59,6 +59,7 @@ fuzz seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     tests/fuzz/run.sh services/wire/fuzz {{seconds}}
     tests/fuzz/run.sh services/control/fuzz {{seconds}}
+    tests/fuzz/run.sh services/session/fuzz {{seconds}}
 
 # rustfmt check and clippy with warnings as errors.
 lint:

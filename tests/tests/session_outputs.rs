@@ -193,6 +193,30 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// Outputs outlive the manager by design, so a test that fails half-way would leave its
+    /// compositors running: end every journaled output's process group.
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir(self.journal_dir()) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let Some(pgid) = v["pgid"]
+                .as_i64()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 /// Reads `buffers` frames from the screencast with gst-launch (pipewiresrc on the redeemed
 /// remote fd, as media does) and returns the negotiated (width, height).
 fn consume(fd: &OwnedFd, node: u32, buffers: u32) -> (u32, u32) {
@@ -577,5 +601,66 @@ fn a_compositor_lacking_a_needed_global_fails_the_globals_step_and_leaves_nothin
         "{e}"
     );
     assert!(s.list().is_empty());
+    s.assert_nothing_left();
+}
+
+#[test]
+fn a_dead_screencast_keeper_is_replaced_and_the_new_node_delivers() {
+    let s = Session::start(None);
+    let reply = s
+        .start_output(Backend::Mutter, 1280, 720, 60, Some(ANIMATING_APP))
+        .unwrap_or_else(|e| panic!("StartOutput: {e}"));
+    let text = std::fs::read_to_string(s.journal_dir().join(format!("{}.json", reply.output_id)))
+        .expect("journal");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let keeper = v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p["role"] == "keeper")
+        .and_then(|p| p["pid"].as_u64())
+        .expect("a keeper process") as i32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(keeper).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the keeper");
+    // PipeWire may give the new stream the old node's id: the keeper's pid tells them apart.
+    let keeper_pid = |s: &Session| -> Option<u64> {
+        let text =
+            std::fs::read_to_string(s.journal_dir().join(format!("{}.json", reply.output_id)))
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["role"] == "keeper")?["pid"]
+            .as_u64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let node = loop {
+        let list = s.list();
+        assert_eq!(list.len(), 1, "the output stays");
+        if list[0].state == "ready" && keeper_pid(&s).is_some_and(|p| p != keeper as u64) {
+            break list[0].pipewire_node_id;
+        }
+        if Instant::now() >= deadline {
+            let mut s = s;
+            panic!("no new screencast within 20 s: {list:?}\n{}", s.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut c = s.client();
+    let open =
+        s.rt.block_on(c.open_screencast(OpenScreencastRequest {
+            output_id: reply.output_id.clone(),
+        }))
+        .expect("OpenScreencast")
+        .into_inner();
+    assert_eq!(open.pipewire_node_id, node);
+    let fd = s.redeem(open.screencast.as_ref().expect("ticket"));
+    assert_eq!(consume(&fd, node, 5), (1280, 720));
+    drop(fd);
+    s.stop_output(&reply.output_id);
     s.assert_nothing_left();
 }

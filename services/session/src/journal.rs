@@ -163,6 +163,19 @@ impl Journal {
     }
 }
 
+/// Parses one record's JSON (total: bad input is an error, never a panic).
+pub fn parse_record(bytes: &[u8]) -> Result<OutputRecord, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Parses a screencast keeper's node file, `"<node id> <width> <height>"`; `None` for anything
+/// else (the keeper writes it atomically, so a partial file is never seen).
+pub fn parse_node_file(text: &str) -> Option<(u32, u32, u32)> {
+    let mut it = text.split_whitespace().map(|t| t.parse::<u32>().ok());
+    let v = (it.next()??, it.next()??, it.next()??);
+    it.next().is_none().then_some(v)
+}
+
 fn load(path: &Path) -> Result<OutputRecord, JournalError> {
     use std::io::Read;
     let io = |source| JournalError::Io {
@@ -223,6 +236,16 @@ mod tests {
             node_id: 51,
             started_unix_ms: started,
         }
+    }
+
+    #[test]
+    fn node_files() {
+        assert_eq!(parse_node_file("51 1280 720\n"), Some((51, 1280, 720)));
+        assert_eq!(parse_node_file("51 0 0"), Some((51, 0, 0)));
+        assert_eq!(parse_node_file("51 1280"), None);
+        assert_eq!(parse_node_file("51 1280 720 9"), None);
+        assert_eq!(parse_node_file("-1 1280 720"), None);
+        assert_eq!(parse_node_file(""), None);
     }
 
     #[test]

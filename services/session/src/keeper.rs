@@ -151,11 +151,10 @@ fn write_node_file(path: &Path, node: u32, w: i32, h: i32) -> anyhow::Result<()>
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
-/// Parses a node file: `"<node id> <width> <height>"`. `None` until the keeper wrote one.
+/// Reads a node file (see [`punktfunk_session::journal::parse_node_file`]); `None` until the
+/// keeper wrote one.
 pub fn read_node_file(path: &Path) -> Option<(u32, u32, u32)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut it = text.split_whitespace().map(|t| t.parse::<u32>().ok());
-    Some((it.next()??, it.next()??, it.next()??))
+    punktfunk_session::journal::parse_node_file(&std::fs::read_to_string(path).ok()?)
 }
 
 /// KWin: `zkde_screencast_unstable_v1.stream_output` of the (only) virtual output. KWin offers

@@ -10,6 +10,7 @@
 //!   deadline and its own error per step;
 //! - [`journal`]: the on-disk record of every output, from which a restarted manager re-adopts
 //!   live outputs and cleans up dead ones;
+//! - [`request`]: a StartOutputRequest checked into a [`request::StartSpec`];
 //! - [`proc`]: process liveness from `/proc` (a pid and its start time, zombies count as dead).
 #![forbid(unsafe_code)]
 
@@ -18,3 +19,4 @@ pub mod floors;
 pub mod journal;
 pub mod proc;
 pub mod readiness;
+pub mod request;

@@ -11,6 +11,7 @@ mod config;
 mod keeper;
 mod manager;
 mod probe;
+mod scope;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,37 +25,13 @@ use punktfunk_session::backend::{BackendKind, KEEPER_SUBCOMMAND, Mode};
 use tonic::{Request, Response, Status};
 
 use crate::config::SessionConfig;
-use crate::manager::{Manager, StartSpec};
+use crate::manager::Manager;
+use punktfunk_session::request::{start_spec, to_proto_backend};
 
 struct SessionService {
     health: Arc<Health>,
     manager: Arc<Manager>,
     default_backend: BackendKind,
-}
-
-fn to_proto_backend(k: BackendKind) -> Backend {
-    match k {
-        BackendKind::Gamescope => Backend::Gamescope,
-        BackendKind::Mutter => Backend::Mutter,
-        BackendKind::Kwin => Backend::Kwin,
-        BackendKind::Sway => Backend::Sway,
-        BackendKind::Weston => Backend::Weston,
-    }
-}
-
-fn from_proto_backend(raw: i32, default: BackendKind) -> Result<BackendKind, Status> {
-    Ok(
-        match Backend::try_from(raw)
-            .map_err(|_| Status::invalid_argument(format!("unknown backend {raw}")))?
-        {
-            Backend::Unspecified => default,
-            Backend::Gamescope => BackendKind::Gamescope,
-            Backend::Mutter => BackendKind::Mutter,
-            Backend::Kwin => BackendKind::Kwin,
-            Backend::Sway => BackendKind::Sway,
-            Backend::Weston => BackendKind::Weston,
-        },
-    )
 }
 
 fn to_proto_mode(m: Mode) -> PMode {
@@ -63,52 +40,6 @@ fn to_proto_mode(m: Mode) -> PMode {
         height: m.height,
         refresh_mhz: m.refresh_mhz,
     }
-}
-
-/// Bounds on what a StartOutputRequest may carry (it comes from transport, but is still input).
-const MAX_ARGS: usize = 256;
-const MAX_ENV: usize = 256;
-const MAX_TEXT: usize = 4096;
-
-fn start_spec(req: StartOutputRequest, default: BackendKind) -> Result<StartSpec, Status> {
-    let m = req
-        .mode
-        .ok_or_else(|| Status::invalid_argument("mode is required (width, height, refresh)"))?;
-    let mode = Mode {
-        width: m.width,
-        height: m.height,
-        refresh_mhz: m.refresh_mhz,
-    };
-    mode.validate()
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let backend = from_proto_backend(req.backend, default)?;
-    let app = req.app.unwrap_or_default();
-    if app.command.len() > MAX_ARGS || app.env.len() > MAX_ENV {
-        return Err(Status::invalid_argument(format!(
-            "an app takes at most {MAX_ARGS} arguments and {MAX_ENV} environment variables"
-        )));
-    }
-    let too_long = std::iter::once(&req.client)
-        .chain(std::iter::once(&app.title))
-        .chain(app.command.iter())
-        .chain(app.env.iter().flat_map(|(k, v)| [k, v]))
-        .any(|s| s.len() > MAX_TEXT || s.contains('\0'));
-    if too_long || app.env.keys().any(|k| k.is_empty() || k.contains('=')) {
-        return Err(Status::invalid_argument(format!(
-            "the client name, app title, arguments and environment must be at most {MAX_TEXT} \
-             bytes without NUL, and variable names non-empty without '='"
-        )));
-    }
-    let mut env: Vec<(String, String)> = app.env.into_iter().collect();
-    env.sort();
-    Ok(StartSpec {
-        backend,
-        mode,
-        client: req.client,
-        app_title: app.title,
-        app_command: app.command,
-        app_env: env,
-    })
 }
 
 #[tonic::async_trait]
@@ -223,43 +154,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn req(w: u32, h: u32) -> StartOutputRequest {
-        StartOutputRequest {
-            mode: Some(PMode {
-                width: w,
-                height: h,
-                refresh_mhz: 60_000,
-            }),
-            backend: Backend::Unspecified as i32,
-            client: "laptop".into(),
-            app: Some(AppLaunch {
-                title: "Test pattern".into(),
-                command: vec!["punktfunk-testpattern".into()],
-                env: [("A".to_string(), "1".to_string())].into(),
-            }),
-        }
-    }
-
-    #[test]
-    fn requests_are_checked() {
-        let s = start_spec(req(1280, 720), BackendKind::Mutter).unwrap();
-        assert_eq!(s.backend, BackendKind::Mutter);
-        assert_eq!(s.app_env, vec![("A".to_string(), "1".to_string())]);
-        assert!(start_spec(req(1281, 720), BackendKind::Mutter).is_err());
-        let mut r = req(1280, 720);
-        r.mode = None;
-        assert!(start_spec(r, BackendKind::Mutter).is_err());
-        let mut r = req(1280, 720);
-        r.backend = 99;
-        assert!(start_spec(r, BackendKind::Mutter).is_err());
-        let mut r = req(1280, 720);
-        r.app.as_mut().unwrap().env.insert("B=C".into(), "x".into());
-        assert!(start_spec(r, BackendKind::Mutter).is_err());
-        let mut r = req(1280, 720);
-        r.client = "x".repeat(MAX_TEXT + 1);
-        assert!(start_spec(r, BackendKind::Mutter).is_err());
-    }
 
     #[test]
     fn status_lines() {

@@ -28,7 +28,8 @@ use punktfunk_session::readiness::{Budgets, CheckError, Readiness, ReadinessErro
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::{keeper, probe};
+use crate::{keeper, probe, scope};
+pub use punktfunk_session::request::StartSpec;
 
 /// At most this many outputs live at once (each is a compositor + PipeWire on 2–8 cores).
 pub const MAX_OUTPUTS: usize = 8;
@@ -68,22 +69,6 @@ impl OutputState {
 struct Output {
     record: OutputRecord,
     state: OutputState,
-}
-
-/// What StartOutput asks for, checked.
-pub struct StartSpec {
-    /// The backend (resolved from the request or the configured default).
-    pub backend: BackendKind,
-    /// The mode.
-    pub mode: Mode,
-    /// Who it is for.
-    pub client: String,
-    /// The app's title.
-    pub app_title: String,
-    /// The app's argv (empty: none).
-    pub app_command: Vec<String>,
-    /// The app's extra environment.
-    pub app_env: Vec<(String, String)>,
 }
 
 /// What a ready output hands back.
@@ -179,10 +164,31 @@ impl Manager {
         self.update_status();
     }
 
-    /// Checks every ready output; one whose compositor died is cleaned up.
+    /// Checks every ready output: one whose compositor died is cleaned up; one whose screencast
+    /// keeper died (mutter closed the session, someone killed it) gets a new keeper and so a
+    /// new node (media reconnects through `OpenScreencast`).
     pub async fn watch(self: Arc<Self>) {
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
+            let orphaned: Vec<OutputRecord> = {
+                let mut outputs = self.outputs();
+                outputs
+                    .values_mut()
+                    .filter(|o| o.state == OutputState::Ready)
+                    .filter(|o| {
+                        o.record
+                            .process(Role::Keeper)
+                            .is_some_and(|p| !proc::alive(p.pid, p.start_ticks))
+                    })
+                    .map(|o| {
+                        o.state = OutputState::Starting;
+                        o.record.clone()
+                    })
+                    .collect()
+            };
+            for record in orphaned {
+                self.replace_keeper(record).await;
+            }
             let dead: Vec<OutputRecord> = {
                 let mut outputs = self.outputs();
                 let ids: Vec<String> = outputs
@@ -208,6 +214,71 @@ impl Manager {
                 }
                 self.update_status();
             }
+        }
+    }
+
+    /// Starts a new screencast keeper for a live output and waits for its node.
+    async fn replace_keeper(self: &Arc<Self>, mut record: OutputRecord) {
+        let id = record.id.clone();
+        tracing::warn!(output = %id, old_node = record.node_id, "the screencast keeper died: obtaining a new screencast");
+        let b = backend::backend(record.backend);
+        let plan = self.plan_of(&record);
+        let result: anyhow::Result<u32> = async {
+            let spec = b
+                .keeper(&plan)
+                .ok_or_else(|| anyhow::anyhow!("the backend has no keeper"))?;
+            let _ = std::fs::remove_file(plan.node_file());
+            let mut exited = self.spawn(&spec, &plan, &mut record)?.exited;
+            let deadline = Instant::now() + self.budgets.screencast;
+            loop {
+                if let Some((node, _, _)) = keeper::read_node_file(&plan.node_file()) {
+                    return Ok(node);
+                }
+                if let Some(status) = exited.borrow().clone() {
+                    anyhow::bail!("the new keeper exited ({status})");
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!("no node within {:?}", self.budgets.screencast);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = exited.changed() => {}
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(node) => {
+                tracing::info!(output = %id, node, "new screencast obtained");
+                record.node_id = node;
+                self.save(&record);
+                if let Some(o) = self.outputs().get_mut(&id) {
+                    o.record = record;
+                    o.state = OutputState::Ready;
+                }
+            }
+            Err(e) => {
+                tracing::error!(output = %id, error = %e, "cannot obtain a new screencast: stopping the output");
+                self.outputs().remove(&id);
+                if let Err(e) = self.teardown(record).await {
+                    tracing::error!(error = %e, "cleanup left something behind");
+                }
+            }
+        }
+        self.update_status();
+    }
+
+    /// The plan of a recorded output (for processes started after adoption).
+    fn plan_of(&self, r: &OutputRecord) -> OutputPlan {
+        OutputPlan {
+            id: r.id.clone(),
+            mode: r.mode,
+            runtime_dir: r.runtime_dir.clone(),
+            state_dir: r.state_dir.clone(),
+            wayland_display: r.wayland_display.clone(),
+            compositor_binary: PathBuf::new(),
+            path_env: self.path_env.clone(),
+            self_exe: self.self_exe.clone(),
         }
     }
 
@@ -346,6 +417,9 @@ impl Manager {
                 return Err(e);
             }
         };
+        if scope::under_systemd() {
+            self.move_to_scope(&mut record).await;
+        }
         self.save(&record);
         if let Some(o) = self.outputs().get_mut(&record.id) {
             o.record = record.clone();
@@ -360,6 +434,28 @@ impl Manager {
             mode,
             app_pid,
         })
+    }
+
+    /// Under systemd: the output's processes leave the service's cgroup for their own scope,
+    /// so a stop or restart of punktfunk-session does not end them. A failure is logged; the
+    /// output still works (it then ends with the service).
+    async fn move_to_scope(&self, record: &mut OutputRecord) {
+        let unit = scope::unit_name(&record.id);
+        let pids: Vec<u32> = record
+            .processes
+            .iter()
+            .filter(|p| proc::alive(p.pid, p.start_ticks))
+            .map(|p| p.pid)
+            .collect();
+        let description = format!(
+            "punktfunk output {}: {} {} for {}",
+            record.id, record.backend, record.mode, record.client
+        );
+        match scope::start(&unit, &description, &pids).await {
+            Ok(()) => record.unit = Some(unit),
+            Err(e) => tracing::warn!(output = %record.id, error = %e,
+                "cannot move the output into its own systemd scope: it will end with punktfunk-session.service"),
+        }
     }
 
     fn save(&self, record: &OutputRecord) {
@@ -497,9 +593,17 @@ impl Manager {
             .stderr(log)
             .process_group(record.pgid)
             .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} ({prog})", spec.role.name()))?;
+        let mut child = match cmd.spawn() {
+            // The output's group belongs to another session (a manager restarted by systemd
+            // runs in a new one): the process gets a group of its own; teardown also signals
+            // every recorded process by pid.
+            Err(e) if record.pgid != 0 && e.raw_os_error() == Some(libc_eperm()) => {
+                cmd.process_group(0);
+                cmd.spawn()
+            }
+            other => other,
+        }
+        .with_context(|| format!("cannot start {} ({prog})", spec.role.name()))?;
         let pid = child.id().context("a spawned child without a pid")?;
         if record.pgid == 0 {
             record.pgid = pid as i32;
@@ -753,6 +857,9 @@ impl Manager {
 
     /// Ends every process of the output, then removes its directories and journal entry.
     async fn teardown(&self, record: OutputRecord) -> anyhow::Result<()> {
+        if let Some(unit) = &record.unit {
+            scope::stop(unit).await;
+        }
         let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || teardown_blocking(&journal, &record))
             .await
@@ -820,13 +927,38 @@ fn teardown_blocking(journal: &Journal, record: &OutputRecord) -> anyhow::Result
             .iter()
             .any(|p| proc::alive(p.pid, p.start_ticks))
             || !proc::group_members(record.pgid).is_empty();
+        let signal_all = |sig: Signal| {
+            let _ = kill_process_group(pgid, sig);
+            // Processes started into a group of their own (see `spawn`).
+            for p in &record.processes {
+                if proc::alive(p.pid, p.start_ticks)
+                    && let Some(pid) = Pid::from_raw(p.pid as i32)
+                {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+        };
+        let gone = || {
+            proc::group_members(record.pgid).is_empty()
+                && !record
+                    .processes
+                    .iter()
+                    .any(|p| proc::alive(p.pid, p.start_ticks))
+        };
         if ours {
-            let _ = kill_process_group(pgid, Signal::TERM);
-            if !wait_group_gone(record.pgid, STOP_GRACE) {
+            signal_all(Signal::TERM);
+            if !wait_until(gone, STOP_GRACE) {
                 tracing::warn!(output = %record.id, pgid = record.pgid, "the output did not stop on SIGTERM: SIGKILL");
-                let _ = kill_process_group(pgid, Signal::KILL);
-                if !wait_group_gone(record.pgid, KILL_WAIT) {
+                signal_all(Signal::KILL);
+                if !wait_until(gone, KILL_WAIT) {
                     left = proc::group_members(record.pgid);
+                    left.extend(
+                        record
+                            .processes
+                            .iter()
+                            .filter(|p| proc::alive(p.pid, p.start_ticks))
+                            .map(|p| p.pid),
+                    );
                 }
             }
         }
@@ -853,10 +985,14 @@ fn teardown_blocking(journal: &Journal, record: &OutputRecord) -> anyhow::Result
     }
 }
 
-fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
+fn libc_eperm() -> i32 {
+    rustix::io::Errno::PERM.raw_os_error()
+}
+
+fn wait_until(done: impl Fn() -> bool, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if proc::group_members(pgid).is_empty() {
+        if done() {
             return true;
         }
         if Instant::now() >= deadline {

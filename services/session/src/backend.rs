@@ -115,7 +115,7 @@ impl Mode {
                 limits::MAX_HEIGHT
             )));
         }
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return Err(err("width and height must be even".into()));
         }
         if !(limits::MIN_REFRESH_MHZ..=limits::MAX_REFRESH_MHZ).contains(&self.refresh_mhz) {

@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Debian packages the build and the tests need (installed by `setup`, idempotently).
-apt_packages := "pkg-config systemd passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core mutter kwin-wayland"
+apt_packages := "pkg-config systemd passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core linux-source-6.1 bc bison flex libelf-dev mutter kwin-wayland"
 
 default:
     @just --list
@@ -34,9 +34,14 @@ build:
 demo: setup build
     cargo run -q -p punktfunk-tests --bin pf-demo
 
-# Everything CI checks: format, clippy, and every test (unit, property, end-to-end).
-test: setup build lint
+# Everything CI checks: format, clippy, and every test (unit, property, end-to-end, UML guest).
+test: setup build lint uml-kernel
     cargo nextest run --workspace --no-fail-fast
+
+# The cached kernel is /var/tmp/punktfunk-cache/uml/<key>/linux (~7 CPU-minutes cold).
+# Build the User-Mode-Linux kernel the guest tests boot, or find it cached.
+uml-kernel:
+    tests/uml/kernel.sh
 
 # Benchmarks, each against a baseline in the same run: AU ring handoff vs a bare eventfd and a
 # unary gRPC round trip; FEC + seal per frame; FEC + seal + send (sendmmsg, GSO, naive send());
@@ -46,6 +51,7 @@ bench: setup
     cargo bench -p punktfunk-ring --bench handoff
     cargo bench -p punktfunk-tests --bench grpc_rtt
     cargo bench -p punktfunk-wire --bench frame
+    cargo bench -p punktfunk-gamestream --bench packetize
     cargo bench -p punktfunk-dataplane --bench send
     cargo bench -p punktfunk-media --bench encode
     cargo bench -p punktfunk-tests --bench e2e_latency
@@ -60,6 +66,7 @@ fuzz seconds="60":
     tests/fuzz/run.sh services/wire/fuzz {{seconds}}
     tests/fuzz/run.sh services/control/fuzz {{seconds}}
     tests/fuzz/run.sh services/session/fuzz {{seconds}}
+    tests/fuzz/run.sh services/gamestream/fuzz {{seconds}}
 
 # rustfmt check and clippy with warnings as errors.
 lint:

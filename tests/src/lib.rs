@@ -23,6 +23,7 @@ pub mod attack;
 pub mod native;
 pub mod plot;
 pub mod stack;
+pub mod uml;
 
 /// The four daemons' short names, in start order.
 pub const DAEMONS: [&str; 4] = punktfunk_common::client::DAEMONS;

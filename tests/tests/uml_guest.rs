@@ -1,0 +1,202 @@
+//! The User-Mode-Linux guest harness (`punktfunk_tests::uml`) proves what other tests rely on:
+//! a guest boots our kernel and hands back exit codes and output, a failure inside is reported
+//! with its output, the kernel has uinput, uhid, fq and netem, and a guest that overruns its
+//! timeout is killed with every process it spawned.
+
+use std::time::Duration;
+
+use punktfunk_tests::uml::{Guest, UmlError};
+
+#[test]
+fn guest_boots_its_own_kernel_and_returns_exit_code_and_output() {
+    let out = Guest::new()
+        .env("PF_GREETING", "hello from the guest")
+        .run_script("echo \"$PF_GREETING\"; uname -r; echo \"pid1=$(cat /proc/1/comm)\"; exit 7")
+        .expect("guest ran");
+    eprintln!("boot, script and power-off took {:?}", out.elapsed);
+    assert_eq!(
+        out.status, 7,
+        "exit code of the script; output:\n{}",
+        out.stdout
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"hello from the guest"),
+        "output:\n{}",
+        out.stdout
+    );
+    // The guest runs the UML 6.1 kernel, not the host's.
+    assert!(
+        lines.get(1).is_some_and(|r| r.starts_with("6.1.")),
+        "uname -r inside: {:?}",
+        lines.get(1)
+    );
+    assert!(
+        lines.get(2).is_some_and(|l| l.starts_with("pid1=")),
+        "output:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn nonzero_exit_inside_is_reported_as_failure_with_its_output() {
+    let out = Guest::new()
+        .run_script("echo before the failure; echo to stderr >&2; false; echo never printed")
+        .expect("guest ran");
+    assert_eq!(out.status, 1, "output:\n{}", out.stdout);
+    assert!(!out.success());
+    assert!(
+        out.stdout.contains("before the failure"),
+        "output:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("to stderr"),
+        "stderr is captured too:\n{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("never printed"),
+        "scripts run with -e:\n{}",
+        out.stdout
+    );
+    let panic = std::panic::catch_unwind(|| {
+        out.assert_success();
+    })
+    .expect_err("assert_success panics on a nonzero status");
+    let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("exited with 1"), "panic message: {msg}");
+    assert!(
+        msg.contains("before the failure"),
+        "panic message carries the output: {msg}"
+    );
+}
+
+#[test]
+fn dev_uinput_and_dev_uhid_exist_and_a_uinput_key_a_round_trips() {
+    let helper = env!("CARGO_BIN_EXE_pf-uml-uinput");
+    let out = Guest::new()
+        .run_script(&format!(
+            "test -c /dev/uinput; test -c /dev/uhid; ls -l /dev/uinput /dev/uhid; exec '{helper}' key-roundtrip"
+        ))
+        .expect("guest ran");
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("KEY_A press and release read back from /dev/input/event"),
+        "output:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn fq_and_netem_qdiscs_attach_to_loopback() {
+    let out = Guest::new()
+        .run_script(
+            "tc qdisc add dev lo root fq\n\
+             tc qdisc show dev lo\n\
+             tc qdisc replace dev lo root netem delay 10ms loss 1%\n\
+             tc qdisc show dev lo\n",
+        )
+        .expect("guest ran");
+    out.assert_success();
+    let shown: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("qdisc "))
+        .collect();
+    assert_eq!(shown.len(), 2, "two qdisc lines expected:\n{}", out.stdout);
+    assert!(
+        shown[0].starts_with("qdisc fq "),
+        "first qdisc: {}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("qdisc netem ")
+            && shown[1].contains("delay 10ms")
+            && shown[1].contains("loss 1%"),
+        "second qdisc: {}",
+        shown[1]
+    );
+}
+
+#[test]
+fn guest_past_its_timeout_is_killed_with_every_process_it_spawned() {
+    // A marker on the kernel command line: every UML host process carries it in its cmdline.
+    let marker = format!(
+        "pf.test=timeout-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let err = Guest::new()
+        .timeout(Duration::from_secs(5))
+        .kernel_arg(&marker)
+        .run_script("sleep 1 & sleep 1 & sleep 1000")
+        .expect_err("the guest must not finish");
+    assert!(matches!(err, UmlError::Timeout { .. }), "error: {err}");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "UML processes left behind: {left:?}");
+}
+
+#[test]
+fn running_guest_kernel_has_every_option_of_kernel_config_options_and_hid_playstation() {
+    let options = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/uml/kernel.config-options"
+    ))
+    .expect("kernel.config-options");
+    let wanted: Vec<&str> = options
+        .lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .collect();
+    assert!(
+        wanted.len() > 50,
+        "the options file lists the kernel's options"
+    );
+    let out = Guest::new()
+        .run_script("test -d /sys/bus/hid/drivers/playstation; echo playstation driver registered; zcat /proc/config.gz")
+        .expect("guest ran");
+    out.assert_success();
+    assert!(out.stdout.contains("playstation driver registered"));
+    let config: std::collections::HashSet<&str> = out.stdout.lines().collect();
+    let missing: Vec<&&str> = wanted.iter().filter(|l| !config.contains(**l)).collect();
+    assert!(
+        missing.is_empty(),
+        "options missing from the running kernel: {missing:?}"
+    );
+}
+
+#[test]
+fn two_guests_run_at_once_each_with_its_own_share() {
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                Guest::new()
+                    .mem("256M")
+                    .run_script(&format!("echo guest {i} > mine; ls; cat mine"))
+                    .expect("guest ran")
+            })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.join().expect("guest thread");
+        out.assert_success();
+        assert!(
+            out.stdout.ends_with(&format!("guest {i}\n")),
+            "output:\n{}",
+            out.stdout
+        );
+        let mine =
+            std::fs::read_to_string(out.share.join("mine")).expect("the file the script wrote");
+        assert_eq!(mine, format!("guest {i}\n"));
+    }
+}

@@ -60,6 +60,10 @@ pub mod session {
         tonic::include_proto!("punktfunk.session.v1");
     }
     pub use v1::*;
+
+    /// `StartOutputReply.screencast.fd_names` (and `OpenScreencastReply`'s): one socket
+    /// connected to the output's private PipeWire, for pipewiresrc `fd=`.
+    pub const SCREENCAST_FD_NAMES: [&str; 1] = ["pipewire-remote"];
 }
 
 /// `punktfunk-media`: capture + encode streams.

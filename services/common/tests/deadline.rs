@@ -37,6 +37,12 @@ impl Session for Slow {
     ) -> Result<Response<ListOutputsReply>, Status> {
         Err(Status::unimplemented("test"))
     }
+    async fn open_screencast(
+        &self,
+        _: Request<OpenScreencastRequest>,
+    ) -> Result<Response<OpenScreencastReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

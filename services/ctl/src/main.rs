@@ -68,6 +68,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List compositor outputs (punktfunk-session): backend, mode, client, app, pids, state,
+    /// screencast node.
+    Outputs {
+        #[arg(long)]
+        json: bool,
+    },
     /// List input seats: each session's virtual devices, their nodes and event counts.
     Seats {
         #[arg(long)]
@@ -253,6 +259,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })),
+        Command::Outputs { json } => rt.block_on(outputs(&runtime_dir, timeout, json)),
         Command::Seats { json } => rt.block_on(seats(&runtime_dir, timeout, json)),
         Command::Doctor { .. } => unreachable!("handled above: doctor runs without a runtime dir too"),
         Command::Healthcheck {
@@ -339,6 +346,93 @@ async fn status(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `punktfunkctl outputs`: punktfunk-session's ListOutputs as a table or JSON.
+async fn outputs(dir: &Path, timeout: Duration, json: bool) -> ExitCode {
+    use punktfunk_proto::session::session_client::SessionClient;
+    use punktfunk_proto::session::{Backend, ListOutputsRequest};
+    let socket = paths::grpc_socket(dir, "session");
+    let channel = match punktfunk_common::uds::connect(&socket, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "punktfunkctl: {}; start it with: systemctl --user start punktfunk-session.service",
+                explain(&ProbeError::Connect(e))
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut client = SessionClient::new(channel);
+    let call = client.list_outputs(ListOutputsRequest {});
+    let outputs = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => r.into_inner().outputs,
+        Ok(Err(s)) => {
+            eprintln!("punktfunkctl: {}", s.message());
+            return ExitCode::from(1);
+        }
+        Err(_) => {
+            eprintln!(
+                "punktfunkctl: punktfunk-session did not answer within {:.1} s; see `journalctl --user -u punktfunk-session`, or allow longer with --timeout",
+                timeout.as_secs_f64()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let backend = |raw: i32| match Backend::try_from(raw) {
+        Ok(Backend::Gamescope) => "gamescope",
+        Ok(Backend::Mutter) => "mutter",
+        Ok(Backend::Kwin) => "kwin",
+        Ok(Backend::Sway) => "sway",
+        Ok(Backend::Weston) => "weston",
+        _ => "?",
+    };
+    let mode = |m: Option<punktfunk_proto::common::Mode>| {
+        let m = m.unwrap_or_default();
+        format!(
+            "{}x{}@{}",
+            m.width,
+            m.height,
+            f64::from(m.refresh_mhz) / 1000.0
+        )
+    };
+    if json {
+        let list: Vec<_> = outputs
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "id": o.output_id, "backend": backend(o.backend), "mode": mode(o.mode),
+                    "client": o.client, "app": o.app, "pid": o.pid, "app_pid": o.app_pid,
+                    "state": o.state, "node": o.pipewire_node_id,
+                    "wayland_display": o.wayland_display, "runtime_dir": o.runtime_dir,
+                    "started_unix_ms": o.started_unix_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "outputs": list }));
+    } else if outputs.is_empty() {
+        println!("no compositor outputs");
+    } else {
+        println!(
+            "{:<10} {:<10} {:<16} {:<16} {:<16} {:>8} {:>8} {:<9} {:>6}",
+            "ID", "BACKEND", "MODE", "CLIENT", "APP", "PID", "APP PID", "STATE", "NODE"
+        );
+        for o in &outputs {
+            println!(
+                "{:<10} {:<10} {:<16} {:<16} {:<16} {:>8} {:>8} {:<9} {:>6}",
+                o.output_id,
+                backend(o.backend),
+                mode(o.mode),
+                o.client,
+                if o.app.is_empty() { "-" } else { &o.app },
+                o.pid,
+                o.app_pid,
+                o.state,
+                o.pipewire_node_id
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `punktfunkctl seats`: punktfunk-input's ListSeats as a table or JSON.

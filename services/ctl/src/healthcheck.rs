@@ -238,7 +238,10 @@ fn client_cmd(config_dir: &Path) -> Command {
 async fn pair(runtime_dir: &Path, config_dir: &Path, host: &str) -> Result<String, String> {
     let pin = transport(runtime_dir)
         .await?
-        .arm_pairing(ArmPairingRequest { window_s: 60 })
+        .arm_pairing(ArmPairingRequest {
+            window_s: 60,
+            pin: String::new(),
+        })
         .await
         .map_err(|s| format!("arming pairing: {}", s.message()))?
         .into_inner()

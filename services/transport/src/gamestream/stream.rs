@@ -52,7 +52,7 @@ pub struct Launch {
 enum Streaming {
     Idle,
     Starting,
-    Running(crate::session::Session),
+    Running(Box<crate::session::Session>),
 }
 
 impl Launch {
@@ -294,7 +294,7 @@ fn on_video_ping(
         match started {
             Ok(session) => {
                 tracing::info!(client = %from, "GameStream stream started");
-                *s = Streaming::Running(session);
+                *s = Streaming::Running(Box::new(session));
             }
             Err(e) => {
                 tracing::warn!(

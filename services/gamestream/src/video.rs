@@ -26,8 +26,6 @@
 //! answers with an IDR request, as it should); RTP timestamps are `index × 90000 / fps`.
 
 use crate::fec::{self, FramePlan};
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::{AeadInOut, Aes128Gcm, KeyInit, Nonce};
 use punktfunk_wire::{FrameRef, PacketBatch, Packetize, PacketizeError};
 
 /// RTP + NV video header bytes before the payload.
@@ -155,7 +153,8 @@ impl VideoConfig {
 /// The GameStream video packetizer of one stream (one per session and key).
 pub struct VideoPacketizer {
     cfg: VideoConfig,
-    cipher: Option<Aes128Gcm>,
+    /// The data plane's AES-128-GCM seam (`wire::Aead`, the faster backend), when encrypted.
+    cipher: Option<Box<dyn punktfunk_wire::Aead>>,
     /// Packets sent so far: RTP sequence (low 16 bits), streamPacketIndex (low 24 bits) and
     /// the GCM IV counter.
     counter: u64,
@@ -181,7 +180,9 @@ impl VideoPacketizer {
     /// it replaces), so RTP sequence numbers and GCM IVs carry on.
     pub fn with_initial_sequence(cfg: VideoConfig, counter: u64) -> Result<Self, VideoConfigError> {
         cfg.validate()?;
-        let cipher = cfg.encryption_key.map(|k| Aes128Gcm::new(&k.into()));
+        let cipher = cfg
+            .encryption_key
+            .map(|k| punktfunk_wire::AeadBackend::FASTEST.aes128_gcm(&k));
         Ok(Self {
             cfg,
             cipher,
@@ -359,8 +360,8 @@ impl VideoPacketizer {
             iv[11] = b'V';
             let (prefix, body) = pkt.split_at_mut(ENCRYPTION_PREFIX);
             let tag = cipher
-                .encrypt_inout_detached(&Nonce::from(iv), &[], InOutBuf::from(body))
-                .map_err(|_| PacketizeError::Seal(punktfunk_wire::SealError::BufferTooShort))?;
+                .seal_in_place(&iv, &[], body)
+                .map_err(PacketizeError::Seal)?;
             prefix[..12].copy_from_slice(&iv);
             prefix[12..16].copy_from_slice(&frame_no.to_le_bytes());
             prefix[16..32].copy_from_slice(&tag);

@@ -94,7 +94,8 @@ pub async fn stream(
     host: &str,
     opts: &StreamOptions,
 ) -> Result<(), Failure> {
-    let report = run_stream(dir, name, host, opts)
+    let mut stop = StopSignal::install();
+    let report = run_stream(dir, name, host, opts, &mut stop)
         .await
         .unwrap_or_else(|e| StreamReport::failed(host, e));
     report::print_stream(&report, opts.json);
@@ -108,6 +109,7 @@ async fn run_stream(
     name: &str,
     host: &str,
     opts: &StreamOptions,
+    stop: &mut StopSignal,
 ) -> Result<StreamReport, ClientError> {
     if opts.decode {
         decode::preload()?;
@@ -135,7 +137,7 @@ async fn run_stream(
         ));
         (stop, task)
     });
-    let ran = control_loop(&mut open, &mut pipeline, opts).await;
+    let ran = control_loop(&mut open, &mut pipeline, opts, stop).await;
     let input = match input {
         Some((stop, task)) => {
             let _ = stop.send(());
@@ -379,9 +381,14 @@ struct Ran {
     reconfigured: Vec<report::Reconfigured>,
 }
 
-/// Serves the control stream for `duration` seconds: host messages, keyframe requests for
-/// lost frames, and `Stats` every second.
-async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, opts: &StreamOptions) -> Ran {
+/// Serves the control stream for `duration` seconds (or until SIGINT/SIGTERM): host messages,
+/// keyframe requests for lost frames, and `Stats` every second.
+async fn control_loop(
+    open: &mut Open,
+    pipeline: &mut Pipeline,
+    opts: &StreamOptions,
+    stop: &mut StopSignal,
+) -> Ran {
     let started = Instant::now();
     let started_ns = now_ns();
     let t0 = tokio::time::Instant::now();
@@ -394,6 +401,8 @@ async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, opts: &StreamOpt
     let end = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break Ok(()),
+            // Ctrl-C or SIGTERM end the stream as the deadline does: the report still comes.
+            _ = stop.recv() => break Ok(()),
             m = open.ctl.next() => {
                 if let Err(e) = on_host_message(open, m, &mut clock, &mut reconfigured).await {
                     break Err(e);
@@ -419,6 +428,34 @@ async fn control_loop(open: &mut Open, pipeline: &mut Pipeline, opts: &StreamOpt
         started_ns,
         ended_ns: now_ns(),
         reconfigured,
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the start of a `stream` run so that one arriving at any
+/// point ends the stream as its deadline does (the report still comes) instead of killing the
+/// client. Without handlers (installation failed) it never fires and the deadline still holds.
+struct StopSignal(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignal {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self(
+            signal(SignalKind::interrupt())
+                .ok()
+                .zip(signal(SignalKind::terminate()).ok()),
+        )
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((int, term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 

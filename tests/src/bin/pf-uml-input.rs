@@ -317,7 +317,9 @@ fn devices() -> anyhow::Result<()> {
 4800 key 48 down
 4810 key 48 up
 ";
-    let client = host.client(script, 12.0, "xbox,dualsense")?;
+    // Long enough for a loaded machine: the client is stopped with SIGTERM (its report still
+    // comes) once the seat's counters are read.
+    let client = host.client(script, 120.0, "xbox,dualsense")?;
     let devs = wait_devices(&[
         "punktfunk keyboard",
         "punktfunk mouse",
@@ -368,6 +370,11 @@ fn devices() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(1400));
     let seats = host.seats()?;
     // Read while the pad still exists (it goes with the session).
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&client),
+        rustix::process::Signal::TERM,
+    )
+    .context("stopping the client")?;
     let report = report(client)?;
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -465,7 +472,10 @@ fn devices() -> anyhow::Result<()> {
         "battery capacity {battery_now:?}, expected 55 (50 % → 5 × 10 + 5)"
     );
 
-    let seat = &seats["seats"][0];
+    let seat = seats["seats"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["client"] == "guest"))
+        .with_context(|| format!("the client's seat is not listed: {seats}"))?;
     let c = &seat["counters"];
     let n = |k: &str| c[k].as_u64().unwrap_or(0);
     ensure!(n("dropped_bad_pad") >= 1, "no bad pad counted: {c}");

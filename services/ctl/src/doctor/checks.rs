@@ -175,6 +175,15 @@ pub fn firewall(f: &FirewallFact) -> Check {
             ID,
             "firewalld is installed but not running: it filters nothing",
         ),
+        FirewallFact::NotAuthorized => Check::warn(
+            ID,
+            format!(
+                "firewalld runs, but polkit does not let this user read its zones: cannot tell whether it allows service {FIREWALLD_SERVICE}"
+            ),
+            format!(
+                "ask as root: sudo firewall-cmd --query-service={FIREWALLD_SERVICE} (if it says no: {add})"
+            ),
+        ),
         FirewallFact::NotInstalled => Check::warn(
             ID,
             "no firewalld: cannot tell whether another firewall blocks our ports",
@@ -453,6 +462,15 @@ mod tests {
             .fix
             .unwrap()
             .contains("--add-service=punktfunk")
+        );
+        // A refused query is not "not running" (which passes): it warns and names the root query.
+        let refused = firewall(&FirewallFact::NotAuthorized);
+        assert_eq!(refused.verdict, Verdict::Warn);
+        assert!(
+            refused
+                .fix
+                .unwrap()
+                .starts_with("ask as root: sudo firewall-cmd --query-service=punktfunk")
         );
     }
 

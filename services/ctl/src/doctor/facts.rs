@@ -71,6 +71,10 @@ pub enum FirewallFact {
     NotInstalled,
     /// Installed, not running (nothing filters).
     NotRunning,
+    /// Running, but polkit does not let this user read its configuration (firewall-cmd's
+    /// NOT_AUTHORIZED: e.g. Debian's default "server" policy for a user without an active
+    /// session).
+    NotAuthorized,
     /// Running; whether our service is enabled in the default zone.
     Running {
         /// `firewall-cmd --query-service=punktfunk` succeeded.
@@ -263,25 +267,47 @@ fn sysctl(name: &str) -> Result<u64, String> {
         .map_err(|e| format!("{path} holds {text:?}: {e}"))
 }
 
+/// firewall-cmd's exit code for "firewalld is not running" (firewall/errors.py NOT_RUNNING).
+const FIREWALL_CMD_NOT_RUNNING: i32 = 252;
+/// firewall-cmd's exit code when polkit refused the query (NOT_AUTHORIZED).
+const FIREWALL_CMD_NOT_AUTHORIZED: i32 = 253;
+
 fn firewall() -> FirewallFact {
     if which("firewall-cmd").is_none() {
         return FirewallFact::NotInstalled;
     }
-    let state = match Command::new("firewall-cmd").arg("--state").output() {
-        Ok(o) => o,
-        Err(e) => return FirewallFact::Error(format!("cannot run firewall-cmd: {e}")),
+    let run = |arg: String| {
+        Command::new("firewall-cmd")
+            .arg(&arg)
+            .output()
+            .map_err(|e| FirewallFact::Error(format!("cannot run firewall-cmd: {e}")))
+            .map(|o| (o.status.code(), o, arg))
     };
-    if !state.status.success() {
-        return FirewallFact::NotRunning;
+    // Any other answer is an error, never "not running": a refused or failed query says
+    // nothing about what firewalld filters.
+    let unexpected = |(code, o, arg): (Option<i32>, std::process::Output, String)| match code {
+        Some(FIREWALL_CMD_NOT_AUTHORIZED) => FirewallFact::NotAuthorized,
+        _ => FirewallFact::Error(format!(
+            "firewall-cmd {arg} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+    };
+    match run("--state".into()) {
+        Err(e) => return e,
+        Ok((Some(0), ..)) => {}
+        Ok((Some(FIREWALL_CMD_NOT_RUNNING), ..)) => return FirewallFact::NotRunning,
+        Ok(other) => return unexpected(other),
     }
-    match Command::new("firewall-cmd")
-        .arg(format!("--query-service={FIREWALLD_SERVICE}"))
-        .output()
-    {
-        Ok(o) => FirewallFact::Running {
-            service_enabled: o.status.success(),
+    match run(format!("--query-service={FIREWALLD_SERVICE}")) {
+        Err(e) => e,
+        Ok((Some(0), ..)) => FirewallFact::Running {
+            service_enabled: true,
         },
-        Err(e) => FirewallFact::Error(format!("cannot run firewall-cmd: {e}")),
+        Ok((Some(1), ..)) => FirewallFact::Running {
+            service_enabled: false,
+        },
+        Ok(other) => unexpected(other),
     }
 }
 

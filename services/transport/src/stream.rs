@@ -87,6 +87,11 @@ impl DataPlane {
         }
     }
 
+    /// The video sender (its counters are read while it runs).
+    pub fn sender(&self) -> Option<Arc<Sender>> {
+        self.sender.clone()
+    }
+
     /// Waits for a frame-limited feed to finish (speed tests). Blocks: off the async workers.
     pub fn join_feed(&mut self) {
         if let Some(f) = self.feed.take() {

@@ -100,6 +100,7 @@ pub async fn start_session(
     audio_addr: Option<SocketAddr>,
     keys: &punktfunk_gamestream::http::SessionKeys,
     client: Fingerprint,
+    pads: Vec<punktfunk_proto::input::PadKind>,
     end: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<Session, Refusal> {
     let codec = match cfg.codec {
@@ -142,9 +143,9 @@ pub async fn start_session(
         // before the first video ping; stereo only: surround is not offered in DESCRIBE).
         audio: audio_addr.is_some(),
         probe_only: false,
-        // Moonlight announces its pads in the input stream (controller arrival), which is not
-        // mapped into the seat model yet (docs/gamestream.md): the seat starts without pads.
-        pads: Vec::new(),
+        // The pads Moonlight announced so far (controller arrival, or a pad's first state);
+        // later ones reopen the seat (`SeatInput::Pads`).
+        pads,
         data_plane,
         // Unused with a custom packetizer; random so that nothing could reuse it.
         key: punktfunk_wire::SessionKey {

@@ -66,8 +66,8 @@ const PAD_BUTTONS: [(u32, PadButton); 17] = [
 pub fn vk_to_evdev(vk: u8) -> Option<u32> {
     // A-Z in VK order.
     const LETTERS: [u32; 26] = [
-        30, 48, 46, 32, 18, 33, 34, 35, 23, 36, 37, 38, 50, 49, 24, 25, 16, 19, 31, 20, 22, 47,
-        17, 45, 21, 44,
+        30, 48, 46, 32, 18, 33, 34, 35, 23, 36, 37, 38, 50, 49, 24, 25, 16, 19, 31, 20, 22, 47, 17,
+        45, 21, 44,
     ];
     // Numpad 0-9 in VK order.
     const NUMPAD: [u32; 10] = [82, 79, 80, 81, 75, 76, 77, 71, 72, 73];
@@ -100,43 +100,43 @@ pub fn vk_to_evdev(vk: u8) -> Option<u32> {
         0x5C => 126,                                    // RWin
         0x5D => 127,                                    // Apps (Compose)
         0x60..=0x69 => NUMPAD[usize::from(vk - 0x60)],
-        0x6A => 55,                                      // Numpad *
-        0x6B => 78,                                      // Numpad +
-        0x6C => 121,                                     // Numpad separator
-        0x6D => 74,                                      // Numpad -
-        0x6E => 83,                                      // Numpad .
-        0x6F => 98,                                      // Numpad /
-        0x70..=0x79 => u32::from(vk - 0x70) + 59,        // F1-F10
-        0x7A => 87,                                      // F11
-        0x7B => 88,                                      // F12
-        0x7C..=0x87 => u32::from(vk - 0x7C) + 183,       // F13-F24
-        0x90 => 69,                                      // NumLock
-        0x91 => 70,                                      // ScrollLock
-        0xA1 => 54,                                      // RShift
-        0xA3 => 97,                                      // RCtrl
-        0xA5 => 100,                                     // RAlt
-        0xA6 => 158,                                     // Browser back
-        0xA7 => 159,                                     // Browser forward
-        0xA8 => 173,                                     // Browser refresh
-        0xAD => 113,                                     // Mute
-        0xAE => 114,                                     // Volume down
-        0xAF => 115,                                     // Volume up
-        0xB0 => 163,                                     // Next track
-        0xB1 => 165,                                     // Previous track
-        0xB2 => 166,                                     // Stop
-        0xB3 => 164,                                     // Play/pause
-        0xBA => 39,                                      // ;
-        0xBB => 13,                                      // =
-        0xBC => 51,                                      // ,
-        0xBD => 12,                                      // -
-        0xBE => 52,                                      // .
-        0xBF => 53,                                      // /
-        0xC0 => 41,                                      // `
-        0xDB => 26,                                      // [
-        0xDC => 43,                                      // \
-        0xDD => 27,                                      // ]
-        0xDE => 40,                                      // '
-        0xE2 => 86,                                      // OEM 102 (<>)
+        0x6A => 55,                                // Numpad *
+        0x6B => 78,                                // Numpad +
+        0x6C => 121,                               // Numpad separator
+        0x6D => 74,                                // Numpad -
+        0x6E => 83,                                // Numpad .
+        0x6F => 98,                                // Numpad /
+        0x70..=0x79 => u32::from(vk - 0x70) + 59,  // F1-F10
+        0x7A => 87,                                // F11
+        0x7B => 88,                                // F12
+        0x7C..=0x87 => u32::from(vk - 0x7C) + 183, // F13-F24
+        0x90 => 69,                                // NumLock
+        0x91 => 70,                                // ScrollLock
+        0xA1 => 54,                                // RShift
+        0xA3 => 97,                                // RCtrl
+        0xA5 => 100,                               // RAlt
+        0xA6 => 158,                               // Browser back
+        0xA7 => 159,                               // Browser forward
+        0xA8 => 173,                               // Browser refresh
+        0xAD => 113,                               // Mute
+        0xAE => 114,                               // Volume down
+        0xAF => 115,                               // Volume up
+        0xB0 => 163,                               // Next track
+        0xB1 => 165,                               // Previous track
+        0xB2 => 166,                               // Stop
+        0xB3 => 164,                               // Play/pause
+        0xBA => 39,                                // ;
+        0xBB => 13,                                // =
+        0xBC => 51,                                // ,
+        0xBD => 12,                                // -
+        0xBE => 52,                                // .
+        0xBF => 53,                                // /
+        0xC0 => 41,                                // `
+        0xDB => 26,                                // [
+        0xDC => 43,                                // \
+        0xDD => 27,                                // ]
+        0xDE => 40,                                // '
+        0xE2 => 86,                                // OEM 102 (<>)
         _ => return None,
     })
 }
@@ -510,7 +510,11 @@ mod tests {
         // Unknown VK codes send nothing.
         assert_eq!(key(&mut m, 0xFF), Mapped::default());
         // Every mapped code is one the seat's keyboard has (KEY_ESC..=KEY_MICMUTE).
-        assert!((0..=255u8).filter_map(vk_to_evdev).all(|c| (1..=248).contains(&c)));
+        assert!(
+            (0..=255u8)
+                .filter_map(vk_to_evdev)
+                .all(|c| (1..=248).contains(&c))
+        );
     }
 
     #[test]
@@ -572,7 +576,10 @@ mod tests {
         );
         assert_eq!(
             pos(&mut m, 959, 539),
-            Some(Event::PointerPosition(seat::PointerPosition { x: 639, y: 359 }))
+            Some(Event::PointerPosition(seat::PointerPosition {
+                x: 639,
+                y: 359
+            }))
         );
         assert_eq!(pos(&mut m, -1, 0), None);
         assert_eq!(pos(&mut m, 1920, 0), None);
@@ -618,9 +625,7 @@ mod tests {
             event(r),
             Event::Pad(seat::PadState {
                 pad: 0,
-                buttons: PadButton::A as u32
-                    | PadButton::DpadUp as u32
-                    | PadButton::Guide as u32,
+                buttons: PadButton::A as u32 | PadButton::DpadUp as u32 | PadButton::Guide as u32,
                 left_x: -32768,
                 left_y: 32767,
                 right_x: 5,
@@ -756,7 +761,11 @@ mod tests {
         assert_eq!(touch(&mut m, 3, 77, 0.3), t(0, 300, true));
         assert_eq!(touch(&mut m, 2, 77, 0.3), t(0, 300, false));
         assert_eq!(touch(&mut m, 1, 99, 0.4), t(0, 400, true));
-        assert_eq!(touch(&mut m, 2, 12345, 0.4), None, "up of an unknown pointer");
+        assert_eq!(
+            touch(&mut m, 2, 12345, 0.4),
+            None,
+            "up of an unknown pointer"
+        );
     }
 
     proptest::proptest! {

@@ -92,6 +92,14 @@ impl Packetize for EnvelopedAudio {
     }
 }
 
+/// Who streams: the paired client and the pads it announced so far.
+pub struct StreamClient {
+    /// The client's certificate fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The seat's pads (controller arrival, or a pad's first state).
+    pub pads: Vec<punktfunk_proto::input::PadKind>,
+}
+
 /// Starts the orchestrator's session for an announced GameStream stream.
 pub async fn start_session(
     host: &Arc<Host>,
@@ -99,10 +107,13 @@ pub async fn start_session(
     video_addr: SocketAddr,
     audio_addr: Option<SocketAddr>,
     keys: &punktfunk_gamestream::http::SessionKeys,
-    client: Fingerprint,
-    pads: Vec<punktfunk_proto::input::PadKind>,
+    client: StreamClient,
     end: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<Session, Refusal> {
+    let StreamClient {
+        fingerprint: client,
+        pads,
+    } = client;
     let codec = match cfg.codec {
         VideoCodec::H264 => Codec::H264,
         VideoCodec::Hevc => Codec::Hevc,

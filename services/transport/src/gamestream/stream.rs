@@ -442,8 +442,10 @@ fn on_video_ping(
             from,
             audio_addr,
             &launch.keys,
-            launch.client,
-            pads.clone(),
+            super::media::StreamClient {
+                fingerprint: launch.client,
+                pads: pads.clone(),
+            },
             end,
         )
         .await;

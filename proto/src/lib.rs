@@ -30,6 +30,10 @@ pub mod limits {
     pub const MIN_REFRESH_MHZ: u32 = 10_000;
     /// Highest refresh rate anything streams or encodes (mHz): 500 Hz.
     pub const MAX_REFRESH_MHZ: u32 = 500_000;
+    /// Pads one input seat may have (`OpenSeatRequest.pads`).
+    pub const MAX_SEAT_PADS: usize = 4;
+    /// Fingers (slots) of a seat's touchscreen (`seat.Touch.slot`).
+    pub const SEAT_TOUCH_SLOTS: u32 = 10;
 }
 
 /// Messages every daemon API shares (health, fd tickets, modes, codecs).

@@ -11,9 +11,9 @@ use punktfunk_proto::input::{PadKind, SeatCounters};
 use punktfunk_proto::seat::{PadButton, seat_event::Event};
 
 /// Pads one seat may have.
-pub const MAX_PADS: usize = 4;
+pub const MAX_PADS: usize = punktfunk_proto::limits::MAX_SEAT_PADS;
 /// Touchscreen slots (fingers) of a seat.
-pub const TOUCH_SLOTS: u32 = 10;
+pub const TOUCH_SLOTS: u32 = punktfunk_proto::limits::SEAT_TOUCH_SLOTS;
 /// Events per second a seat sustains (a 1000 Hz mouse, four 1000 Hz pads with motion and a
 /// typist fit with room to spare) ...
 pub const RATE_PER_S: u64 = 12_000;

@@ -92,6 +92,14 @@ impl Packetize for EnvelopedAudio {
     }
 }
 
+/// Who streams: the paired client and the pads it announced so far.
+pub struct StreamClient {
+    /// The client's certificate fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The seat's pads (controller arrival, or a pad's first state).
+    pub pads: Vec<punktfunk_proto::input::PadKind>,
+}
+
 /// Starts the orchestrator's session for an announced GameStream stream.
 pub async fn start_session(
     host: &Arc<Host>,
@@ -99,9 +107,13 @@ pub async fn start_session(
     video_addr: SocketAddr,
     audio_addr: Option<SocketAddr>,
     keys: &punktfunk_gamestream::http::SessionKeys,
-    client: Fingerprint,
+    client: StreamClient,
     end: Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<Session, Refusal> {
+    let StreamClient {
+        fingerprint: client,
+        pads,
+    } = client;
     let codec = match cfg.codec {
         VideoCodec::H264 => Codec::H264,
         VideoCodec::Hevc => Codec::Hevc,
@@ -142,9 +154,9 @@ pub async fn start_session(
         // before the first video ping; stereo only: surround is not offered in DESCRIBE).
         audio: audio_addr.is_some(),
         probe_only: false,
-        // Moonlight announces its pads in the input stream (controller arrival), which is not
-        // mapped into the seat model yet (docs/gamestream.md): the seat starts without pads.
-        pads: Vec::new(),
+        // The pads Moonlight announced so far (controller arrival, or a pad's first state);
+        // later ones reopen the seat (`SeatInput::Pads`).
+        pads,
         data_plane,
         // Unused with a custom packetizer; random so that nothing could reuse it.
         key: punktfunk_wire::SessionKey {

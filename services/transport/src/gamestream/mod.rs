@@ -9,6 +9,7 @@
 
 mod http;
 mod identity;
+mod input;
 mod media;
 mod stream;
 
@@ -82,6 +83,8 @@ pub struct GameStream {
     launch: Mutex<Option<Arc<stream::Launch>>>,
     /// Input from GameStream clients, by kind.
     input: stream::InputCounters,
+    /// How the clients' video fared (FEC status reports, IDR requests).
+    video: stream::VideoCounters,
     /// The ENet thread's command queue.
     control: Mutex<Option<std::sync::mpsc::Sender<stream::ControlCommand>>>,
     /// The daemon's runtime (the ENet and ping threads start async work on it).
@@ -123,6 +126,7 @@ impl GameStream {
             _advert: advert,
             launch: Mutex::new(None),
             input: stream::InputCounters::default(),
+            video: stream::VideoCounters::default(),
             control: Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -298,6 +302,9 @@ impl GameStream {
         }
         if self.input.any() {
             notes.push(self.input.summary());
+        }
+        if self.video.any() {
+            notes.push(self.video.summary());
         }
         self.host
             .set_note((!notes.is_empty()).then(|| notes.join("; ")));

@@ -7,7 +7,9 @@
 //! negotiated mode, the core's video packetizer, the paced sender; see [`super::media`]); IDR
 //! requests reach its encoder; `/cancel` or the client's ENet disconnect stops it. Audio goes
 //! to where the audio pings come from (without its FEC parity yet, see [`super::media`]).
-//! Input is decoded and counted (input's seat is not on main yet).
+//! Input is decoded, counted and mapped into the session's seat by [`super::input`] (pads as
+//! Moonlight announces them); the seat's rumble goes back over the control stream. The
+//! client's FEC status reports and IDR/RFI requests are counted ([`VideoCounters`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use punktfunk_gamestream::control::{
-    ClientMessage, ControlSession, HostMessage, TERMINATION_GRACEFUL,
+    ClientMessage, ControlSession, FecStatus, HostMessage, TERMINATION_GRACEFUL,
 };
 use punktfunk_gamestream::http::{LaunchMode, SessionKeys};
 use punktfunk_gamestream::input::InputEvent;
@@ -24,7 +26,9 @@ use punktfunk_gamestream::rtsp::{self, RtspConfig, RtspEvent, RtspResponse, Rtsp
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::input::{GsInputMapper, rumble_message};
 use super::{GameStream, lock, now};
+use crate::input::SeatInput;
 
 /// Clients connected over ENet at once (one stream per client; a few spares for retries).
 const MAX_CONTROL_PEERS: usize = 8;
@@ -32,6 +36,8 @@ const MAX_CONTROL_PEERS: usize = 8;
 const RTSP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the ENet loop runs when nothing arrives (ACK latency feeds the client's RTT).
 const ENET_TICK: Duration = Duration::from_millis(2);
+/// How often the status line's input and video counters are refreshed while clients stream.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// What `/launch` set up, until `/cancel`.
 pub struct Launch {
@@ -47,6 +53,16 @@ pub struct Launch {
     rtsp: Mutex<RtspSession>,
     /// The stream, once the first video ping arrived (`Starting` while it comes up).
     session: Mutex<Streaming>,
+    /// The client's input on its way into the seat.
+    input: Mutex<LaunchInput>,
+}
+
+/// A launch's input: the mapper (from the first input packet on, so pads announced before the
+/// stream starts are known when its seat opens) and the seat's queue once the stream runs.
+#[derive(Default)]
+struct LaunchInput {
+    mapper: Option<GsInputMapper>,
+    seat: Option<tokio::sync::mpsc::Sender<SeatInput>>,
 }
 
 enum Streaming {
@@ -93,14 +109,90 @@ impl Launch {
             audio_addr: Mutex::new(None),
             rtsp: Mutex::new(RtspSession::new(cfg)),
             session: Mutex::new(Streaming::Idle),
+            input: Mutex::new(LaunchInput::default()),
         }
     }
 
-    /// Asks the running stream's encoder for an IDR.
-    fn keyframe(&self) {
-        if let Streaming::Running(s) = &*lock(&self.session) {
-            s.keyframe();
+    /// Asks the running stream's encoder for an IDR; whether the client will get one (a
+    /// starting stream's first frame is an IDR; without a stream there is nothing to answer).
+    fn keyframe(&self) -> bool {
+        match &*lock(&self.session) {
+            Streaming::Running(s) => {
+                s.keyframe();
+                true
+            }
+            Streaming::Starting => true,
+            Streaming::Idle => false,
         }
+    }
+
+    /// The pads the seat should open with (those announced so far).
+    fn pads(&self) -> Vec<punktfunk_proto::input::PadKind> {
+        lock(&self.input)
+            .mapper
+            .as_ref()
+            .map(GsInputMapper::pads)
+            .unwrap_or_default()
+    }
+
+    /// The stream's seat is up: input goes into `seat` from now on. `opened_with` are the pads
+    /// the seat was opened with; if more were announced meanwhile, the seat reopens with them.
+    fn attach_seat(
+        &self,
+        seat: tokio::sync::mpsc::Sender<SeatInput>,
+        opened_with: &[punktfunk_proto::input::PadKind],
+    ) {
+        let mut input = lock(&self.input);
+        let pads = input
+            .mapper
+            .as_ref()
+            .map(GsInputMapper::pads)
+            .unwrap_or_default();
+        if pads != opened_with {
+            let _ = seat.try_send(SeatInput::Pads(pads));
+        }
+        input.seat = Some(seat);
+    }
+
+    /// Maps one input packet into the seat (counted as without a seat before the stream's seat
+    /// is up, or when its queue is full).
+    fn input(&self, e: &InputEvent, counters: &InputCounters) {
+        let Some(output) = lock(&self.rtsp)
+            .stream_config()
+            .map(|c| (c.width, c.height))
+        else {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut input = lock(&self.input);
+        let input = &mut *input;
+        let mapped = input
+            .mapper
+            .get_or_insert_with(|| GsInputMapper::new(output))
+            .map(e, now());
+        let Some(seat) = &input.seat else {
+            if mapped.event.is_some() {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        };
+        for entry in mapped.into_inputs() {
+            let is_event = matches!(entry, SeatInput::Event(_));
+            match seat.try_send(entry) {
+                Ok(()) if is_event => {
+                    counters.to_seat.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(()) => {}
+                Err(_) => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The control message for a seat's feedback, if Moonlight has one for it.
+    fn feedback_message(&self, f: &punktfunk_proto::seat::SeatFeedback) -> Option<HostMessage> {
+        rumble_message(f, lock(&self.input).mapper.as_ref()?)
     }
 
     /// Stops the stream, if one runs (media goes idle).
@@ -118,13 +210,17 @@ impl Launch {
     }
 }
 
-/// Input events from GameStream clients, by kind (they go to input's seat once that lands).
+/// Input events from GameStream clients, by kind, and how many went into a seat.
 #[derive(Default)]
 pub struct InputCounters {
     pub keyboard: AtomicU64,
     pub mouse: AtomicU64,
     pub gamepad: AtomicU64,
     pub other: AtomicU64,
+    /// Seat events queued to the session's seat.
+    pub to_seat: AtomicU64,
+    /// Events that had no seat to go to (before the stream started) or found its queue full.
+    pub dropped: AtomicU64,
 }
 
 impl InputCounters {
@@ -156,10 +252,69 @@ impl InputCounters {
     /// For the status line.
     pub fn summary(&self) -> String {
         format!(
-            "GameStream input: {} keyboard, {} mouse, {} gamepad events",
+            "GameStream input: {} keyboard, {} mouse, {} gamepad events, {} queued for the seat, {} without one",
             self.keyboard.load(Ordering::Relaxed),
             self.mouse.load(Ordering::Relaxed),
-            self.gamepad.load(Ordering::Relaxed)
+            self.gamepad.load(Ordering::Relaxed),
+            self.to_seat.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// How the client's video fared, from its control messages: FEC status reports (moonlight-common-c
+/// sends one for every FEC block it had to repair or gave up on) and IDR/RFI requests (sent for
+/// frames it could not rebuild).
+#[derive(Default)]
+pub struct VideoCounters {
+    /// Data shards the client rebuilt from parity.
+    pub fec_recovered_shards: AtomicU64,
+    /// FEC blocks the client repaired.
+    pub fec_recovered_blocks: AtomicU64,
+    /// FEC blocks with too few shards to repair.
+    pub fec_lost_blocks: AtomicU64,
+    /// IDR requests and reference-frame invalidations received.
+    pub idr_requests: AtomicU64,
+    /// Of those, the ones a running stream's encoder was asked to answer with an IDR.
+    pub idr_answered: AtomicU64,
+}
+
+impl VideoCounters {
+    fn fec_status(&self, f: &FecStatus) {
+        let (data, parity) = (u64::from(f.received_data), u64::from(f.received_parity));
+        let total = u64::from(f.total_data);
+        if data >= total {
+            return;
+        }
+        if data + parity >= total {
+            self.fec_recovered_shards
+                .fetch_add(total - data, Ordering::Relaxed);
+            self.fec_recovered_blocks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.fec_lost_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether there is anything to show.
+    pub fn any(&self) -> bool {
+        [
+            &self.fec_recovered_blocks,
+            &self.fec_lost_blocks,
+            &self.idr_requests,
+        ]
+        .iter()
+        .any(|c| c.load(Ordering::Relaxed) > 0)
+    }
+
+    /// For the status line.
+    pub fn summary(&self) -> String {
+        format!(
+            "GameStream video: FEC recovered {} shards in {} blocks, {} blocks lost, {} IDR requests ({} answered)",
+            self.fec_recovered_shards.load(Ordering::Relaxed),
+            self.fec_recovered_blocks.load(Ordering::Relaxed),
+            self.fec_lost_blocks.load(Ordering::Relaxed),
+            self.idr_requests.load(Ordering::Relaxed),
+            self.idr_answered.load(Ordering::Relaxed),
         )
     }
 }
@@ -280,20 +435,28 @@ fn on_video_ping(
             tokio::spawn(async move { gs.cancel().await });
         });
         let audio_addr = *lock(&launch.audio_addr);
+        let pads = launch.pads();
         let started = super::media::start_session(
             &gs.host,
             &cfg,
             from,
             audio_addr,
             &launch.keys,
-            launch.client,
+            super::media::StreamClient {
+                fingerprint: launch.client,
+                pads: pads.clone(),
+            },
             end,
         )
         .await;
         let mut s = lock(&launch.session);
         match started {
-            Ok(session) => {
+            Ok(mut session) => {
                 tracing::info!(client = %from, "GameStream stream started");
+                if let Some(port) = session.take_seat_port() {
+                    launch.attach_seat(port.events, &pads);
+                    tokio::spawn(forward_feedback(gs.clone(), port.feedback));
+                }
                 *s = Streaming::Running(Box::new(session));
             }
             Err(e) => {
@@ -308,10 +471,30 @@ fn on_video_ping(
     });
 }
 
+/// Hands the seat's feedback to the ENet thread until the seat's link ends.
+async fn forward_feedback(
+    gs: Arc<GameStream>,
+    mut feedback: tokio::sync::mpsc::Receiver<punktfunk_proto::seat::SeatFeedback>,
+) {
+    while let Some(f) = feedback.recv().await {
+        let Some(msg) = gs.current_launch().and_then(|l| l.feedback_message(&f)) else {
+            continue;
+        };
+        let sent = lock(&gs.control)
+            .as_ref()
+            .is_some_and(|tx| tx.send(ControlCommand::Send(msg)).is_ok());
+        if !sent {
+            break;
+        }
+    }
+}
+
 /// Commands for the ENet thread.
 pub enum ControlCommand {
     /// Send the graceful termination (0x0109) to every connected client and disconnect it.
     TerminateAll,
+    /// Send a message (feedback) to every connected client.
+    Send(HostMessage),
 }
 
 /// Starts the ENet control server on its own thread.
@@ -344,10 +527,17 @@ fn control_loop(
     commands: std::sync::mpsc::Receiver<ControlCommand>,
 ) {
     let mut sessions: HashMap<rusty_enet::PeerID, ControlSession> = HashMap::new();
+    let mut status_at = std::time::Instant::now();
     loop {
+        if !sessions.is_empty() && status_at.elapsed() >= STATUS_EVERY {
+            // The counters the control stream feeds, in the status line while clients stream.
+            gs.refresh_status();
+            status_at = std::time::Instant::now();
+        }
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 ControlCommand::TerminateAll => terminate_all(&mut host, &mut sessions),
+                ControlCommand::Send(msg) => send_all(&mut host, &mut sessions, &msg),
             }
         }
         match host.service() {
@@ -390,13 +580,20 @@ fn on_event(
                 return;
             };
             match s.handle_packet(now(), packet.data()) {
-                Ok(ClientMessage::Input(e)) => gs.input.count(&e),
-                Ok(ClientMessage::IdrRequest | ClientMessage::RefInvalidation { .. }) => {
-                    // RFI is not advertised; an IDR answers both.
+                Ok(ClientMessage::Input(e)) => {
+                    gs.input.count(&e);
                     if let Some(l) = gs.current_launch() {
-                        l.keyframe();
+                        l.input(&e, &gs.input);
                     }
                 }
+                Ok(ClientMessage::IdrRequest | ClientMessage::RefInvalidation { .. }) => {
+                    // RFI is not advertised; an IDR answers both.
+                    gs.video.idr_requests.fetch_add(1, Ordering::Relaxed);
+                    if gs.current_launch().is_some_and(|l| l.keyframe()) {
+                        gs.video.idr_answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(ClientMessage::FecStatus(f)) => gs.video.fec_status(&f),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "control packet dropped"),
             }
@@ -413,6 +610,24 @@ fn on_event(
             }
         }
     }
+}
+
+fn send_all(
+    host: &mut EnetHost,
+    sessions: &mut HashMap<rusty_enet::PeerID, ControlSession>,
+    msg: &HostMessage,
+) {
+    for (peer, s) in sessions.iter_mut() {
+        match s.seal(msg) {
+            Ok(bytes) => {
+                let _ = host
+                    .peer_mut(*peer)
+                    .send(0, &rusty_enet::Packet::reliable(bytes.as_slice()));
+            }
+            Err(e) => tracing::debug!(error = %e, "control message not sealed"),
+        }
+    }
+    host.flush();
 }
 
 fn terminate_all(host: &mut EnetHost, sessions: &mut HashMap<rusty_enet::PeerID, ControlSession>) {

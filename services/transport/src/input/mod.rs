@@ -7,6 +7,11 @@
 //! When the link to input breaks (input died or restarted), the task reopens the seat after the
 //! policy's backoff; events meanwhile are dropped and counted. [`SeatLink::stop`] ends the event
 //! stream, which makes input remove the seat's devices at once.
+//!
+//! A seat's pads are fixed when input opens it (`OpenSeat`). A protocol whose clients announce
+//! pads during the session (GameStream's controller arrival) sends [`SeatInput::Pads`] through
+//! the same queue as its events: events before it go to the old seat, the seat is closed and
+//! reopened at once with the new pads, and events after it (queued meanwhile) go to the new one.
 
 pub mod policy;
 
@@ -58,12 +63,30 @@ pub struct LinkStats {
     pub dropped: AtomicU64,
     /// Feedback events received from input.
     pub feedback: AtomicU64,
+    /// Times the seat was reopened because its pads changed.
+    pub reconfigured: AtomicU64,
+}
+
+/// What a protocol shell puts into its seat's queue, in order.
+#[derive(Debug, Clone)]
+pub enum SeatInput {
+    /// An event for the seat's devices.
+    Event(SeatEvent),
+    /// The seat's pads changed (by index): reopen the seat with these.
+    Pads(Vec<PadKind>),
+}
+
+impl From<SeatEvent> for SeatInput {
+    fn from(e: SeatEvent) -> Self {
+        Self::Event(e)
+    }
 }
 
 /// The protocol shell's side: push seat events, pull feedback.
 pub struct SeatPort {
-    /// Seat events (`try_send`; a full queue drops the event, counted by the shell).
-    pub events: mpsc::Sender<SeatEvent>,
+    /// Seat events and pad changes (`try_send`; a full queue drops the event, counted by the
+    /// shell).
+    pub events: mpsc::Sender<SeatInput>,
     /// Feedback from the seat's devices.
     pub feedback: mpsc::Receiver<SeatFeedback>,
     /// The link's counters.
@@ -133,6 +156,8 @@ impl SeatLink {
 enum LinkEnd {
     /// The session ended (stop, or the shell dropped its port).
     Stopped,
+    /// The shell changed the pads: the seat was closed, reopen it with these.
+    Reconfigure(Vec<PadKind>),
     /// The link to input broke.
     Lost(String),
 }
@@ -149,8 +174,8 @@ struct Open {
 
 async fn run(
     runtime_dir: PathBuf,
-    spec: SeatSpec,
-    mut events: mpsc::Receiver<SeatEvent>,
+    mut spec: SeatSpec,
+    mut events: mpsc::Receiver<SeatInput>,
     feedback: mpsc::Sender<SeatFeedback>,
     mut stop: oneshot::Receiver<()>,
     stats: Arc<LinkStats>,
@@ -171,6 +196,12 @@ async fn run(
                     last_error.clear();
                     match forward(link, &mut events, &feedback, &mut stop, &stats).await {
                         LinkEnd::Stopped => return,
+                        LinkEnd::Reconfigure(pads) => {
+                            tracing::info!(client = %spec.client_name, pads = pads.len(), "input seat reopens with new pads");
+                            stats.reconfigured.fetch_add(1, Ordering::Relaxed);
+                            spec.pads = pads;
+                            policy.handle_reconfigured(Instant::now().into_std());
+                        }
                         LinkEnd::Lost(why) => {
                             tracing::warn!(client = %spec.client_name, "input seat lost ({why}); reopening when punktfunk-input is back");
                             policy.handle_lost(Instant::now().into_std());
@@ -196,7 +227,9 @@ async fn run(
             _ = tokio::time::sleep_until(until) => {}
             _ = &mut stop => return,
             e = events.recv() => match e {
-                Some(_) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
+                Some(SeatInput::Event(_)) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
+                // The next open uses them.
+                Some(SeatInput::Pads(pads)) => spec.pads = pads,
                 None => return,
             },
         }
@@ -259,10 +292,10 @@ async fn open(runtime_dir: &std::path::Path, spec: &SeatSpec) -> Result<Open, St
     })
 }
 
-/// Forwards events and feedback until the session ends or the link breaks.
+/// Forwards events and feedback until the session ends, the pads change or the link breaks.
 async fn forward(
     mut link: Open,
-    events: &mut mpsc::Receiver<SeatEvent>,
+    events: &mut mpsc::Receiver<SeatInput>,
     feedback: &mpsc::Sender<SeatFeedback>,
     stop: &mut oneshot::Receiver<()>,
     stats: &LinkStats,
@@ -271,20 +304,32 @@ async fn forward(
         tokio::select! {
             _ = &mut *stop => break LinkEnd::Stopped,
             e = events.recv() => {
-                let Some(e) = e else { break LinkEnd::Stopped };
+                let Some(first) = e else { break LinkEnd::Stopped };
                 let mut batch = Vec::with_capacity(8);
-                batch.push(e);
-                while batch.len() < BATCH {
-                    match events.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
+                let mut pads = None;
+                let mut next = Some(first);
+                while let Some(input) = next.take() {
+                    match input {
+                        SeatInput::Event(e) => batch.push(e),
+                        SeatInput::Pads(p) => {
+                            pads = Some(p);
+                            break;
+                        }
+                    }
+                    if batch.len() < BATCH {
+                        next = events.try_recv().ok();
                     }
                 }
-                let n = batch.len() as u64;
-                match link.events.try_send(SeatEvents { seat_id: String::new(), events: batch }) {
-                    Ok(()) => { stats.forwarded.fetch_add(n, Ordering::Relaxed); }
-                    Err(mpsc::error::TrySendError::Full(_)) => { stats.dropped.fetch_add(n, Ordering::Relaxed); }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break LinkEnd::Lost("the event stream closed".into()),
+                if !batch.is_empty() {
+                    let n = batch.len() as u64;
+                    match link.events.try_send(SeatEvents { seat_id: String::new(), events: batch }) {
+                        Ok(()) => { stats.forwarded.fetch_add(n, Ordering::Relaxed); }
+                        Err(mpsc::error::TrySendError::Full(_)) => { stats.dropped.fetch_add(n, Ordering::Relaxed); }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break LinkEnd::Lost("the event stream closed".into()),
+                    }
+                }
+                if let Some(p) = pads {
+                    break LinkEnd::Reconfigure(p);
                 }
             }
             f = link.feedback.message() => match f {
@@ -302,7 +347,7 @@ async fn forward(
             }),
         }
     };
-    if matches!(end, LinkEnd::Stopped) {
+    if matches!(end, LinkEnd::Stopped | LinkEnd::Reconfigure(_)) {
         // Ending the stream is what closes the seat; give input a moment to see it.
         drop(link.events);
         let _ = tokio::time::timeout(CALL_TIMEOUT, &mut link.call).await;

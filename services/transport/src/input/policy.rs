@@ -9,7 +9,8 @@
 //! Call order: [`SeatPolicy::new`]; then loop: [`SeatPolicy::poll_action`] with `now` — on
 //! [`SeatAction::Open`] try to open and report [`SeatPolicy::handle_opened`] or
 //! [`SeatPolicy::handle_failed`]; while open, report [`SeatPolicy::handle_lost`] when the link
-//! breaks; when `poll_action` yields nothing, wait until [`SeatPolicy::poll_timeout`] (or an
+//! breaks, or [`SeatPolicy::handle_reconfigured`] when the shell closed it to reopen it with new
+//! pads; when `poll_action` yields nothing, wait until [`SeatPolicy::poll_timeout`] (or an
 //! event) and poll again.
 
 use std::time::{Duration, Instant};
@@ -97,6 +98,11 @@ impl SeatPolicy {
         self.retry(now);
     }
 
+    /// The open seat was closed on purpose (its pads changed): reopen at once, backoff kept.
+    pub fn handle_reconfigured(&mut self, now: Instant) {
+        self.state = State::Waiting { at: now };
+    }
+
     fn retry(&mut self, now: Instant) {
         self.state = State::Waiting {
             at: now + self.backoff,
@@ -138,6 +144,26 @@ mod tests {
         }
         let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn a_reconfigured_seat_reopens_at_once_without_growing_the_backoff() {
+        let t0 = Instant::now();
+        let mut p = SeatPolicy::new(t0);
+        p.poll_action(t0);
+        p.handle_failed(t0);
+        let t1 = p.poll_timeout().unwrap();
+        p.poll_action(t1);
+        p.handle_opened(t1);
+        let t2 = t1 + Duration::from_secs(1);
+        p.handle_reconfigured(t2);
+        assert_eq!(p.poll_timeout(), Some(t2));
+        assert_eq!(p.poll_action(t2), Some(SeatAction::Open));
+        p.handle_opened(t2);
+        assert_eq!(p.opens, 2);
+        // A loss afterwards still backs off from where the failures left it.
+        p.handle_lost(t2);
+        assert_eq!(p.poll_timeout(), Some(t2 + 2 * RETRY_MIN));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub(super) async fn pump(conn: quinn::Connection, mut port: SeatPort, output: (u
                 match decode_input(&bytes) {
                     Ok(ev) => {
                         if let Some(e) = mapper.map(&ev, now_ns())
-                            && port.events.try_send(e).is_err()
+                            && port.events.try_send(e.into()).is_err()
                         {
                             full += 1;
                             port.stats.dropped.fetch_add(1, Ordering::Relaxed);

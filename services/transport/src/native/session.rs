@@ -121,7 +121,7 @@ fn pads(hello: &ClientMessage) -> Vec<PadKind> {
 }
 
 /// Pads one seat may have (punktfunk-input refuses more).
-const MAX_PADS: usize = 4;
+const MAX_PADS: usize = punktfunk_proto::limits::MAX_SEAT_PADS;
 
 /// A negotiated session stream and what runs for it.
 struct Driver {

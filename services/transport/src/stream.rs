@@ -71,6 +71,11 @@ impl DataPlane {
         })
     }
 
+    /// The video sender (while running).
+    pub fn sender(&self) -> Option<&Arc<Sender>> {
+        self.sender.as_ref()
+    }
+
     /// Makes the feed's next frame a keyframe (a client asked for one).
     pub fn force_keyframe(&self) {
         if let Some(f) = &self.feed {

@@ -35,9 +35,9 @@ fn uml_seat_feedback_reaches_the_client() {
     scenario("feedback");
 }
 
-/// Devices go within 1 s after the client leaves (and within 1 s after transport's 2 s idle
-/// timeout when it is killed); after kill -9 of input the seat comes back and events flow again without the
-/// client reconnecting.
+/// Devices go within 1 s after the client leaves or is killed with SIGKILL (transport notices
+/// the closed data port, not its 10 s idle timeout); after kill -9 of input the seat comes back
+/// and events flow again without the client reconnecting.
 #[test]
 fn uml_seat_lifecycle() {
     scenario("lifecycle");

@@ -71,7 +71,9 @@
 //! spins forever and a frame is never delayed by more than the budget per chunk; FEC parity
 //! (sent last in each block) can still repair a frame whose tail was cut. Other errors (e.g.
 //! ECONNREFUSED, the echo of an earlier ICMP port-unreachable) are counted in `send_errors`;
-//! ECONNREFUSED is retried within the budget, anything else drops the chunk.
+//! ECONNREFUSED is retried within the budget, anything else drops the chunk. ECONNREFUSED is
+//! also counted on its own ([`SenderStats::refused`]): it says the peer's port is closed, which
+//! is how transport notices a killed client long before any idle timeout.
 //!
 //! Note: packets a qdisc or device drops (`NET_XMIT_DROP`) are reported to a UDP sender as
 //! ENOBUFS *only* when `IP_RECVERR` is set; otherwise the kernel swallows them and counts them

@@ -300,6 +300,7 @@ pub(crate) struct StatsInner {
     send_drop_packets: AtomicU64,
     send_drop_events: AtomicU64,
     send_errors: AtomicU64,
+    refused: AtomicU64,
     gso_fallbacks: AtomicU64,
     pacing_wait_ns: AtomicU64,
     pacing_cpu_ns: AtomicU64,
@@ -353,6 +354,7 @@ impl StatsInner {
             send_drop_packets: self.send_drop_packets.load(Relaxed),
             send_drop_events: self.send_drop_events.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
+            refused: self.refused.load(Relaxed),
             gso_fallbacks: self.gso_fallbacks.load(Relaxed),
             pacing_wait_ns: self.pacing_wait_ns.load(Relaxed),
             pacing_cpu_ns: self.pacing_cpu_ns.load(Relaxed),
@@ -410,6 +412,9 @@ pub struct SenderStats {
     pub send_drop_events: u64,
     /// Send calls that failed with an error other than EAGAIN/ENOBUFS (e.g. ECONNREFUSED).
     pub send_errors: u64,
+    /// Of those, the sends refused with ECONNREFUSED: an ICMP port-unreachable came back, so
+    /// nothing listens on the peer's port any more (its process is gone).
+    pub refused: u64,
     /// Run-time falls back from GSO to sendmmsg (0 or 1).
     pub gso_fallbacks: u64,
     /// Sum of the time spent waiting between pacing chunks.
@@ -842,6 +847,9 @@ impl SendPipeline {
                     let transient = matches!(code, Some(libc::EAGAIN) | Some(libc::ENOBUFS));
                     if !transient {
                         self.stats.send_errors.fetch_add(1, Relaxed);
+                    }
+                    if code == Some(libc::ECONNREFUSED) {
+                        self.stats.refused.fetch_add(1, Relaxed);
                     }
                     if now >= limit || !transient && code != Some(libc::ECONNREFUSED) {
                         let lost = (end - pos) as u64;

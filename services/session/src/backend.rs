@@ -6,68 +6,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use punktfunk_proto::limits;
 
-/// Which compositor an output runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// gamescope (production on Bazzite/SteamOS).
-    Gamescope,
-    /// GNOME mutter, `--headless`.
-    Mutter,
-    /// KWin, `kwin_wayland --virtual`.
-    Kwin,
-    /// sway (wlroots), headless backend.
-    Sway,
-    /// weston, headless backend (no capture path: refused).
-    Weston,
-}
-
-impl BackendKind {
-    /// Every backend.
-    pub const ALL: [BackendKind; 5] = [
-        BackendKind::Gamescope,
-        BackendKind::Mutter,
-        BackendKind::Kwin,
-        BackendKind::Sway,
-        BackendKind::Weston,
-    ];
-
-    /// The lowercase name used in config files, apps.toml and `punktfunkctl outputs`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Gamescope => "gamescope",
-            BackendKind::Mutter => "mutter",
-            BackendKind::Kwin => "kwin",
-            BackendKind::Sway => "sway",
-            BackendKind::Weston => "weston",
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A backend name that is not one of ours.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown compositor backend {0:?}: use gamescope, mutter, kwin or sway")]
-pub struct UnknownBackend(pub String);
-
-impl FromStr for BackendKind {
-    type Err = UnknownBackend;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BackendKind::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownBackend(s.to_string()))
-    }
-}
+pub use punktfunk_common::backends::{BackendKind, UnknownBackend};
 
 /// An output's mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

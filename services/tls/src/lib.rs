@@ -193,7 +193,7 @@ impl Identity {
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
-            .with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
+            .with_client_cert_verifier(Arc::new(AnyClientCert::quic(provider)))
             .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
             .map_err(tls)?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
@@ -274,13 +274,45 @@ fn tls13_signature(
     )
 }
 
-/// Accepts any client certificate whose handshake signature verifies.
+/// Accepts any client certificate whose handshake signature verifies; who the client is, is
+/// its fingerprint, checked against the paired set by the application. Two policies share it:
+/// punktfunk/1's QUIC ([`AnyClientCert::quic`]: certificate mandatory, TLS 1.3 only) and
+/// GameStream's HTTPS port ([`AnyClientCert::gamestream`]: a client without a certificate is let
+/// in as unpaired, and TLS 1.2 signatures verify, as Moonlight may speak it).
 #[derive(Debug)]
-struct AnyClientCert {
+pub struct AnyClientCert {
     provider: Arc<CryptoProvider>,
+    mandatory: bool,
+    tls12: bool,
+}
+
+impl AnyClientCert {
+    /// punktfunk/1: a certificate is required, TLS 1.2 is refused.
+    pub fn quic(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            provider,
+            mandatory: true,
+            tls12: false,
+        }
+    }
+
+    /// GameStream's HTTPS port (spec §2.3): asks for a certificate, lets a client without one
+    /// in (it is then unpaired: the XML 401), and verifies TLS 1.2 signatures too. Aborting the
+    /// handshake instead would make Moonlight believe the host's certificate changed.
+    pub fn gamestream(provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            provider,
+            mandatory: false,
+            tls12: true,
+        }
+    }
 }
 
 impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -297,11 +329,19 @@ impl ClientCertVerifier for AnyClientCert {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_refused()
+        if !self.tls12 {
+            return tls12_refused();
+        }
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(

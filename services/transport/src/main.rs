@@ -6,6 +6,7 @@
 mod api;
 mod config;
 mod gamestream;
+mod gone;
 mod host;
 mod input;
 mod media;

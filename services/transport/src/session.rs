@@ -29,6 +29,7 @@ use punktfunk_wire::synthetic::SyntheticConfig;
 use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 use crate::config::Source;
+use crate::gone::{self, PortWatch};
 use crate::host::{Host, PacingProbe, SessionEntry};
 use crate::input::{SeatLink, SeatPort, SeatSpec};
 use crate::media::{self, MediaError, MediaEvent, MediaPlan, MediaSession, Outputs};
@@ -114,6 +115,21 @@ pub struct SessionSpec {
     pub pacing: PacingChoice,
 }
 
+/// Samples the video sender's refusals every [`gone::SAMPLE_INTERVAL`] until the watch says
+/// the client is gone; never without a video sender.
+async fn watch_port(video: Option<Arc<Sender>>, watch: &mut PortWatch) -> u64 {
+    let Some(video) = video else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(gone::SAMPLE_INTERVAL).await;
+        watch.handle_sample(punktfunk_clock::monotonic_ns(), video.stats().refused);
+        if let Some(refused) = watch.poll_gone() {
+            return refused;
+        }
+    }
+}
+
 /// What a finished speed test sent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeStats {
@@ -139,6 +155,18 @@ pub struct Session {
     seat: Option<SeatLink>,
     /// The seat's port until the protocol shell takes it.
     seat_port: Option<SeatPort>,
+    /// Watches the video sender's refused sends: a killed client's closed data port.
+    port_watch: PortWatch,
+}
+
+/// What a running session reports to its protocol shell.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// Media's supervisor reported (a final refusal, a refused reconfiguration).
+    Media(MediaEvent),
+    /// The client's data port refuses our datagrams (ICMP port-unreachable): its process is
+    /// gone. `refused`: the sends refused within the watch's window.
+    ClientGone { refused: u64 },
 }
 
 enum Feed {
@@ -200,6 +228,7 @@ impl Session {
             probe_sequence: Arc::new(AtomicU64::new(0)),
             seat,
             seat_port,
+            port_watch: PortWatch::default(),
         };
         // Registered before anything can end the session, so teardown (which removes the
         // entry) always finds it.
@@ -226,7 +255,7 @@ impl Session {
     fn video_pacing(&self) -> PacingProbe {
         let sender = match &self.feed {
             Feed::None => None,
-            Feed::Synthetic(dp) => dp.sender().map(Arc::downgrade),
+            Feed::Synthetic(dp) => dp.sender().as_ref().map(Arc::downgrade),
             Feed::Media { video, .. } => Some(Arc::downgrade(video)),
         };
         Arc::new(move || -> Option<PacingMode> {
@@ -264,12 +293,26 @@ impl Session {
         }
     }
 
-    /// The next thing media's supervisor reports (a final refusal, a refused
-    /// reconfiguration); never for a session without media.
-    pub async fn media_event(&mut self) -> MediaEvent {
-        match &mut self.feed {
-            Feed::Media { media, .. } => media.event().await,
-            _ => std::future::pending().await,
+    /// The next thing to tell the protocol shell: media's supervisor reported, or the client's
+    /// data port closed. Cancel-safe (the watch's state lives in the session).
+    pub async fn event(&mut self) -> SessionEvent {
+        let Self {
+            feed, port_watch, ..
+        } = self;
+        let video = match feed {
+            Feed::Synthetic(dp) => dp.sender(),
+            Feed::Media { video, .. } => Some(video.clone()),
+            Feed::None => None,
+        };
+        let media = async {
+            match feed {
+                Feed::Media { media, .. } => media.event().await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = media => SessionEvent::Media(ev),
+            refused = watch_port(video, port_watch) => SessionEvent::ClientGone { refused },
         }
     }
 

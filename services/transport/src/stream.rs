@@ -71,11 +71,6 @@ impl DataPlane {
         })
     }
 
-    /// The video sender (while running).
-    pub fn sender(&self) -> Option<&Arc<Sender>> {
-        self.sender.as_ref()
-    }
-
     /// Makes the feed's next frame a keyframe (a client asked for one).
     pub fn force_keyframe(&self) {
         if let Some(f) = &self.feed {
@@ -90,6 +85,11 @@ impl DataPlane {
                 .bitrate_bps
                 .store(u64::from(bitrate_kbps) * 1000, Ordering::Relaxed);
         }
+    }
+
+    /// The video sender (its counters are read while it runs).
+    pub fn sender(&self) -> Option<Arc<Sender>> {
+        self.sender.clone()
     }
 
     /// Waits for a frame-limited feed to finish (speed tests). Blocks: off the async workers.

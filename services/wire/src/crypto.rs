@@ -4,8 +4,8 @@
 //!
 //! Every packet is sealed and opened through one small trait, [`Aead`]: a 12-byte nonce, the
 //! associated data, the body in place, a detached 16-byte tag. The protocol decides the nonce
-//! and the AAD (punktfunk/1: [`Sealer`] / [`Opener`] below; GameStream's video encryption can
-//! build its own nonces on the same trait); the backend only does AES-128-GCM.
+//! and the AAD (punktfunk/1: [`Sealer`] / [`Opener`] below; GameStream's packetizers in
+//! `punktfunk-gamestream` build their own nonces on the same trait); the backend only does AES-128-GCM.
 //!
 //! Two backends implement it, [`AeadBackend::Ring`] (`ring` 0.17, already in the dependency
 //! tree through rustls/quinn) and [`AeadBackend::RustCrypto`] (`aes-gcm` 0.11). The data plane

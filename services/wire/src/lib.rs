@@ -11,7 +11,7 @@
 //! The send thread is protocol-agnostic: it knows a [`PacketBatch`] (bytes plus one segment
 //! size, like quinn-udp's `Transmit`) and a pacing schedule. [`Packetize`] is what a protocol
 //! implements to fill that batch once per frame; [`Packetizer`] is the punktfunk/1 one, and
-//! GameStream's RTP packetizer is to be the second. Call order: [`transmit`].
+//! GameStream's (in `punktfunk-gamestream`) is the second. Call order: [`transmit`].
 //!
 //! ## Packet format (version 1)
 //!
@@ -114,7 +114,7 @@
 //!
 //! Sockets, `sendmmsg`/`recvmmsg`/GSO, threads, sleeping/spinning between pacing chunks,
 //! clocks, key derivation (TLS exporter) and the control plane. Also the GameStream formats
-//! (to be added beside this module set).
+//! (`punktfunk-gamestream`).
 #![forbid(unsafe_code)]
 
 pub mod au;

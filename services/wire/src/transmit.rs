@@ -9,7 +9,9 @@
 //! Implementations:
 //! - [`Packetizer`](crate::Packetizer): punktfunk/1 (Reed-Solomon FEC over GF(2^16), AES-GCM
 //!   seal, 32-byte headers);
-//! - next: GameStream's RTP + GF(2^8) FEC packetizer, beside it in this crate.
+//! - GameStream's RTP + GF(2^8) FEC video packetizer and its RTP Opus audio packetizer, in
+//!   `punktfunk-gamestream` (services/gamestream): the protocol's crate, sealing through
+//!   [`crate::crypto`]'s seam.
 //!
 //! ## Call order (what a send shell does per frame)
 //!

@@ -48,7 +48,7 @@ struct Host {
 }
 
 impl Host {
-    /// `idle_ms`: transport's QUIC idle timeout (how soon a killed client is noticed).
+    /// `idle_ms`: transport's QUIC idle timeout (how soon a vanished client is noticed).
     fn start(idle_ms: u32) -> anyhow::Result<Self> {
         let mut sup = Supervisor::new(4_000_000);
         let port = free_udp_port();
@@ -637,9 +637,10 @@ fn feedback() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Transport's QUIC idle timeout in the lifecycle scenario: a killed client is noticed after
-/// it. (1 s, the configuration's minimum, also times out live clients in a loaded guest.)
-const IDLE_MS: u32 = 2000;
+/// Transport's QUIC idle timeout in the lifecycle scenario: long, so that a killed client
+/// noticed within 1 s was noticed by its closed data port (ICMP port-unreachable), not by the
+/// timeout.
+const IDLE_MS: u32 = 10_000;
 
 /// Devices go when the client leaves or is killed; after kill -9 of input the seat comes back
 /// and events flow again without the client reconnecting.
@@ -661,7 +662,7 @@ fn lifecycle() -> anyhow::Result<()> {
         gone < Duration::from_secs(1),
         "devices took {gone:?} to go after the client left"
     );
-    // 2. A client killed with SIGKILL: transport notices after its idle timeout.
+    // 2. A client killed with SIGKILL: transport notices its closed data port.
     let mut client = host.client("", 30.0, "dualsense")?;
     wait_devices(&["punktfunk keyboard", "punktfunk DualSense (guest) Touchpad"])?;
     client.kill()?;
@@ -670,8 +671,9 @@ fn lifecycle() -> anyhow::Result<()> {
     let gone_killed =
         wait_gone(killed).context("devices still there 10 s after the client was killed")?;
     ensure!(
-        gone_killed < Duration::from_millis(u64::from(IDLE_MS) + 1000),
-        "devices took {gone_killed:?} to go after the client was killed (idle timeout {IDLE_MS} ms)"
+        gone_killed < Duration::from_secs(1),
+        "devices took {gone_killed:?} to go after the client was killed (idle timeout {IDLE_MS} ms); transport log:\n{}",
+        host.log("transport")
     );
     // 3. kill -9 of input mid-session: the seat comes back, the second key arrives.
     let script = "2500 key 30 down\n2510 key 30 up\n7000 key 48 down\n7010 key 48 up\n";

@@ -192,10 +192,10 @@ pub fn compositors(found: &[CompositorFact]) -> Check {
     for c in found {
         let b = c.backend;
         match &c.version {
-            Ok(v) if *v >= b.floor => usable.push(format!("{} {v}", b.name)),
-            Ok(v) => notes.push(format!("{} {v} < {}", b.name, b.floor)),
-            Err(e) if c.path.is_none() => notes.push(format!("{} {e}", b.name)),
-            Err(e) => notes.push(format!("{}: {e}", b.name)),
+            Ok(v) if *v >= b.min => usable.push(format!("{} {v}", b.backend)),
+            Ok(v) => notes.push(format!("{} {v} < {}", b.backend, b.min)),
+            Err(e) if c.path.is_none() => notes.push(format!("{} {e}", b.backend)),
+            Err(e) => notes.push(format!("{}: {e}", b.backend)),
         }
     }
     let detail = |head: String| {
@@ -312,7 +312,7 @@ pub fn clocksource(cs: &Result<String, String>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use punktfunk_common::backends::{BACKENDS, Version};
+    use punktfunk_common::backends::{BackendKind, Version, floor};
 
     fn healthy() -> Facts {
         Facts {
@@ -339,9 +339,9 @@ mod tests {
                 service_enabled: true,
             },
             compositors: vec![CompositorFact {
-                backend: BACKENDS[3],
+                backend: *floor(BackendKind::Sway),
                 path: Some("/usr/bin/sway".into()),
-                version: Ok(Version(1, 7, 0)),
+                version: Ok(Version::new(1, 7, 0)),
             }],
             pipewire: ("/run/user/1000/pipewire-0".into(), Ok(())),
             mdns: ("box".into(), MdnsFact::Seen("box".into())),
@@ -387,7 +387,7 @@ mod tests {
         };
         f.sysctls[0].1 = Ok(212_992);
         f.firewall = FirewallFact::NotInstalled;
-        f.compositors[0].version = Ok(Version(1, 6, 0));
+        f.compositors[0].version = Ok(Version::new(1, 6, 0));
         f.pipewire.1 = Err("connection refused".into());
         f.mdns.1 = MdnsFact::NotSeen(vec![]);
         f.paired = Ok(0);
@@ -487,25 +487,25 @@ mod tests {
     fn one_usable_backend_is_enough_and_the_others_are_listed() {
         let c = compositors(&[
             CompositorFact {
-                backend: BACKENDS[0],
+                backend: *floor(BackendKind::Gamescope),
                 path: None,
                 version: Err("not installed".into()),
             },
             CompositorFact {
-                backend: BACKENDS[1],
+                backend: *floor(BackendKind::Kwin),
                 path: Some("/usr/bin/kwin_wayland".into()),
-                version: Ok(Version(5, 27, 5)),
+                version: Ok(Version::new(5, 26, 0)),
             },
             CompositorFact {
-                backend: BACKENDS[2],
+                backend: *floor(BackendKind::Mutter),
                 path: Some("/usr/bin/mutter".into()),
-                version: Ok(Version(43, 8, 0)),
+                version: Ok(Version::new(43, 8, 0)),
             },
         ]);
         assert_eq!(c.verdict, Verdict::Pass);
         assert_eq!(
             c.detail,
-            "usable: mutter 43.8.0; gamescope not installed, kwin 5.27.5 < 6.0.0"
+            "usable: mutter 43.8.0; gamescope not installed, kwin 5.26.0 < 5.27.0"
         );
         assert_eq!(compositors(&[]).verdict, Verdict::Fail);
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use punktfunk_common::backends::{BACKENDS, Backend, Version, parse_version};
+use punktfunk_common::backends::{BackendKind, FLOORS, Floor, Version, parse_version};
 use punktfunk_common::client::{self, DAEMONS};
 use punktfunk_common::paths;
 use punktfunk_proto::common::Codec;
@@ -84,7 +84,7 @@ pub enum FirewallFact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompositorFact {
     /// The backend and its floor.
-    pub backend: Backend,
+    pub backend: Floor,
     /// Where its binary is, if anywhere.
     pub path: Option<PathBuf>,
     /// Its version, or why it is unknown.
@@ -117,7 +117,7 @@ pub struct Facts {
     pub sysctls: Vec<(String, Result<u64, String>)>,
     /// firewalld.
     pub firewall: FirewallFact,
-    /// Each backend of [`BACKENDS`].
+    /// Each backend that can stream, with its floor ([`FLOORS`]).
     pub compositors: Vec<CompositorFact>,
     /// The PipeWire socket tried, and whether it answered a connect.
     pub pipewire: (String, Result<(), String>),
@@ -167,7 +167,11 @@ pub async fn gather(runtime_dir: Result<PathBuf, String>, timeout: Duration) -> 
             .map(|s| (s.to_string(), sysctl(s)))
             .collect(),
         firewall: firewall(),
-        compositors: BACKENDS.iter().map(|b| compositor(*b)).collect(),
+        compositors: FLOORS
+            .iter()
+            .filter(|f| BackendKind::STREAMING.contains(&f.backend))
+            .map(|f| compositor(*f))
+            .collect(),
         pipewire: pipewire(),
         mdns: (instance, mdns),
         paired,
@@ -293,11 +297,11 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file())
 }
 
-fn compositor(backend: Backend) -> CompositorFact {
+fn compositor(backend: Floor) -> CompositorFact {
     let path = which(backend.binary);
     let version = match &path {
         None => Err("not installed".to_string()),
-        Some(p) => match Command::new(p).arg("--version").output() {
+        Some(p) => match Command::new(p).args(backend.version_args).output() {
             Ok(o) => {
                 let text = format!(
                     "{}{}",

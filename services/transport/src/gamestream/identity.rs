@@ -84,7 +84,7 @@ pub fn unique_id(id: &HostIdentity) -> String {
 /// certificate requested but not required (authorization happens per request).
 pub fn tls_config(id: &HostIdentity) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(super::tls::AnyClientCert::new(provider.clone()));
+    let verifier = Arc::new(punktfunk_tls::AnyClientCert::gamestream(provider.clone()));
     let key = PrivatePkcs8KeyDer::from_pem_slice(id.key_pem().as_bytes())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

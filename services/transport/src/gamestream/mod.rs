@@ -11,7 +11,6 @@ mod http;
 mod identity;
 mod media;
 mod stream;
-mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use super::{Reader, Stream, close, error_msg};
 use crate::config::Source;
 use crate::media::{self, MediaEvent};
-use crate::session::{ProbeStats, Protocol, Session, SessionSpec};
+use crate::session::{ProbeStats, Protocol, Session, SessionEvent, SessionSpec};
 use crate::stream::now_ns;
 
 /// Why a session ended, for the log.
@@ -308,7 +308,14 @@ impl Driver {
                     }
                     Err(e @ RecvError::Lost(_)) => Err(End(e.to_string())),
                 },
-                ev = media_event(&mut self.live) => self.on_media_event(ev).await?,
+                ev = session_event(&mut self.live) => match ev {
+                    SessionEvent::Media(ev) => self.on_media_event(ev).await?,
+                    SessionEvent::ClientGone { refused } => {
+                        return Err(End(format!(
+                            "the client's data port is closed ({refused} sends refused): the client is gone"
+                        )));
+                    }
+                },
                 Some(done) = self.probes.join_next() => {
                     if let Ok(stats) = done {
                         let m = self.machine.probe_finished(probe_result(stats));
@@ -363,10 +370,10 @@ impl Driver {
     }
 }
 
-/// The next report of this session's media supervisor; never without media.
-async fn media_event(live: &mut Option<Session>) -> MediaEvent {
+/// The next event of the running session; never before it runs.
+async fn session_event(live: &mut Option<Session>) -> SessionEvent {
     match live {
-        Some(l) => l.media_event().await,
+        Some(l) => l.event().await,
         None => std::future::pending().await,
     }
 }

@@ -46,7 +46,8 @@ uml-kernel:
 # Benchmarks, each against a baseline in the same run: AU ring handoff vs a bare eventfd and a
 # unary gRPC round trip; FEC + seal per frame; FEC + seal + send (sendmmsg, GSO, naive send());
 # x264 encode alone; capture → reassembled through the whole stack against its encode share;
-# Moonlight's connect → first frame against punktfunk/1's.
+# Moonlight's connect → first frame against punktfunk/1's; kernel (EDT, fq) against user-space
+# pacing of the same frames in the UML guest (the host kernel has no fq).
 bench: setup
     cargo build --release --workspace --bins
     cargo bench -p punktfunk-ring --bench handoff
@@ -58,6 +59,7 @@ bench: setup
     cargo bench -p punktfunk-tests --bench e2e_latency
     cargo bench -p punktfunk-tests --bench input_latency
     cargo bench -p punktfunk-tests --bench gamestream_connect
+    cargo bench -p punktfunk-tests --bench pacing
 
 # Delivery under 1/2/5/10 % random loss across two network namespaces, 10,000 frames each (~3 min).
 loss-sweep: setup

@@ -127,7 +127,7 @@ impl Ending {
 }
 
 /// The stream report (documented in the README). Fields the host decides (`mode`,
-/// `bitrate_kbps`, `payload`) are absent when no `Welcome` arrived.
+/// `bitrate_kbps`, `payload`, `pacing`) are absent when no `Welcome` arrived.
 #[derive(Debug, Default, Serialize)]
 pub struct StreamReport {
     pub host: String,
@@ -159,6 +159,11 @@ pub struct StreamReport {
     /// What the video frames carried: "synthetic" or "encoded".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'static str>,
+    /// How the host paces the video (`Welcome.pacing`): "kernel-fq" (departure times, held
+    /// by the fq qdisc) or "user-space" (the host's send thread sleeps between chunks); absent
+    /// when the host did not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<&'static str>,
     /// The codec of encoded frames ("h264", "hevc").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<&'static str>,
@@ -385,9 +390,10 @@ fn print_summary(r: &StreamReport, mode: &str) {
         r.fec_recovered_shards
     );
     println!(
-        "payload {}{}, {} keyframes, {} discontinuities",
+        "payload {}{}, pacing {}, {} keyframes, {} discontinuities",
         r.payload.unwrap_or("-"),
         r.codec.map(|c| format!(" ({c})")).unwrap_or_default(),
+        r.pacing.unwrap_or("-"),
         r.keyframes,
         r.discontinuities
     );

@@ -612,6 +612,8 @@ fn build_report(
         clock_rtt_us: offset.map(|c| c.rtt_ns as f64 / 1e3),
         host_verified: open.host_verified,
         payload: Some(payload.name()),
+        pacing: punktfunk_control::keys::pacing_from_proto(open.welcome.pacing)
+            .map(punktfunk_wire::PacingMode::as_str),
         codec: settled
             .codec
             .filter(|_| payload == Payload::Encoded)

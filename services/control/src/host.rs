@@ -58,8 +58,9 @@ use crate::keys::{fec_to_wire, frame_interval_ns};
 use crate::pairing::{MAX_NAME_LEN, bounded};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::control::{
-    AudioConfig, ClientMessage, ClockEcho, ClockProbe, FecConfig, Hello, HostMessage, ProbeRequest,
-    ProbeResult, Reconfigure, Stats, VideoPayload, Welcome, client_message, host_message,
+    AudioConfig, ClientMessage, ClockEcho, ClockProbe, FecConfig, Hello, HostMessage, Pacing,
+    ProbeRequest, ProbeResult, Reconfigure, Stats, VideoPayload, Welcome, client_message,
+    host_message,
 };
 use punktfunk_wire::{ConfigError, DataPlaneConfig};
 
@@ -109,6 +110,10 @@ pub struct HostPolicy {
     /// What the video frames carry (`Welcome.payload`): encoded AUs, or the synthetic
     /// generator's verifiable bytes.
     pub payload: VideoPayload,
+    /// How this host paces the client's video (`Welcome.pacing`): the shell decides it for
+    /// the client's route before the session (punktfunk-dataplane's `pacing_for_peer`) and
+    /// starts the video sender with the same decision. Default: unspecified.
+    pub pacing: Pacing,
     /// `Stats` arriving sooner than this after the last accepted one are dropped.
     pub min_stats_interval_ns: u64,
 }
@@ -143,6 +148,7 @@ impl HostPolicy {
             }),
             session_id,
             payload: VideoPayload::Encoded,
+            pacing: Pacing::Unspecified,
             min_stats_interval_ns: 100_000_000,
         }
     }
@@ -609,6 +615,7 @@ impl HostSession {
             fec: Some(self.policy.fec),
             session_id: self.policy.session_id,
             payload: self.policy.payload as i32,
+            pacing: self.policy.pacing as i32,
         };
         self.state = State::Streaming(Box::new(resolved.clone()));
         let start = if resolved.probe_only {

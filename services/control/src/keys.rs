@@ -15,8 +15,8 @@
 //! even if two sessions ever ran over one TLS connection, so sequence numbers restarting at 0
 //! never reuse a nonce under the same key.
 
-use punktfunk_proto::control::FecConfig;
-use punktfunk_wire::{ConfigError, DataPlaneConfig, SessionKey};
+use punktfunk_proto::control::{FecConfig, Pacing};
+use punktfunk_wire::{ConfigError, DataPlaneConfig, PacingMode, SessionKey};
 
 /// TLS exporter label of the host → client data-plane key.
 pub const EXPORTER_LABEL_HOST_TO_CLIENT: &[u8] = b"EXPORTER-punktfunk/1 data host-to-client";
@@ -130,9 +130,35 @@ pub fn wire_to_fec(cfg: &DataPlaneConfig) -> FecConfig {
     }
 }
 
+/// `Welcome.pacing` for the mode a host's video sender uses.
+pub fn pacing_to_proto(mode: PacingMode) -> Pacing {
+    match mode {
+        PacingMode::KernelFq => Pacing::KernelFq,
+        PacingMode::UserSpace | PacingMode::Off => Pacing::UserSpace,
+    }
+}
+
+/// The mode `Welcome.pacing` names (`None`: the host did not say, or a value we do not know).
+pub fn pacing_from_proto(value: i32) -> Option<PacingMode> {
+    match Pacing::try_from(value) {
+        Ok(Pacing::KernelFq) => Some(PacingMode::KernelFq),
+        Ok(Pacing::UserSpace) => Some(PacingMode::UserSpace),
+        Ok(Pacing::Unspecified) | Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_round_trip_and_unknown_values() {
+        for m in [PacingMode::KernelFq, PacingMode::UserSpace] {
+            assert_eq!(pacing_from_proto(pacing_to_proto(m) as i32), Some(m));
+        }
+        assert_eq!(pacing_from_proto(0), None);
+        assert_eq!(pacing_from_proto(99), None);
+    }
 
     #[test]
     fn fec_round_trip_and_validation() {

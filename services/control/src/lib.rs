@@ -36,7 +36,7 @@
 //!
 //! ```text
 //! C → H  Hello { version: 1, mode, codecs, bitrate, audio, compositor, data_port }
-//! H → C  Welcome { mode, codec, bitrate, audio, data_addr, fec, session_id, payload }
+//! H → C  Welcome { mode, codec, bitrate, audio, data_addr, fec, session_id, payload, pacing }
 //!          or Error { code: unsupported-version | unsupported-mode | unsupported-codec } + close
 //! C → H  ClockProbe { round 0..8 }      H → C  ClockEcho (each probe after the previous echo)
 //! C → H  Reconfigure                     H → C  reconfigured (what is in effect)

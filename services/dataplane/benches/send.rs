@@ -229,6 +229,8 @@ struct Paced {
     span: Stat,
     span_max_us: f64,
     catchups: u64,
+    /// Who paced (and why not the kernel).
+    pacing_mode: String,
 }
 
 /// A real paced `Sender` into the sink at 60 fps: the send thread's whole CPU per frame.
@@ -238,6 +240,10 @@ fn paced(socket: UdpSocket, size: usize) -> Paced {
     cfg.options.mode = ModeChoice::Gso;
     cfg.options.reports = Some(tx);
     let sender = Sender::spawn(socket, cfg).expect("sender");
+    let pacing_mode = match sender.pacing_note() {
+        Some(why) => format!("{} ({why})", sender.pacing_mode()),
+        None => sender.pacing_mode().to_string(),
+    };
     let frames = 90u64; // 1.5 s; the first 10 (warm-up) are not counted
     let start = monotonic_ns();
     let interval = 1_000_000_000 / FPS;
@@ -273,6 +279,7 @@ fn paced(socket: UdpSocket, size: usize) -> Paced {
             .unwrap_or(0) as f64
             / 1e3,
         catchups: stats.pacing_catchups,
+        pacing_mode,
     }
 }
 
@@ -305,6 +312,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut drops = 0;
     let mut spans = Vec::new();
+    let mut pacing_modes = std::collections::BTreeSet::new();
     for &size in &sizes {
         // Warm-up (page faults, caches, allocator), not reported.
         let _ = loopback(size.min(256 << 10));
@@ -333,6 +341,7 @@ fn main() {
             None => ("-".into(), "-".into(), "-".into()),
         };
         if let Some(p) = &paced_run {
+            pacing_modes.insert(p.pacing_mode.clone());
             spans.push(format!(
                 "  {:>5} KiB: {} chunks, sent over median {:.0} µs (max {:.0} µs), {} frames caught up",
                 size >> 10,
@@ -357,6 +366,15 @@ fn main() {
     );
     for line in &spans {
         println!("{line}");
+    }
+    for mode in &pacing_modes {
+        println!("paced rows: pacing {mode}");
+    }
+    if !pacing_modes.iter().any(|m| m.starts_with("kernel-fq")) {
+        println!(
+            "kernel pacing (EDT, fq): not measured here: this kernel's sink path has no fq \
+             qdisc; `cargo bench -p punktfunk-tests --bench pacing` measures it in the UML guest"
+        );
     }
     println!("send drops over all runs: {drops}");
     println!(

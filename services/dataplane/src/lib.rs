@@ -134,10 +134,12 @@
 //! crate, which no shipped binary depends on.
 
 pub mod feed;
+pub mod qdisc;
 mod recv;
 mod send;
 pub mod sys;
 
+pub use punktfunk_wire::PacingMode;
 /// The packetizer seam the send shell is built on (defined in the sans-IO core).
 pub use punktfunk_wire::{FrameRef, PacketBatch, Packetize, PacketizeError};
 pub use recv::{
@@ -145,7 +147,7 @@ pub use recv::{
     StopHandle,
 };
 pub use send::{
-    CPU_BUCKETS, Frame, FrameReport, ModeChoice, SendMode, SendOptions, SendPipeline, Sender,
-    SenderConfig, SenderError, SenderStats, TrySendError,
+    CPU_BUCKETS, Frame, FrameReport, ModeChoice, PacingChoice, SendMode, SendOptions, SendPipeline,
+    Sender, SenderConfig, SenderError, SenderStats, TrySendError, pacing_for_peer,
 };
 pub use sys::BufferSize;

@@ -8,10 +8,11 @@
 //! [`Packetizer`](punktfunk_wire::Packetizer); [`Sender::spawn_with`] /
 //! [`SendPipeline::with_packetizer`] take any other.
 
-use crate::sys::{self, BufferDir, BufferSize, SendScratch};
+use crate::qdisc;
+use crate::sys::{self, BufferDir, BufferSize, Piece, SendScratch};
 use punktfunk_wire::{
-    ConfigError, DataPlaneConfig, FrameRef, PaceChunk, PacingConfig, PacketBatch, Packetize,
-    PacketizeError, Packetizer, Sealer, SessionKey, StreamKind, pacing_schedule,
+    ConfigError, DataPlaneConfig, FrameRef, PaceChunk, PacingConfig, PacingMode, PacketBatch,
+    Packetize, PacketizeError, Packetizer, Sealer, SessionKey, StreamKind, pacing_schedule,
 };
 use std::io;
 use std::net::UdpSocket;
@@ -46,6 +47,20 @@ pub enum ModeChoice {
     Sendmmsg,
 }
 
+/// Who carries out the pacing schedule ([`SendOptions::kernel_pacing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PacingChoice {
+    /// Kernel pacing ([`PacingMode::KernelFq`]) when the route to the peer leaves through the
+    /// `fq` qdisc and UDP GSO works, else user-space pacing; the reason is in
+    /// [`Sender::pacing_note`].
+    #[default]
+    Auto,
+    /// Kernel pacing or an error at construction (tests, benchmarks).
+    Kernel,
+    /// Always user-space pacing (tests comparing the two, paths known to mishandle EDT).
+    UserSpace,
+}
+
 /// The protocol-agnostic knobs of a [`Sender`] / [`SendPipeline`]: pacing, send mode, queue,
 /// socket buffer and the send-buffer policy. Used with any [`Packetize`] implementation
 /// ([`Sender::spawn_with`]); [`SenderConfig::options`] gives the ones of a punktfunk/1 sender.
@@ -55,6 +70,8 @@ pub struct SendOptions {
     pub pacing: Option<PacingConfig>,
     /// sendmmsg or UDP GSO (default: GSO if the kernel has it).
     pub mode: ModeChoice,
+    /// Kernel (EDT through `fq`) or user-space pacing (default: kernel where `fq` is).
+    pub kernel_pacing: PacingChoice,
     /// Frames the queue holds before [`Sender::try_send`] drops (default 4).
     pub queue_frames: usize,
     /// SO_SNDBUF target in bytes (default 32 MiB).
@@ -82,6 +99,7 @@ impl SendOptions {
                 ..PacingConfig::default()
             }),
             mode: ModeChoice::Auto,
+            kernel_pacing: PacingChoice::Auto,
             queue_frames: 4,
             sndbuf_bytes: 32 << 20,
             block_budget: Duration::from_millis(2),
@@ -163,6 +181,12 @@ pub enum SenderError {
     /// [`ModeChoice::Gso`] was asked for but the GSO probe failed.
     #[error("UDP GSO was forced but the kernel refused it: {0}")]
     GsoUnsupported(io::Error),
+    /// [`PacingChoice::Kernel`] was asked for but kernel pacing is not possible here.
+    #[error(
+        "kernel pacing was forced but is not possible: {0} (it needs the fq qdisc on the \
+         egress device, e.g. `tc qdisc replace dev DEV root fq`, and UDP GSO)"
+    )]
+    KernelPacingUnavailable(String),
 }
 
 /// One access unit handed to the [`Sender`].
@@ -266,6 +290,7 @@ pub const CPU_BUCKETS: usize = 20;
 #[derive(Default)]
 pub(crate) struct StatsInner {
     mode: AtomicU8,
+    pacing: AtomicU8,
     packets_sent: AtomicU64,
     next_sequence: AtomicU64,
     bytes_sent: AtomicU64,
@@ -288,6 +313,22 @@ pub(crate) struct StatsInner {
     cpu_hist: [AtomicU64; CPU_BUCKETS],
 }
 
+fn pacing_code(m: PacingMode) -> u8 {
+    match m {
+        PacingMode::KernelFq => 1,
+        PacingMode::UserSpace => 2,
+        PacingMode::Off => 3,
+    }
+}
+
+fn pacing_of(code: u8) -> PacingMode {
+    match code {
+        1 => PacingMode::KernelFq,
+        3 => PacingMode::Off,
+        _ => PacingMode::UserSpace,
+    }
+}
+
 fn mode_code(m: SendMode) -> u8 {
     match m {
         SendMode::Gso => 1,
@@ -303,6 +344,7 @@ impl StatsInner {
             } else {
                 SendMode::Sendmmsg
             },
+            pacing: pacing_of(self.pacing.load(Relaxed)),
             packets_sent: self.packets_sent.load(Relaxed),
             next_sequence: self.next_sequence.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
@@ -348,6 +390,8 @@ impl StatsInner {
 pub struct SenderStats {
     /// Mode in use now (it can change once, from Gso to Sendmmsg, on a run-time fallback).
     pub mode: SendMode,
+    /// Pacing in use now (kernel pacing falls back to user space with GSO).
+    pub pacing: PacingMode,
     /// Packets the kernel accepted.
     pub packets_sent: u64,
     /// The sequence number the next sealed packet would get (every sealed packet counts,
@@ -446,6 +490,16 @@ pub struct SendPipeline {
     slack_set: bool,
     /// [`SendOptions::catch_up`].
     catch_up: bool,
+    /// Who carries out the schedule.
+    pacing_mode: PacingMode,
+    /// Why pacing is not in the kernel (when it is not, and it was considered).
+    pacing_note: Option<String>,
+    /// Kernel pacing: the departure time of the last chunk handed to the kernel; the next
+    /// frame departs no earlier (`fq` sends a flow's packets in departure order, so an earlier
+    /// time would overtake the previous frame's tail).
+    last_departure_ns: u64,
+    /// Frame interval of the pacing config (kernel pacing's catch-up bound).
+    frame_interval_ns: u64,
 }
 
 impl SendPipeline {
@@ -475,8 +529,11 @@ impl SendPipeline {
             forced = sndbuf.forced,
             "data-plane sender ready"
         );
+        let (pacing_mode, pacing_note) = choose_pacing(&socket, opts, mode)?;
+        tracing::info!(pacing = %pacing_mode, note = ?pacing_note, "data-plane pacing");
         let stats = Arc::new(StatsInner::default());
         stats.mode.store(mode_code(mode), Relaxed);
+        stats.pacing.store(pacing_code(pacing_mode), Relaxed);
         stats
             .next_sequence
             .store(packetizer.next_sequence(), Relaxed);
@@ -496,7 +553,22 @@ impl SendPipeline {
             gso_probe_error,
             slack_set: false,
             catch_up: opts.catch_up,
+            pacing_mode,
+            pacing_note,
+            last_departure_ns: 0,
+            frame_interval_ns: opts.pacing.map_or(0, |p| p.frame_interval_ns),
         })
+    }
+
+    /// Who carries out the pacing schedule now.
+    pub fn pacing_mode(&self) -> PacingMode {
+        self.pacing_mode
+    }
+
+    /// Why the schedule is carried out in user space (no `fq` on the egress device, no GSO,
+    /// `SO_TXTIME` refused), if kernel pacing was considered and not chosen.
+    pub fn pacing_note(&self) -> Option<&str> {
+        self.pacing_note.as_deref()
     }
 
     /// Mode in use.
@@ -575,6 +647,23 @@ impl SendPipeline {
             packetize_cpu_ns: c1.saturating_sub(c0),
             ..FrameReport::default()
         };
+        if self.pacing_mode == PacingMode::KernelFq {
+            self.send_kernel_paced(&mut report);
+        } else {
+            self.send_user_paced(&mut report);
+        }
+        self.stats
+            .packets_sent
+            .fetch_add(u64::from(report.sent_packets), Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(u64::from(report.sent_packets) * stride as u64, Relaxed);
+        self.stats.record_frame(&report);
+        Ok(report)
+    }
+
+    /// Sends the schedule's chunks one by one, sleeping until each one's time.
+    fn send_user_paced(&mut self, report: &mut FrameReport) {
         if self.schedule.len() > 1 && !self.slack_set {
             // The thread that paces sleeps with a slack no larger than its spin.
             if let Err(e) = sys::set_timer_slack(self.spin_ns) {
@@ -614,14 +703,114 @@ impl SendPipeline {
             }
             report.last_sent_ns = now;
         }
+    }
+
+    /// Kernel pacing: hands every chunk of the frame to the kernel at once (one `sendmmsg`
+    /// when it takes them all), each GSO message with its chunk's departure time
+    /// (`SCM_TXTIME` = frame start + chunk offset, CLOCK_MONOTONIC); `fq` holds them until
+    /// then. The thread never sleeps between chunks (no wake-ups). A frame departs no earlier
+    /// than the previous frame's last chunk; if that lies more than a frame interval ahead
+    /// (the sender is behind), the frame goes out right after it, unspread
+    /// ([`FrameReport::caught_up`]).
+    fn send_kernel_paced(&mut self, report: &mut FrameReport) {
+        let now = sys::monotonic_ns();
+        let start = now.max(self.last_departure_ns);
+        let behind = start > now + self.frame_interval_ns
+            || self.catch_up && self.stats.queued.load(Relaxed) > 0 && start > now;
+        report.caught_up = behind;
+        let last_offset = self.schedule.last().map_or(0, |c| c.offset_ns);
+        let departure = |c: &PaceChunk| if behind { start } else { start + c.offset_ns };
+        self.last_departure_ns = if behind { start } else { start + last_offset };
+        let stride = self.batch.stride();
+        let mut pos = 0usize;
+        let end = self.batch.len();
+        let mut give_up_at: Option<u64> = None;
+        let s0 = sys::thread_cpu_ns();
+        while pos < end {
+            let pieces: Vec<Piece<'_>> = self
+                .schedule
+                .iter()
+                .filter(|c| c.packets.end > pos)
+                .map(|c| Piece {
+                    bytes: self
+                        .batch
+                        .range_bytes(c.packets.start.max(pos)..c.packets.end),
+                    txtime_ns: Some(departure(c)),
+                })
+                .collect();
+            match self.scratch.send_pieces(self.fd, &pieces, stride, true) {
+                Ok(n) => {
+                    if pos == 0 {
+                        report.first_sent_ns = sys::monotonic_ns();
+                    }
+                    pos += n.max(1).min(end - pos);
+                }
+                Err(e) => {
+                    let code = e.raw_os_error();
+                    if code == Some(libc::EINTR) {
+                        continue;
+                    }
+                    if sys::is_gso_failure(&e) {
+                        // Without GSO every packet is its own skb and fq's per-flow limit
+                        // (100 packets) would drop most of a large frame: pace in user space.
+                        self.abandon_kernel_pacing(&format!("a GSO send failed ({e})"));
+                        self.mode = SendMode::Sendmmsg;
+                        self.stats
+                            .mode
+                            .store(mode_code(SendMode::Sendmmsg), Relaxed);
+                        self.stats.gso_fallbacks.fetch_add(1, Relaxed);
+                        break;
+                    }
+                    // The frame's later chunks wait in the qdisc, holding send buffer until
+                    // they depart: the budget counts from the last departure, not from now.
+                    let now = sys::monotonic_ns();
+                    let limit = *give_up_at
+                        .get_or_insert(now.max(self.last_departure_ns) + self.block_budget_ns);
+                    let transient = matches!(code, Some(libc::EAGAIN) | Some(libc::ENOBUFS));
+                    if !transient {
+                        self.stats.send_errors.fetch_add(1, Relaxed);
+                    }
+                    if now >= limit || !transient && code != Some(libc::ECONNREFUSED) {
+                        let lost = (end - pos) as u64;
+                        self.stats.send_drop_packets.fetch_add(lost, Relaxed);
+                        self.stats.send_drop_events.fetch_add(1, Relaxed);
+                        tracing::debug!("send dropped {lost} packets: {e}");
+                        pos = end;
+                        break;
+                    }
+                    if code == Some(libc::EAGAIN) {
+                        sys::wait_writable(self.fd, limit - now);
+                    } else {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+        }
+        report.send_cpu_ns += sys::thread_cpu_ns().saturating_sub(s0);
+        report.last_sent_ns = sys::monotonic_ns();
+        if report.first_sent_ns == 0 {
+            report.first_sent_ns = report.last_sent_ns;
+        }
+        report.sent_packets += pos as u32;
+        if pos < end && self.pacing_mode == PacingMode::UserSpace {
+            // Kernel pacing was abandoned mid-frame: the rest goes out the user-space way,
+            // each chunk at its time.
+            self.schedule.retain(|c| c.packets.end > pos);
+            if let Some(first) = self.schedule.first_mut() {
+                first.packets.start = first.packets.start.max(pos);
+            }
+            self.send_user_paced(report);
+        }
+    }
+
+    /// Switches to user-space pacing for good (the reason is logged and kept).
+    fn abandon_kernel_pacing(&mut self, why: &str) {
+        tracing::warn!("kernel pacing off: {why}; pacing in user space");
+        self.pacing_mode = PacingMode::UserSpace;
+        self.pacing_note = Some(why.to_string());
         self.stats
-            .packets_sent
-            .fetch_add(u64::from(report.sent_packets), Relaxed);
-        self.stats
-            .bytes_sent
-            .fetch_add(u64::from(report.sent_packets) * stride as u64, Relaxed);
-        self.stats.record_frame(&report);
-        Ok(report)
+            .pacing
+            .store(pacing_code(PacingMode::UserSpace), Relaxed);
     }
 
     /// Sends packets `range` of the batch; returns how many the kernel took. Policy:
@@ -708,6 +897,86 @@ fn choose_mode(
     }
 }
 
+/// Decides who carries out the pacing schedule (see [`PacingChoice`]): the kernel when the
+/// sender paces, sends with UDP GSO, the route to the peer leaves through `fq`
+/// ([`qdisc::egress_qdisc`]) and the socket takes `SO_TXTIME`; otherwise user space, with the
+/// reason. GSO is required because `fq` limits a flow to 100 queued packets by default: a
+/// 1 MiB frame is ~870 packets but only ~17 GSO super-buffers.
+fn choose_pacing(
+    socket: &UdpSocket,
+    opts: &SendOptions,
+    mode: SendMode,
+) -> Result<(PacingMode, Option<String>), SenderError> {
+    if opts.pacing.is_none() {
+        return Ok((PacingMode::Off, None));
+    }
+    if opts.kernel_pacing == PacingChoice::UserSpace {
+        return Ok((
+            PacingMode::UserSpace,
+            Some("user-space pacing asked for".into()),
+        ));
+    }
+    let why_not = kernel_pacing_blocker(socket, mode);
+    match (why_not, opts.kernel_pacing) {
+        (None, _) => Ok((PacingMode::KernelFq, None)),
+        (Some(why), PacingChoice::Kernel) => Err(SenderError::KernelPacingUnavailable(why)),
+        (Some(why), _) => Ok((PacingMode::UserSpace, Some(why))),
+    }
+}
+
+/// The pacing a paced [`Sender`] with [`PacingChoice::Auto`] would use towards `peer`, and why
+/// not kernel pacing when it is not: the same checks on a probe socket (unconnected UDP
+/// "connected" to `peer`, nothing is sent). A host tells the client before its sender exists
+/// (`Welcome.pacing`), then starts the sender with [`PacingChoice::Kernel`] or
+/// [`PacingChoice::UserSpace`] accordingly, so the two never disagree.
+pub fn pacing_for_peer(peer: std::net::IpAddr) -> (PacingMode, Option<String>) {
+    let probe = || -> io::Result<UdpSocket> {
+        let local: std::net::IpAddr = match peer {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = UdpSocket::bind((local, 0))?;
+        socket.connect((peer, 9))?;
+        Ok(socket)
+    };
+    let socket = match probe() {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                PacingMode::UserSpace,
+                Some(format!("no route to probe: {e}")),
+            );
+        }
+    };
+    let mode = match sys::probe_gso(socket.as_raw_fd(), 1200) {
+        Ok(()) => SendMode::Gso,
+        Err(_) => SendMode::Sendmmsg,
+    };
+    match kernel_pacing_blocker(&socket, mode) {
+        None => (PacingMode::KernelFq, None),
+        Some(why) => (PacingMode::UserSpace, Some(why)),
+    }
+}
+
+/// Why kernel pacing cannot be used on `socket`, or `None` (then `SO_TXTIME` is on).
+fn kernel_pacing_blocker(socket: &UdpSocket, mode: SendMode) -> Option<String> {
+    if mode != SendMode::Gso {
+        return Some("UDP GSO is off".into());
+    }
+    let peer = match socket.peer_addr() {
+        Ok(p) => p.ip(),
+        Err(e) => return Some(format!("no peer address: {e}")),
+    };
+    match qdisc::egress_qdisc(peer) {
+        Ok(q) if q.fq => {}
+        Ok(q) => return Some(format!("{q}")),
+        Err(e) => return Some(format!("the egress qdisc is unknown: {e}")),
+    }
+    sys::enable_txtime(socket.as_raw_fd())
+        .err()
+        .map(|e| format!("SO_TXTIME refused: {e}"))
+}
+
 /// The send shell: a dedicated thread (`pf-dp-send`) running a [`SendPipeline`], fed through
 /// a bounded queue.
 ///
@@ -730,6 +999,7 @@ pub struct Sender {
     abandon: Arc<AtomicBool>,
     stats: Arc<StatsInner>,
     gso_probe_error: Option<String>,
+    pacing_note: Option<String>,
     sndbuf: BufferSize,
 }
 
@@ -751,6 +1021,7 @@ impl Sender {
         let pipeline = SendPipeline::with_packetizer(socket, &opts, packetizer)?;
         let stats = pipeline.stats_handle();
         let gso_probe_error = pipeline.gso_probe_error.clone();
+        let pacing_note = pipeline.pacing_note.clone();
         let sndbuf = pipeline.sndbuf;
         let (tx, rx) = mpsc::sync_channel::<Frame>(opts.queue_frames.max(1));
         let pool_depth = opts.queue_frames.max(1) + 2;
@@ -773,8 +1044,21 @@ impl Sender {
             abandon,
             stats,
             gso_probe_error,
+            pacing_note,
             sndbuf,
         })
+    }
+
+    /// Who carries out the pacing schedule now (kernel pacing can fall back to user space
+    /// once, when a GSO send fails).
+    pub fn pacing_mode(&self) -> PacingMode {
+        self.stats.snapshot().pacing
+    }
+
+    /// Why pacing is in user space, when kernel pacing was considered at setup and not
+    /// chosen (e.g. "lo has noqueue, not fq").
+    pub fn pacing_note(&self) -> Option<&str> {
+        self.pacing_note.as_deref()
     }
 
     /// Queues a frame without ever blocking. When the queue is full the frame is dropped,

@@ -160,11 +160,50 @@ pub fn gso_segments(stride: usize) -> usize {
 /// Most messages per sendmmsg/recvmmsg call (UIO_MAXIOV).
 pub const MAX_MMSG: usize = 1024;
 
+/// One run of packets for [`SendScratch::send_pieces`]: bytes (a multiple of the stride) and
+/// an optional departure time.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece<'a> {
+    /// The packets, back to back.
+    pub bytes: &'a [u8],
+    /// CLOCK_MONOTONIC ns before which the `fq` qdisc must not send them (`SCM_TXTIME`; the
+    /// socket needs [`enable_txtime`]). `None`: at once.
+    pub txtime_ns: Option<u64>,
+}
+
+/// Turns on `SO_TXTIME` (CLOCK_MONOTONIC, no deadline mode, no error reports) on `fd`: from
+/// then on a message may carry an `SCM_TXTIME` departure time, which the `fq` qdisc honours
+/// (other qdiscs ignore it and send at once). Unprivileged for CLOCK_MONOTONIC (Linux ≥ 4.19).
+pub fn enable_txtime(fd: RawFd) -> io::Result<()> {
+    let cfg = libc::sock_txtime {
+        clockid: libc::CLOCK_MONOTONIC,
+        flags: 0,
+    };
+    // SAFETY: a live sock_txtime and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TXTIME,
+            (&cfg as *const libc::sock_txtime).cast(),
+            std::mem::size_of::<libc::sock_txtime>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Reusable `mmsghdr`/`iovec`/cmsg arrays for `sendmmsg` on a connected socket.
 pub struct SendScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
-    /// cmsg space per message, in u64 words (u64 for cmsghdr alignment).
+    /// Packets in each message of the call being built.
+    packets: Vec<usize>,
+    /// cmsg space per message, in u64 words (u64 for cmsghdr alignment): room for a
+    /// `UDP_SEGMENT` (u16) and an `SCM_TXTIME` (u64).
     cmsg_words: usize,
     cmsgs: Vec<u64>,
 }
@@ -185,7 +224,10 @@ impl SendScratch {
     /// Scratch arrays sized for [`MAX_MMSG`] messages.
     pub fn new() -> Self {
         // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        let space = unsafe {
+            libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32)
+                + libc::CMSG_SPACE(std::mem::size_of::<u64>() as u32)
+        } as usize;
         let cmsg_words = space.div_ceil(8);
         // SAFETY: mmsghdr and iovec are plain C structs for which all-zero is a valid value.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
@@ -198,6 +240,7 @@ impl SendScratch {
                 };
                 MAX_MMSG
             ],
+            packets: vec![0; MAX_MMSG],
             cmsg_words,
             cmsgs: vec![0; cmsg_words * MAX_MMSG],
         }
@@ -210,48 +253,44 @@ impl SendScratch {
     /// Returns how many packets the kernel took (≥ 1; possibly fewer than given, then call
     /// again with the rest) or the error of the first message.
     pub fn send(&mut self, fd: RawFd, bytes: &[u8], stride: usize, gso: bool) -> io::Result<usize> {
-        if bytes.is_empty() || stride == 0 {
+        let piece = Piece {
+            bytes,
+            txtime_ns: None,
+        };
+        self.send_pieces(fd, &[piece], stride, gso)
+    }
+
+    /// Like [`send`](Self::send) for several runs of packets in one `sendmmsg` call, each
+    /// message of a run carrying the run's departure time (`SCM_TXTIME`) if it has one: a
+    /// whole paced frame handed to the kernel at once. At most [`MAX_MMSG`] messages go in one
+    /// call; returns how many packets, counted from the first piece, the kernel took.
+    pub fn send_pieces(
+        &mut self,
+        fd: RawFd,
+        pieces: &[Piece<'_>],
+        stride: usize,
+        gso: bool,
+    ) -> io::Result<usize> {
+        if stride == 0 {
             return Ok(0);
         }
         let per_msg = if gso { gso_segments(stride) } else { 1 };
-        let msg_bytes = per_msg * stride;
         let mut n = 0usize;
-        for (i, chunk) in bytes.chunks(msg_bytes).take(MAX_MMSG).enumerate() {
-            self.iovs[i] = libc::iovec {
-                iov_base: chunk.as_ptr() as *mut libc::c_void,
-                iov_len: chunk.len(),
-            };
-            // SAFETY: all-zero is a valid msghdr (null name, no control).
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_iov = &mut self.iovs[i];
-            hdr.msg_iovlen = 1;
-            if gso && chunk.len() > stride {
-                let words = &mut self.cmsgs[i * self.cmsg_words..(i + 1) * self.cmsg_words];
-                words.fill(0);
-                hdr.msg_control = words.as_mut_ptr().cast();
-                hdr.msg_controllen = self.cmsg_words * 8;
-                // SAFETY: msg_control points to `cmsg_words * 8` zeroed, 8-aligned bytes, at
-                // least CMSG_SPACE(2), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room
-                // for the u16 we write (unaligned write, as CMSG_DATA need not be aligned).
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&hdr);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), stride as u16);
-                    hdr.msg_controllen =
-                        libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        'pieces: for piece in pieces {
+            for chunk in piece.bytes.chunks(per_msg * stride) {
+                if n == MAX_MMSG {
+                    break 'pieces;
                 }
+                self.fill(n, chunk, stride, gso, piece.txtime_ns);
+                n += 1;
             }
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            };
-            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
         }
         // SAFETY: `hdrs[..n]` are initialised msghdrs whose iovecs and control buffers point
-        // into `bytes`, `self.iovs` and `self.cmsgs`, all borrowed for the duration of the
-        // call; the kernel only reads them (and writes msg_len).
+        // into `pieces`' bytes, `self.iovs` and `self.cmsgs`, all borrowed for the duration of
+        // the call; the kernel only reads them (and writes msg_len).
         let r = unsafe {
             libc::sendmmsg(
                 fd,
@@ -263,9 +302,56 @@ impl SendScratch {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let msgs = r as usize;
-        // Packets in the first `msgs` messages (all full except possibly the very last one).
-        Ok((msgs * msg_bytes).min(bytes.len()) / stride)
+        Ok(self.packets[..r as usize].iter().sum())
+    }
+
+    /// Message `i`: `chunk` (one packet, or a GSO super-buffer of several) with its cmsgs.
+    fn fill(&mut self, i: usize, chunk: &[u8], stride: usize, gso: bool, txtime: Option<u64>) {
+        self.iovs[i] = libc::iovec {
+            iov_base: chunk.as_ptr() as *mut libc::c_void,
+            iov_len: chunk.len(),
+        };
+        self.packets[i] = chunk.len().div_ceil(stride);
+        // SAFETY: all-zero is a valid msghdr (null name, no control).
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut self.iovs[i];
+        hdr.msg_iovlen = 1;
+        let segment = gso && chunk.len() > stride;
+        if segment || txtime.is_some() {
+            let words = &mut self.cmsgs[i * self.cmsg_words..(i + 1) * self.cmsg_words];
+            words.fill(0);
+            hdr.msg_control = words.as_mut_ptr().cast();
+            hdr.msg_controllen = self.cmsg_words * 8;
+            let mut used = 0usize;
+            // SAFETY: msg_control points to `cmsg_words * 8` zeroed, 8-aligned bytes, at
+            // least CMSG_SPACE(2) + CMSG_SPACE(8), so CMSG_FIRSTHDR is non-null, and after a
+            // first cmsg of CMSG_SPACE(2) bytes CMSG_NXTHDR still has room for the second;
+            // CMSG_DATA has room for the value written (unaligned writes, as CMSG_DATA need
+            // not be aligned). msg_controllen is then cut to the bytes used.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&hdr);
+                if segment {
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), stride as u16);
+                    used += libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+                    c = libc::CMSG_NXTHDR(&hdr, c);
+                }
+                if let Some(t) = txtime {
+                    (*c).cmsg_level = libc::SOL_SOCKET;
+                    (*c).cmsg_type = libc::SCM_TXTIME;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u64>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u64>(), t);
+                    used += libc::CMSG_SPACE(std::mem::size_of::<u64>() as u32) as usize;
+                }
+            }
+            hdr.msg_controllen = used;
+        }
+        self.hdrs[i] = libc::mmsghdr {
+            msg_hdr: hdr,
+            msg_len: 0,
+        };
     }
 }
 

@@ -39,7 +39,12 @@ pub struct SessionEntry {
     pub started: Instant,
     /// Ends the session from outside (unpair): its protocol shell closes the connection.
     pub end: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The video sender's pacing mode now (None: no video sender, e.g. a speed test).
+    pub pacing: PacingProbe,
 }
+
+/// Reads a session's video pacing mode (kernel pacing may fall back to user space at run time).
+pub type PacingProbe = Arc<dyn Fn() -> Option<punktfunk_dataplane::PacingMode> + Send + Sync>;
 
 pub struct Host {
     pub config: TransportConfig,
@@ -199,7 +204,13 @@ impl Host {
     pub fn refresh_status(&self) {
         let streaming: Vec<String> = lock(&self.sessions)
             .values()
-            .map(|s| format!("{} {}x{}", s.client_name, s.mode.width, s.mode.height))
+            .map(|s| {
+                let mut what = format!("{} {}x{}", s.client_name, s.mode.width, s.mode.height);
+                if let Some(p) = (s.pacing)() {
+                    what.push_str(&format!(" (pacing {p})"));
+                }
+                what
+            })
             .collect();
         let armed = lock(&self.window).remaining(Instant::now());
         let mut line = status_line(

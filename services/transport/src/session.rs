@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use punktfunk_control::error::CODE_INTERNAL;
-use punktfunk_dataplane::{Sender, SenderConfig, SenderStats};
+use punktfunk_dataplane::{PacingChoice, PacingMode, Sender, SenderConfig, SenderStats};
 use punktfunk_proto::common::{Codec, Mode};
 use punktfunk_proto::media::SourceKind as MediaSource;
 use punktfunk_tls::Fingerprint;
@@ -30,7 +30,7 @@ use punktfunk_wire::{DataPlaneConfig, SessionKey, StreamKind};
 
 use crate::config::Source;
 use crate::gone::{self, PortWatch};
-use crate::host::{Host, SessionEntry};
+use crate::host::{Host, PacingProbe, SessionEntry};
 use crate::input::{SeatLink, SeatPort, SeatSpec};
 use crate::media::{self, MediaError, MediaEvent, MediaPlan, MediaSession, Outputs};
 use crate::pump::PumpShared;
@@ -110,6 +110,9 @@ pub struct SessionSpec {
     /// Likewise for audio, with the address audio goes to when it is not `client_addr`
     /// (GameStream learns each stream's address from that stream's pings).
     pub audio_packetizer: Option<(Box<dyn punktfunk_wire::Packetize>, SocketAddr)>,
+    /// Who paces the video: punktfunk/1 decides before its `Welcome` (which tells the client)
+    /// and passes `Kernel` or `UserSpace`; GameStream leaves it to the sender (`Auto`).
+    pub pacing: PacingChoice,
 }
 
 /// Samples the video sender's refusals every [`gone::SAMPLE_INTERVAL`] until the watch says
@@ -240,10 +243,24 @@ impl Session {
                 frames_sent,
                 started: Instant::now(),
                 end: spec.end,
+                pacing: session.video_pacing(),
             },
         );
         host.refresh_status();
         Ok(session)
+    }
+
+    /// Reads the video sender's pacing mode while it runs (for the status line); it holds
+    /// the sender weakly, so stopping the session is not held up by it.
+    fn video_pacing(&self) -> PacingProbe {
+        let sender = match &self.feed {
+            Feed::None => None,
+            Feed::Synthetic(dp) => dp.sender().as_ref().map(Arc::downgrade),
+            Feed::Media { video, .. } => Some(Arc::downgrade(video)),
+        };
+        Arc::new(move || -> Option<PacingMode> {
+            sender.as_ref()?.upgrade().map(|s| s.pacing_mode())
+        })
     }
 
     /// The session id (also the TLS exporter context of punktfunk/1's keys).
@@ -405,7 +422,8 @@ fn start_synthetic(
         max_frame_bytes: max_payload(&spec.data_plane),
         ..SyntheticConfig::default()
     };
-    let cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
+    let mut cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
+    cfg.options.kernel_pacing = spec.pacing;
     let dp = DataPlane::start(socket, cfg, feed, None, frames_sent)
         .map_err(|e| Refusal::internal(e.to_string()))?;
     Ok(Feed::Synthetic(dp))
@@ -428,7 +446,8 @@ async fn start_media(
         connect_socket(bind_ip, spec.client_addr)
             .map_err(|e| Refusal::internal(format!("{what} socket: {e}")))
     };
-    let video_cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
+    let mut video_cfg = SenderConfig::new(spec.data_plane, spec.key.clone(), StreamKind::Video);
+    video_cfg.options.kernel_pacing = spec.pacing;
     let video = match spec.video_packetizer.take() {
         Some(p) => Sender::spawn_with(socket("video")?, video_cfg.options(), p),
         None => Sender::spawn(socket("video")?, video_cfg),

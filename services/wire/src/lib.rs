@@ -132,7 +132,7 @@ pub use crypto::{
     Aead, AeadBackend, AuthError, NONCE_LEN, Opener, Replay, ReplayWindow, RingAes128Gcm,
     RustCryptoAes128Gcm, SEQ_LIMIT, SealError, Sealer, SessionKey,
 };
-pub use pacing::{MIN_CHUNK_GAP_NS, PaceChunk, PacingConfig, pacing_schedule};
+pub use pacing::{MIN_CHUNK_GAP_NS, PaceChunk, PacingConfig, PacingMode, pacing_schedule};
 pub use packet::{
     FLAG_KEYFRAME, FLAG_LAST_BLOCK, FLAG_PARITY, HEADER_LEN, PacketHeader, ParseError, StreamKind,
     TAG_LEN, VERSION, peek_kind,

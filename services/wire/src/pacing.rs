@@ -98,3 +98,36 @@ pub fn pacing_schedule(
         start = end;
     }
 }
+
+/// How a sender's pacing schedule is carried out: the fact a host reports (transport's status
+/// line, `Welcome.pacing`, the client's report as [`PacingMode::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PacingMode {
+    /// The whole frame is handed to the kernel at once, each chunk with its departure time
+    /// (`SO_TXTIME`); the `fq` qdisc on the egress device holds every chunk until then (EDT).
+    /// No wake-ups on the send thread.
+    KernelFq,
+    /// The send thread sleeps until each chunk's time and sends it then (the egress device
+    /// has no `fq`, or UDP GSO is unavailable).
+    #[default]
+    UserSpace,
+    /// Not paced: every frame goes out at once (audio).
+    Off,
+}
+
+impl PacingMode {
+    /// The name in reports: `"kernel-fq"`, `"user-space"`, `"off"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KernelFq => "kernel-fq",
+            Self::UserSpace => "user-space",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl core::fmt::Display for PacingMode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

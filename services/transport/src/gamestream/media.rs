@@ -165,6 +165,7 @@ pub async fn start_session(
         },
         end,
         video_packetizer: Some(Box::new(EnvelopedVideo(packetizer))),
+        pacing: punktfunk_dataplane::PacingChoice::Auto,
         audio_packetizer: audio_addr.map(|addr| {
             let p: Box<dyn Packetize> = Box::new(EnvelopedAudio {
                 inner: AudioPacketizer::for_stream(cfg, keys),

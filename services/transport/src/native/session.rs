@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use punktfunk_control::error::{CODE_INTERNAL, CODE_PAIRING_REQUIRED, CODE_PROTOCOL};
 use punktfunk_control::host::{HostAction, HostPolicy, HostSession, ResolvedSession};
 use punktfunk_control::keys::Direction;
+use punktfunk_dataplane::{PacingChoice, PacingMode};
 use punktfunk_proto::control::{
     ClientMessage, GamepadKind, ProbeResult, VideoPayload, client_message,
 };
@@ -32,7 +33,14 @@ pub(super) async fn run(mut s: Stream, reader: Reader, first: ClientMessage) {
         return;
     }
     let id = s.host.next_session_id();
-    let machine = match HostSession::new(policy(&s, id).await) {
+    let pacing = decide_pacing(&s).await;
+    let mut policy = policy(&s, id).await;
+    policy.pacing = punktfunk_control::keys::pacing_to_proto(pacing);
+    let pacing = match pacing {
+        PacingMode::KernelFq => PacingChoice::Kernel,
+        PacingMode::UserSpace | PacingMode::Off => PacingChoice::UserSpace,
+    };
+    let machine = match HostSession::new(policy) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e.0, "invalid session policy (check [fec] in transport.toml)");
@@ -50,6 +58,7 @@ pub(super) async fn run(mut s: Stream, reader: Reader, first: ClientMessage) {
         probes: JoinSet::new(),
         pads,
         input: None,
+        pacing,
     };
     let end = driver.run(first).await;
     driver.finish(end).await;
@@ -71,6 +80,21 @@ async fn admit(s: &mut Stream) -> bool {
     s.refuse(m, close::PAIRING_REQUIRED, "pairing required")
         .await;
     false
+}
+
+/// How this client's video will be paced (the route to it: `fq` or not), decided before the
+/// `Welcome` that tells the client; the video sender is then started with this decision.
+async fn decide_pacing(s: &Stream) -> PacingMode {
+    let peer = s.conn.remote_address().ip();
+    let (mode, why) =
+        tokio::task::spawn_blocking(move || punktfunk_dataplane::pacing_for_peer(peer))
+            .await
+            .unwrap_or((
+                PacingMode::UserSpace,
+                Some("the pacing probe failed".into()),
+            ));
+    tracing::info!(client = %s.fp.short(), pacing = %mode, why = why.as_deref().unwrap_or(""), "video pacing");
+    mode
 }
 
 /// What this host offers the session: its configuration, narrowed to what media accepts.
@@ -134,6 +158,8 @@ struct Driver {
     pads: Vec<PadKind>,
     /// The input datagram pump (punktfunk/1 ⇄ the session's seat).
     input: Option<tokio::task::JoinHandle<()>>,
+    /// Who paces the video (told to the client in `Welcome.pacing`).
+    pacing: PacingChoice,
 }
 
 impl Driver {
@@ -234,6 +260,7 @@ impl Driver {
             }),
             video_packetizer: None,
             audio_packetizer: None,
+            pacing: self.pacing,
         };
         match Session::start(&self.s.host, spec).await {
             Ok(mut l) => {

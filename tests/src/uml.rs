@@ -316,11 +316,37 @@ impl Guest {
             self.init.is_none(),
             "run_script uses the harness's init; a guest with its own init runs with boot()"
         );
-        let work = Workdir::new()?;
-        work.write_exec("script.sh", script)?;
-        work.write_exec("init", &self.init_script(&work.share))?;
-        let init = work.dir.path().join("init");
-        self.launch(work, &init)
+        self.launch_retrying_boot_panics(|| {
+            let work = Workdir::new()?;
+            work.write_exec("script.sh", script)?;
+            work.write_exec("init", &self.init_script(&work.share))?;
+            let init = work.dir.path().join("init");
+            Ok((work, init))
+        })
+    }
+
+    /// Launches a fresh guest from `prepare`; when the guest kernel panicked before anything
+    /// of the run was written (UML under a loaded host occasionally dies while booting with
+    /// "Segfault with no mm", before init runs), boots once more and says so on stderr. A
+    /// panic after the run started, or twice in a row, is returned as it is.
+    fn launch_retrying_boot_panics(
+        &self,
+        prepare: impl Fn() -> Result<(Workdir, PathBuf), UmlError>,
+    ) -> Result<GuestOutput, UmlError> {
+        let (work, init) = prepare()?;
+        match self.launch(work, &init) {
+            Err(UmlError::NoStatus { output, console })
+                if output.is_empty() && console.contains("Kernel panic") =>
+            {
+                eprintln!(
+                    "punktfunk-tests uml: the guest kernel panicked while booting, before the run \
+                     started; booting once more. Console:\n{console}"
+                );
+                let (work, init) = prepare()?;
+                self.launch(work, &init)
+            }
+            other => other,
+        }
     }
 
     /// Runs a host program (any path; the host's `/` is the guest's root) with arguments.
@@ -347,7 +373,7 @@ impl Guest {
     /// module docs); a guest that wrote no `status` is an [`UmlError::NoStatus`].
     pub fn boot(&self) -> Result<GuestOutput, UmlError> {
         let init = self.init.clone().expect("boot() needs Guest::init(...)");
-        self.launch(Workdir::new()?, &init)
+        self.launch_retrying_boot_panics(|| Ok((Workdir::new()?, init.clone())))
     }
 
     /// The harness's init: mounts, loopback, the share, the script, its status, power-off.

@@ -16,7 +16,7 @@ use serde_json::Value;
 const DAEMONS: [&str; 4] = ["session", "media", "transport", "input"];
 /// Boot, the driver's steps (two streams, four restarts, a watchdog expiry) and poweroff; the
 /// cold kernel and root builds are not inside it (they happen in `prepare`).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn fact<'a>(f: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     f.get(key)

@@ -106,6 +106,16 @@ impl Stack {
         Ok(pin)
     }
 
+    /// A daemon's STATUS line as `punktfunkctl status --json` shows it ("" if it is not listed).
+    pub fn daemon_status(&self, daemon: &str) -> String {
+        let out = self.sup.ctl(&["status", "--json"]);
+        crate::parse_status(&out.stdout)
+            .into_iter()
+            .find(|(name, _, _)| name == daemon)
+            .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    }
+
     /// A daemon's log so far (for assertion messages).
     pub fn log(&mut self, daemon: &str) -> String {
         std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default()

@@ -637,3 +637,25 @@ fn tree_members(pgid: Pid) -> Vec<Pid> {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
+
+/// One scenario of a guest program: its steps, or what failed.
+pub type Scenario = fn() -> anyhow::Result<()>;
+
+/// The `main` of a program the guest runs (`pf-uml-*`): runs the scenario named by the first
+/// argument; a failed scenario prints its error chain and exits 1, an unknown name prints the
+/// usage and exits 2 (the test then sees the guest's exit status and output).
+pub fn scenario_main(program: &str, scenarios: &[(&str, Scenario)]) -> ! {
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    let Some((_, run)) = scenarios.iter().find(|(name, _)| *name == arg) else {
+        let names: Vec<&str> = scenarios.iter().map(|(n, _)| *n).collect();
+        eprintln!("usage: {program} {}", names.join("|"));
+        std::process::exit(2);
+    };
+    match run() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{program} {arg}: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

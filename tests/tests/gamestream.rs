@@ -31,15 +31,6 @@ fn gamestream_clients(stack: &Stack) -> Vec<Value> {
         .collect()
 }
 
-fn transport_status(stack: &Stack) -> String {
-    let out = stack.sup.ctl(&["status", "--json"]);
-    punktfunk_tests::parse_status(&out.stdout)
-        .into_iter()
-        .find(|(name, _, _)| name == "transport")
-        .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// Starts `pair --pin client_pin` and waits until the host lists it as waiting to pair.
 fn start_pairing(stack: &mut Stack, client: &Moonlight, client_pin: &str) -> Child {
     let child = client
@@ -101,9 +92,9 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
     // A wrong PIN: Moonlight shows 1111, the host user types 2222.
     let child = start_pairing(&mut stack, &stranger, "1111");
     assert!(
-        transport_status(&stack).contains("waits to pair"),
+        stack.daemon_status("transport").contains("waits to pair"),
         "status: {}",
-        transport_status(&stack)
+        stack.daemon_status("transport")
     );
     let out = stack.sup.ctl(&["pair", "--pin", "2222"]);
     assert!(
@@ -125,9 +116,11 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
         "the failed attempt is still pending"
     );
     assert!(
-        transport_status(&stack).contains("1 failed pairing attempt"),
+        stack
+            .daemon_status("transport")
+            .contains("1 failed pairing attempt"),
         "status: {}",
-        transport_status(&stack)
+        stack.daemon_status("transport")
     );
 
     // Unpaired: every HTTPS verb gets the XML 401, and nothing is launched.
@@ -230,7 +223,7 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
         stack.gamestream_port,
     );
     pair_client(&mut stack, &client, "2468");
-    let before = transport_status(&stack);
+    let before = stack.daemon_status("transport");
     assert!(
         !before.contains("GameStream input"),
         "input counted before any was sent: {before}"
@@ -249,7 +242,7 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
         assert_eq!(rc, 0, "the client library refused {name}: {r}");
     }
     assert_eq!(r["quit"], true, "{r}");
-    let status = transport_status(&stack);
+    let status = stack.daemon_status("transport");
     assert!(
         input_count(&status, "keyboard") >= 2,
         "key down + up: {status}"
@@ -261,16 +254,6 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
         !status.contains("Moonlight launched"),
         "quit left the launch: {status}"
     );
-}
-
-/// Media's status line (from `punktfunkctl status`).
-fn media_status(stack: &Stack) -> String {
-    let out = stack.sup.ctl(&["status", "--json"]);
-    punktfunk_tests::parse_status(&out.stdout)
-        .into_iter()
-        .find(|(name, _, _)| name == "media")
-        .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
 }
 
 /// Desktop at 1280x720@60 in `codec`: at least 95 % of 300 frames decode, the counter drawn
@@ -358,11 +341,11 @@ fn stream_desktop(codec: &str) {
         r["decode_errors"]
     );
     let t = Instant::now();
-    while !media_status(&stack).starts_with("idle") {
+    while !stack.daemon_status("media").starts_with("idle") {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "media still streams after quit: {}",
-            media_status(&stack)
+            stack.daemon_status("media")
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -63,15 +63,6 @@ fn tail(s: &str) -> &str {
     &s[s.len().saturating_sub(6000)..]
 }
 
-fn media_status(stack: &Stack) -> String {
-    let out = stack.sup.ctl(&["status", "--json"]);
-    punktfunk_tests::parse_status(&out.stdout)
-        .into_iter()
-        .find(|(name, _, _)| name == "media")
-        .map(|(_, _, v)| v["status"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// `punktfunk-client stream HOST ARGS… --json`, run to its end.
 fn stream_json(stack: &Stack, args: &[&str]) -> std::process::Output {
     let host = stack.host();
@@ -84,11 +75,11 @@ fn stream_json(stack: &Stack, args: &[&str]) -> std::process::Output {
 /// Media runs no stream within 5 s (the client left, or the stream was given up).
 fn assert_media_idle_soon(stack: &Stack) {
     let t = Instant::now();
-    while !media_status(stack).starts_with("idle") {
+    while !stack.daemon_status("media").starts_with("idle") {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "media still streams after the client left: {}",
-            media_status(stack)
+            stack.daemon_status("media")
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -204,7 +195,7 @@ fn media_killed_mid_stream_client_stays_connected_and_reports_the_gap() {
         .expect("client");
     // Let it stream, then kill media the hard way.
     let t = Instant::now();
-    while !media_status(&stack).starts_with("encoding") {
+    while !stack.daemon_status("media").starts_with("encoding") {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "media never streamed"
@@ -314,7 +305,7 @@ fn software_host_prefers_h264_and_refuses_sessions_past_its_encode_budget() {
         .spawn()
         .expect("client");
     let t = Instant::now();
-    while media_status(&stack).starts_with("idle") {
+    while stack.daemon_status("media").starts_with("idle") {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "the first session never started: {}",

@@ -24,21 +24,15 @@ const WAIT: Duration = Duration::from_secs(10);
 const MODE: &str = "1280x720@60";
 
 fn main() {
-    let arg = std::env::args().nth(1).unwrap_or_default();
-    let result = match arg.as_str() {
-        "devices" => devices(),
-        "feedback" => feedback(),
-        "lifecycle" => lifecycle(),
-        "bench" => bench(),
-        _ => {
-            eprintln!("usage: pf-uml-input devices|feedback|lifecycle|bench");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = result {
-        eprintln!("pf-uml-input {arg}: {e:#}");
-        std::process::exit(1);
-    }
+    punktfunk_tests::uml::scenario_main(
+        "pf-uml-input",
+        &[
+            ("devices", devices),
+            ("feedback", feedback),
+            ("lifecycle", lifecycle),
+            ("bench", bench),
+        ],
+    );
 }
 
 /// input and transport under the supervisor; transport streams the synthetic source to anyone.

@@ -45,21 +45,15 @@ const FRAMES: u64 = 60;
 const INTERVAL_NS: u64 = 16_666_667;
 
 fn main() {
-    let arg = std::env::args().nth(1).unwrap_or_default();
-    let result = match arg.as_str() {
-        "stream" => stream(true),
-        "stream-user-space" => stream(false),
-        "gaps" => gaps(false),
-        "bench" => gaps(true),
-        _ => {
-            eprintln!("usage: pf-uml-pacing stream|stream-user-space|gaps|bench");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = result {
-        eprintln!("pf-uml-pacing {arg}: {e:#}");
-        std::process::exit(1);
-    }
+    punktfunk_tests::uml::scenario_main(
+        "pf-uml-pacing",
+        &[
+            ("stream", || stream(true)),
+            ("stream-user-space", || stream(false)),
+            ("gaps", || gaps(false)),
+            ("bench", || gaps(true)),
+        ],
+    );
 }
 
 /// `fq` as the root qdisc of the guest's loopback (the guest has its own kernel: nothing on

@@ -15,18 +15,7 @@ use evdev::{AttributeSet, Device, EventType, InputEvent, KeyCode};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("key-roundtrip") => key_roundtrip(),
-        _ => {
-            eprintln!("usage: pf-uml-uinput key-roundtrip");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = result {
-        eprintln!("pf-uml-uinput: {e:#}");
-        std::process::exit(1);
-    }
+    punktfunk_tests::uml::scenario_main("pf-uml-uinput", &[("key-roundtrip", key_roundtrip)]);
 }
 
 fn key_roundtrip() -> anyhow::Result<()> {

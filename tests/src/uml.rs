@@ -79,6 +79,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
+mod mconsole;
+
 /// Root of the caches outside the clone; `$PUNKTFUNK_CACHE` overrides it.
 pub const DEFAULT_CACHE_DIR: &str = "/var/tmp/punktfunk-cache";
 
@@ -107,12 +109,20 @@ pub enum UmlError {
         status: std::process::ExitStatus,
     },
     /// The guest ran past its timeout and was killed.
-    #[error("the UML guest did not power off within {timeout:?}; console:\n{console}")]
+    #[error(
+        "the UML guest did not power off within {timeout:?}; output so far:\n{output}\n\
+         console (ends with the guest kernel's task dump when it still answered):\n{console}\n\
+         {diagnosis}"
+    )]
     Timeout {
         /// The timeout that expired.
         timeout: Duration,
+        /// What the run had written to `output` in the share (empty: it never started).
+        output: String,
         /// The guest's console so far.
         console: String,
+        /// What the guest's host processes and its kernel were doing when it was killed.
+        diagnosis: String,
     },
     /// The guest stopped without recording the script's exit status (kernel panic, init failed).
     #[error(
@@ -456,15 +466,22 @@ poweroff -f
         let console = guard.collect_console();
         let finished = guard.wait_until(started + self.timeout);
         let elapsed = started.elapsed();
+        let diagnosis = if finished {
+            String::new()
+        } else {
+            guard.diagnose(&umldir)
+        };
         guard.kill_tree();
         let console = console.join().unwrap_or_default();
+        let read = |name: &str| std::fs::read_to_string(work.share.join(name)).ok();
         if !finished {
             return Err(UmlError::Timeout {
                 timeout: self.timeout,
+                output: read("output").unwrap_or_default(),
                 console,
+                diagnosis,
             });
         }
-        let read = |name: &str| std::fs::read_to_string(work.share.join(name)).ok();
         let stdout = read("output").unwrap_or_default();
         let Some(status) = read("status").and_then(|s| s.trim().parse::<i32>().ok()) else {
             return Err(UmlError::NoStatus {
@@ -557,6 +574,42 @@ impl TreeGuard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What a guest that ran past its timeout was doing: each host process of the tree (UML
+    /// runs the guest kernel and each guest address space as one) with its state and the kernel
+    /// function it waits in; then whether the guest kernel still answers on its mconsole, and if
+    /// it does, its blocked tasks with their stacks (`sysrq 9` lets every message through to the
+    /// console, `sysrq w` dumps the tasks stuck in uninterruptible sleep there).
+    fn diagnose(&mut self, uml_dir: &Path) -> String {
+        let mut text = String::from("host processes of the guest (pid state wchan command):\n");
+        for p in tree_members(self.pgid) {
+            let proc = PathBuf::from(format!("/proc/{}", p.as_raw_nonzero()));
+            let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .unwrap_or("?");
+            let wchan = std::fs::read_to_string(proc.join("wchan")).unwrap_or_default();
+            let cmd = std::fs::read_to_string(proc.join("cmdline")).unwrap_or_default();
+            let cmd: String = cmd.replace('\0', " ").chars().take(60).collect();
+            text.push_str(&format!("  {} {state} {wchan} {cmd}\n", p.as_raw_nonzero()));
+        }
+        let Some(socket) = mconsole::socket_in(uml_dir) else {
+            text.push_str("the guest kernel has no mconsole socket\n");
+            return text;
+        };
+        let wait = Duration::from_secs(2);
+        let answered = mconsole::command(&socket, uml_dir, "sysrq 9", wait).is_some();
+        if answered {
+            // The dump goes to the console, where the console reader collects it. Blocked
+            // (D-state) tasks only: `sysrq t` walks every kernel thread's stack, and 6.1's UML
+            // stack walker faults on some of them and panics the guest part-way.
+            let _ = mconsole::command(&socket, uml_dir, "sysrq w", wait);
+        } else {
+            text.push_str("the guest kernel did not answer on its mconsole (wedged in the host)\n");
+        }
+        text
     }
 
     /// SIGKILLs the process group and every descendant of `linux`, until none is left.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use punktfunk_tests::uml::{Guest, UmlError};
+use punktfunk_tests::uml::{Guest, Kernel, UmlError};
 
 #[test]
 fn guest_boots_its_own_kernel_and_returns_exit_code_and_output() {
@@ -121,8 +121,11 @@ fn fq_and_netem_qdiscs_attach_to_loopback() {
     );
 }
 
+/// A guest past its timeout is killed with everything it spawned, and the error says where it
+/// was: the run's output so far, its host processes, and (over the mconsole) that the guest
+/// kernel was alive, with its dump of blocked tasks.
 #[test]
-fn guest_past_its_timeout_is_killed_with_every_process_it_spawned() {
+fn guest_past_its_timeout_is_killed_with_every_process_it_spawned_and_says_where_it_was() {
     // A marker on the kernel command line: every UML host process carries it in its cmdline.
     let marker = format!(
         "pf.test=timeout-{}-{}",
@@ -132,9 +135,32 @@ fn guest_past_its_timeout_is_killed_with_every_process_it_spawned() {
     let err = Guest::new()
         .timeout(Duration::from_secs(5))
         .kernel_arg(&marker)
-        .run_script("sleep 1 & sleep 1 & sleep 1000")
+        .run_script("echo started; sleep 1 & sleep 1 & sleep 1000")
         .expect_err("the guest must not finish");
-    assert!(matches!(err, UmlError::Timeout { .. }), "error: {err}");
+    let UmlError::Timeout {
+        output,
+        console,
+        diagnosis,
+        ..
+    } = &err
+    else {
+        panic!("expected a timeout, got: {err}");
+    };
+    assert_eq!(output.trim(), "started", "{err}");
+    // The kernel's host process and at least one guest address space, each with its state.
+    let kernel = Kernel::ensure().expect("the kernel is cached");
+    let listed = diagnosis
+        .lines()
+        .filter(|l| l.contains(&*kernel.path().to_string_lossy()))
+        .count();
+    assert!(listed >= 2, "{err}");
+    assert!(!diagnosis.contains("did not answer"), "{err}");
+    // The guest kernel's answer to `sysrq w` (no task is blocked: the script sleeps
+    // interruptibly).
+    assert!(
+        console.contains("sysrq: Show Blocked State"),
+        "no dump of blocked tasks in the console:\n{console}"
+    );
     let left: Vec<String> = std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()

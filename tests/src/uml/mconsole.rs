@@ -31,7 +31,12 @@ pub(crate) fn socket_in(uml_dir: &Path) -> Option<PathBuf> {
 /// Sends one command and returns the text of its replies, up to the first silence of `wait`;
 /// `None` when the guest did not answer at all (a guest kernel that no longer services its
 /// console is itself a finding).
-pub(crate) fn command(socket: &Path, reply_dir: &Path, cmd: &str, wait: Duration) -> Option<String> {
+pub(crate) fn command(
+    socket: &Path,
+    reply_dir: &Path,
+    cmd: &str,
+    wait: Duration,
+) -> Option<String> {
     let me = reply_dir.join(format!("mconsole-client-{}", std::process::id()));
     let _ = std::fs::remove_file(&me);
     let sock = UnixDatagram::bind(&me).ok()?;

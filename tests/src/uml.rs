@@ -87,6 +87,15 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/tmp/punktfunk-cache";
 /// How long a guest may run before the harness kills it, unless [`Guest::timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a running guest's kernel may leave its mconsole unanswered before the harness
+/// calls it wedged, unless [`Guest::wedged_after`] says otherwise. A working guest answers
+/// within milliseconds even on a loaded machine (its stalls there last under a second); the
+/// wedged ones seen in CI spun in the host at 100 % CPU for minutes, answering nothing.
+pub const DEFAULT_WEDGED_AFTER: Duration = Duration::from_secs(60);
+
+/// How often the harness asks a running guest's kernel whether it is alive.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
 /// Guest memory unless [`Guest::mem`] says otherwise (UML's `mem=` syntax).
 pub const DEFAULT_MEM: &str = "512M";
 
@@ -122,6 +131,25 @@ pub enum UmlError {
         /// The guest's console so far.
         console: String,
         /// What the guest's host processes and its kernel were doing when it was killed.
+        diagnosis: String,
+    },
+    /// The guest kernel stopped answering on its mconsole for [`Guest::wedged_after`] and was
+    /// killed. Seen in CI with the guest kernel's host process spinning (state R): a fault of
+    /// the UML kernel in its host, not of the program the guest ran. A guest of the harness's
+    /// init is booted once more; a guest of its own init (the systemd appliance, whose root
+    /// keeps what a boot wrote) is not: its test is retried whole instead.
+    #[error(
+        "the UML guest's kernel stopped answering for {after:?} (wedged in the host) and was \
+         killed; output so far:\n{output}\nconsole:\n{console}\n{diagnosis}"
+    )]
+    Wedged {
+        /// How long it had not answered.
+        after: Duration,
+        /// What the run had written to `output` in the share.
+        output: String,
+        /// The guest's console so far.
+        console: String,
+        /// What the guest's host processes were doing.
         diagnosis: String,
     },
     /// The guest stopped without recording the script's exit status (kernel panic, init failed).
@@ -255,6 +283,7 @@ impl GuestOutput {
 pub struct Guest {
     mem: String,
     timeout: Duration,
+    wedged_after: Duration,
     root: PathBuf,
     init: Option<PathBuf>,
     env: Vec<(String, String)>,
@@ -273,6 +302,7 @@ impl Guest {
         Guest {
             mem: DEFAULT_MEM.to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            wedged_after: DEFAULT_WEDGED_AFTER,
             root: PathBuf::from("/"),
             init: None,
             env: Vec::new(),
@@ -289,6 +319,13 @@ impl Guest {
     /// How long the guest may run, boot to power-off, before it is killed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long the guest kernel may leave its mconsole unanswered before it is killed as
+    /// wedged ([`UmlError::Wedged`]; default [`DEFAULT_WEDGED_AFTER`]).
+    pub fn wedged_after(mut self, after: Duration) -> Self {
+        self.wedged_after = after;
         self
     }
 
@@ -326,7 +363,7 @@ impl Guest {
             self.init.is_none(),
             "run_script uses the harness's init; a guest with its own init runs with boot()"
         );
-        self.launch_retrying_boot_panics(|| {
+        self.launch_retrying(Retry::PanicsAndWedges, || {
             let work = Workdir::new()?;
             work.write_exec("script.sh", script)?;
             work.write_exec("init", &self.init_script(&work.share))?;
@@ -335,28 +372,36 @@ impl Guest {
         })
     }
 
-    /// Launches a fresh guest from `prepare`; when the guest kernel panicked before anything
-    /// of the run was written (UML under a loaded host occasionally dies while booting with
-    /// "Segfault with no mm", before init runs), boots once more and says so on stderr. A
-    /// panic after the run started, or twice in a row, is returned as it is.
-    fn launch_retrying_boot_panics(
+    /// Launches a fresh guest from `prepare`, and once more (saying so on stderr, with what the
+    /// first one showed) when the UML kernel itself failed in a way `retry` allows:
+    /// - a panic while booting, before anything of the run was written (UML under a loaded
+    ///   host occasionally dies with "Segfault with no mm" before init runs); a panic after the
+    ///   run started is returned as it is;
+    /// - with [`Retry::PanicsAndWedges`], a wedged kernel ([`UmlError::Wedged`]) at any point:
+    ///   the harness's run starts from scratch in a fresh work directory each time.
+    ///
+    /// The second attempt's result is returned whatever it is.
+    fn launch_retrying(
         &self,
+        retry: Retry,
         prepare: impl Fn() -> Result<(Workdir, PathBuf), UmlError>,
     ) -> Result<GuestOutput, UmlError> {
         let (work, init) = prepare()?;
-        match self.launch(work, &init) {
+        let first = self.launch(work, &init);
+        let why = match &first {
             Err(UmlError::NoStatus { output, console })
                 if output.is_empty() && console.contains("Kernel panic") =>
             {
-                eprintln!(
-                    "punktfunk-tests uml: the guest kernel panicked while booting, before the run \
-                     started; booting once more. Console:\n{console}"
-                );
-                let (work, init) = prepare()?;
-                self.launch(work, &init)
+                format!(
+                    "the guest kernel panicked while booting, before the run started. Console:\n{console}"
+                )
             }
-            other => other,
-        }
+            Err(e @ UmlError::Wedged { .. }) if retry == Retry::PanicsAndWedges => e.to_string(),
+            _ => return first,
+        };
+        eprintln!("punktfunk-tests uml: booting once more: {why}");
+        let (work, init) = prepare()?;
+        self.launch(work, &init)
     }
 
     /// Runs a host program (any path; the host's `/` is the guest's root) with arguments.
@@ -383,7 +428,7 @@ impl Guest {
     /// module docs); a guest that wrote no `status` is an [`UmlError::NoStatus`].
     pub fn boot(&self) -> Result<GuestOutput, UmlError> {
         let init = self.init.clone().expect("boot() needs Guest::init(...)");
-        self.launch_retrying_boot_panics(|| Ok((Workdir::new()?, init.clone())))
+        self.launch_retrying(Retry::BootPanics, || Ok((Workdir::new()?, init.clone())))
     }
 
     /// The harness's init: mounts, loopback, the share, the script, its status, power-off.
@@ -464,23 +509,34 @@ poweroff -f
             .map_err(io_err(format!("starting {}", kernel.path().display())))?;
         let mut guard = TreeGuard::new(child);
         let console = guard.collect_console();
-        let finished = guard.wait_until(started + self.timeout);
+        let end = guard.wait(started + self.timeout, &umldir, self.wedged_after);
         let elapsed = started.elapsed();
-        let diagnosis = if finished {
-            String::new()
-        } else {
-            guard.diagnose(&umldir)
+        let diagnosis = match end {
+            End::Exited => String::new(),
+            End::TimedOut | End::Wedged => guard.diagnose(&umldir),
         };
         guard.kill_tree();
         let console = console.join().unwrap_or_default();
         let read = |name: &str| std::fs::read_to_string(work.share.join(name)).ok();
-        if !finished {
-            return Err(UmlError::Timeout {
-                timeout: self.timeout,
-                output: read("output").unwrap_or_default(),
-                console,
-                diagnosis,
-            });
+        let output = || read("output").unwrap_or_default();
+        match end {
+            End::Exited => {}
+            End::TimedOut => {
+                return Err(UmlError::Timeout {
+                    timeout: self.timeout,
+                    output: output(),
+                    console,
+                    diagnosis,
+                });
+            }
+            End::Wedged => {
+                return Err(UmlError::Wedged {
+                    after: self.wedged_after,
+                    output: output(),
+                    console,
+                    diagnosis,
+                });
+            }
         }
         let stdout = read("output").unwrap_or_default();
         let Some(status) = read("status").and_then(|s| s.trim().parse::<i32>().ok()) else {
@@ -498,6 +554,15 @@ poweroff -f
             _workdir: work.dir,
         })
     }
+}
+
+/// Which failures of the UML kernel [`Guest::launch_retrying`] boots a guest once more for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Panics while booting only: the guest's root may keep what a boot wrote.
+    BootPanics,
+    /// Panics while booting and wedged kernels: the harness's run, which starts from scratch.
+    PanicsAndWedges,
 }
 
 /// A run's host directory: `init`, `script.sh`, `uml/` (UML's state) and `share/`. It lives in
@@ -532,6 +597,17 @@ impl Workdir {
     }
 }
 
+/// How a guest's run ended, as the harness saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// `linux` exited (powered off, or died).
+    Exited,
+    /// The guest's timeout passed first.
+    TimedOut,
+    /// The guest kernel stopped answering on its mconsole.
+    Wedged,
+}
+
 /// The `linux` process and everything it spawned (UML runs each guest address space and its
 /// helpers as host processes). Killed on drop, so a panicking test leaves nothing behind.
 struct TreeGuard {
@@ -563,14 +639,36 @@ impl TreeGuard {
         })
     }
 
-    /// Waits for `linux` to exit; false when `deadline` passed first.
-    fn wait_until(&mut self, deadline: Instant) -> bool {
+    /// Waits for `linux` to exit, until `deadline`, asking its kernel every [`PROBE_EVERY`]
+    /// whether it is alive (mconsole `version`, answered in the guest's interrupt context): no
+    /// answer for `wedged_after` (counted from the start while the socket does not exist yet)
+    /// ends the wait as [`End::Wedged`].
+    fn wait(&mut self, deadline: Instant, uml_dir: &Path, wedged_after: Duration) -> End {
+        let mut answered = Instant::now();
+        let mut probe = Instant::now() + PROBE_EVERY;
         loop {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+                return End::Exited;
             }
-            if Instant::now() >= deadline {
-                return false;
+            let now = Instant::now();
+            if now >= deadline {
+                return End::TimedOut;
+            }
+            if now >= probe {
+                let alive = mconsole::socket_in(uml_dir).is_some_and(|socket| {
+                    mconsole::command(&socket, uml_dir, "version", Duration::from_secs(2)).is_some()
+                });
+                let now = Instant::now();
+                if alive {
+                    answered = now;
+                } else if now.duration_since(answered) >= wedged_after {
+                    // It may have powered off while we asked.
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        return End::Exited;
+                    }
+                    return End::Wedged;
+                }
+                probe = now + PROBE_EVERY.min(wedged_after);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -173,6 +173,87 @@ fn guest_past_its_timeout_is_killed_with_every_process_it_spawned_and_says_where
     assert!(left.is_empty(), "UML processes left behind: {left:?}");
 }
 
+/// A guest whose kernel stops answering (here its host process is SIGSTOPped once the script
+/// has started: as unresponsive as the kernels seen spinning in CI) is killed as wedged after
+/// `wedged_after`, long before its timeout, and booted once more, since the harness's run starts
+/// from scratch; the second wedge is returned, with the run's output and the stopped process.
+#[test]
+fn a_wedged_guest_kernel_is_killed_early_and_booted_once_more() {
+    let marker = format!(
+        "pf.test=wedge-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let (marker, done) = (marker.clone(), done.clone());
+        std::thread::spawn(move || stop_each_guest_once_started(&marker, &done))
+    };
+    let err = Guest::new()
+        .timeout(Duration::from_secs(300))
+        .wedged_after(Duration::from_secs(6))
+        .kernel_arg(&marker)
+        .run_script("echo started; sleep 1000")
+        .expect_err("a stopped guest must not finish");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stopped = stopper.join().expect("the stopper thread");
+    let UmlError::Wedged {
+        output, diagnosis, ..
+    } = &err
+    else {
+        panic!("expected a wedged guest, got: {err}");
+    };
+    assert_eq!(stopped.len(), 2, "boots stopped: {stopped:?}; {err}");
+    assert_eq!(output.trim(), "started", "{err}");
+    let last = stopped[1];
+    assert!(
+        diagnosis
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{last} T "))),
+        "the stopped kernel process is not listed as stopped: {err}"
+    );
+}
+
+/// Stops (SIGSTOP) each guest kernel started with `marker` on its command line, once its script
+/// has written "started" to the share; returns their pids in order.
+fn stop_each_guest_once_started(marker: &str, done: &std::sync::atomic::AtomicBool) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut stopped = Vec::new();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .unwrap_or_default();
+            if stopped.contains(&pid) || ppid != me || !args.iter().any(|a| a == marker) {
+                continue;
+            }
+            let share = args.iter().find_map(|a| a.strip_prefix("pf.share="));
+            let started = share.is_some_and(|s| {
+                std::fs::read_to_string(std::path::Path::new(s).join("output"))
+                    .is_ok_and(|o| o.contains("started"))
+            });
+            if started {
+                if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::STOP);
+                    stopped.push(pid);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stopped
+}
+
 #[test]
 fn running_guest_kernel_has_every_option_of_kernel_config_options_and_hid_playstation() {
     let options = std::fs::read_to_string(concat!(

@@ -211,8 +211,8 @@ fn input_count(status: &str, what: &str) -> u64 {
 /// A paired Moonlight client launches Desktop: the RTSP handshake (DESCRIBE, SETUP ×3,
 /// ANNOUNCE, PLAY) and the ENet control stream (its CONNECT carrying the connect data, AES-GCM
 /// v2 messages) come up, and the keyboard, mouse and gamepad events it sends arrive decrypted
-/// and decoded in transport's input counters (input's seat is not built yet). `/cancel` ends
-/// the launch. No video or audio is streamed yet: this covers the control plane only.
+/// and decoded in transport's input counters. `/cancel` ends the launch. No video is pulled:
+/// this covers the control plane only.
 #[test]
 fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() {
     let mut stack = Stack::start(&[]);
@@ -350,6 +350,37 @@ fn stream_desktop(codec: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(gamestream_clients(&stack).len() == 1);
+    assert_nothing_left(&stack);
+}
+
+/// After `quit`: no session in transport's status, no seat at input, no output at session.
+/// (This host's kernel has no uinput, so input never had a seat here: the assertion holds the
+/// seat list to empty all the same, for the day it has one.)
+fn assert_nothing_left(stack: &Stack) {
+    let json = |args: &[&str]| -> Value {
+        let out = stack.sup.ctl(args);
+        assert!(
+            out.status.success(),
+            "punktfunkctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let seats = json(&["seats", "--json"]);
+    assert!(
+        seats["seats"].as_array().is_none_or(|s| s.is_empty()),
+        "a seat is left after quit: {seats}"
+    );
+    let outputs = json(&["outputs", "--json"]);
+    assert!(
+        outputs["outputs"].as_array().is_none_or(|o| o.is_empty()),
+        "an output is left after quit: {outputs}"
+    );
+    let status = stack.daemon_status("transport");
+    assert!(
+        !status.contains("Moonlight launched"),
+        "quit left the launch: {status}"
+    );
 }
 
 /// H.264 at 1280x720@60, with stereo Opus audio, to a real Moonlight client.
@@ -475,4 +506,55 @@ fn moonlight_h264_under_two_percent_loss_between_namespaces() {
         "{:.2} % of frames delivered",
         delivered * 100.0
     );
+    // What the client told the host: the FEC blocks it repaired (its FEC status reports) and
+    // the frames it could not rebuild (its IDR requests), each answered with an IDR.
+    let status = stack.daemon_status("transport");
+    let video = video_counters(&status);
+    eprintln!("2 % loss: {video:?} ({status})");
+    assert!(
+        video.recovered_shards > 0 && video.recovered_blocks > 0,
+        "the client reported no FEC recovery under 2 % loss: {status}"
+    );
+    assert!(
+        video.lost_blocks == 0 || video.idr_requests > 0,
+        "{} FEC blocks were lost but the client asked for no IDR: {status}",
+        video.lost_blocks
+    );
+    assert_eq!(
+        video.idr_answered, video.idr_requests,
+        "every IDR request is answered with an IDR: {status}"
+    );
+}
+
+/// The status line's GameStream video counters.
+#[derive(Debug)]
+struct VideoCounters {
+    recovered_shards: u64,
+    recovered_blocks: u64,
+    lost_blocks: u64,
+    idr_requests: u64,
+    idr_answered: u64,
+}
+
+/// Parses "GameStream video: FEC recovered S shards in B blocks, L blocks lost, I IDR requests
+/// (A answered)" out of transport's status line.
+fn video_counters(status: &str) -> VideoCounters {
+    let tail = status
+        .split("GameStream video: FEC recovered ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no video counters in the status line: {status}"));
+    let numbers: Vec<u64> = tail
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .take(5)
+        .map(|t| t.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers.len(), 5, "video counters in: {status}");
+    VideoCounters {
+        recovered_shards: numbers[0],
+        recovered_blocks: numbers[1],
+        lost_blocks: numbers[2],
+        idr_requests: numbers[3],
+        idr_answered: numbers[4],
+    }
 }

@@ -242,11 +242,9 @@ fn stop_each_guest_once_started(marker: &str, done: &std::sync::atomic::AtomicBo
                 std::fs::read_to_string(std::path::Path::new(s).join("output"))
                     .is_ok_and(|o| o.contains("started"))
             });
-            if started {
-                if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::STOP);
-                    stopped.push(pid);
-                }
+            if started && let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::STOP);
+                stopped.push(pid);
             }
         }
         std::thread::sleep(Duration::from_millis(50));

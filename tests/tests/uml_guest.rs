@@ -121,17 +121,22 @@ fn fq_and_netem_qdiscs_attach_to_loopback() {
     );
 }
 
+/// A unique marker for the kernel command line: every UML host process of the guest carries it
+/// in its cmdline.
+fn marker(what: &str) -> String {
+    format!(
+        "pf.test={what}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
 /// A guest past its timeout is killed with everything it spawned, and the error says where it
 /// was: the run's output so far, its host processes, and (over the mconsole) that the guest
 /// kernel was alive, with its dump of blocked tasks.
 #[test]
 fn guest_past_its_timeout_is_killed_with_every_process_it_spawned_and_says_where_it_was() {
-    // A marker on the kernel command line: every UML host process carries it in its cmdline.
-    let marker = format!(
-        "pf.test=timeout-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let marker = marker("timeout");
     let err = Guest::new()
         .timeout(Duration::from_secs(5))
         .kernel_arg(&marker)
@@ -179,11 +184,7 @@ fn guest_past_its_timeout_is_killed_with_every_process_it_spawned_and_says_where
 /// from scratch; the second wedge is returned, with the run's output and the stopped process.
 #[test]
 fn a_wedged_guest_kernel_is_killed_early_and_booted_once_more() {
-    let marker = format!(
-        "pf.test=wedge-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let marker = marker("wedge");
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopper = {
         let (marker, done) = (marker.clone(), done.clone());

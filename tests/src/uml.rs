@@ -685,11 +685,8 @@ impl TreeGuard {
         let mut text = String::from("host processes of the guest (pid state wchan command):\n");
         for p in tree_members(self.pgid) {
             let proc = PathBuf::from(format!("/proc/{}", p.as_raw_nonzero()));
-            let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next())
-                .unwrap_or("?");
+            let stat = proc_stat(p.as_raw_nonzero().get()).unwrap_or_default();
+            let state = stat.first().map_or("?", String::as_str);
             let wchan = std::fs::read_to_string(proc.join("wchan")).unwrap_or_default();
             let cmd = std::fs::read_to_string(proc.join("cmdline")).unwrap_or_default();
             let cmd: String = cmd.replace('\0', " ").chars().take(60).collect();
@@ -747,14 +744,9 @@ fn tree_members(pgid: Pid) -> Vec<Pid> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+        let Some(f) = proc_stat(pid) else {
             continue;
         };
-        // Fields after the command name in parentheses: state ppid pgrp ...
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() < 3 || f[0] == "Z" {
             continue;
         }
@@ -784,6 +776,14 @@ fn tree_members(pgid: Pid) -> Vec<Pid> {
         }
     }
     members.into_iter().filter_map(Pid::from_raw).collect()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name in parentheses: state, ppid, pgrp,
+/// and so on (`None`: no such process).
+pub fn proc_stat(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Quotes `s` for a POSIX shell.

@@ -230,11 +230,8 @@ fn stop_each_guest_once_started(marker: &str, done: &std::sync::atomic::AtomicBo
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-                .unwrap_or_default();
+            let stat = punktfunk_tests::uml::proc_stat(pid).unwrap_or_default();
+            let ppid = stat.get(1).map_or("", String::as_str);
             if stopped.contains(&pid) || ppid != me || !args.iter().any(|a| a == marker) {
                 continue;
             }

@@ -20,6 +20,13 @@ fn run_loopback(mode: ModeChoice) -> punktfunk_testsupport::netlab::StreamOutcom
     };
     let mut run = StreamRun::realtime(source, 600);
     run.mode = mode;
+    // This test is about delivery, not capacity: every frame must arrive byte-identical and
+    // paced. Its send thread sharing 2 cores with whatever else runs on a CI machine once
+    // lost 1 and 9 frames at the 4-frame queue (a scheduler stall, not a defect), so the feed
+    // waits for queue space and a frame gets 600 intervals instead of 3 before it is lost.
+    // Whether the send path keeps up with 60 fps is measured by `just bench`, not asserted.
+    run.backpressure = true;
+    run.data_plane.loss_deadline_intervals = 600;
     let out = run_verified(tx, rx, &run).expect("stream runs");
     eprintln!(
         "mode {:?}: verified {}/{} lost {} corrupt {} | sender {:?} | receiver {:?}",
@@ -46,8 +53,13 @@ fn assert_all_delivered(out: &punktfunk_testsupport::netlab::StreamOutcome) {
     // Loss-free loopback: every packet sent arrived, and no frame needed the decoder.
     assert_eq!(out.receiver.datagrams, out.sender.packets_sent);
     assert_eq!(out.receiver.wire.recovered_shards, 0);
-    // A keyframe (~0.96 MiB, ~840 packets) is paced in several chunks: there was pacing.
-    assert!(out.sender.pacing_wait_ns > 0, "no pacing happened");
+    // A keyframe (~0.96 MiB, ~840 packets) is scheduled in several chunks: the sender either
+    // waited between them or, held up with frames queued behind, cut the pacing short
+    // (catch-up: under a CPU burner every keyframe did). A one-chunk schedule does neither.
+    assert!(
+        out.sender.pacing_wait_ns > 0 || out.sender.pacing_catchups > 0,
+        "keyframes were neither paced nor caught up: one chunk per frame?"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@ be written, whatever it says: the Rust tests decide what is a pass. Commands:
   https  VERB [QUERY]        one raw HTTPS request with this client's certificate (paired or not)
   stream --app ... --frames  launch at a mode and codec, pull and decode frames and audio, read
                              the frame counter back from every picture, send input, quit
+                             (--frames 0 --input --seat-go FILE: announce a pad, wait for FILE,
+                             send the seat sequence; the UML seat test)
 
 We use moonlight-python's pieces (pairing, NvHTTP, StreamingSession over
 libmoonlight-common-c, the PyAV decoders) but not its StreamManager: that keeps only the newest
@@ -127,6 +129,11 @@ class InputLib:
     int LiSendMultiControllerEvent(short controllerNumber, short activeGamepadMask,
         int buttonFlags, unsigned char leftTrigger, unsigned char rightTrigger,
         short leftStickX, short leftStickY, short rightStickX, short rightStickY);
+    int LiSendControllerArrivalEvent(uint8_t controllerNumber, uint16_t activeGamepadMask,
+        uint8_t type, uint32_t supportedButtonFlags, uint16_t capabilities);
+    int LiSendHighResScrollEvent(short scrollAmount);
+    int LiSendHighResHScrollEvent(short scrollAmount);
+    int LiSendMousePositionEvent(short x, short y, short referenceWidth, short referenceHeight);
     """
 
     def __init__(self) -> None:
@@ -146,6 +153,42 @@ class InputLib:
         rc["mouse_move"] = lib.LiSendMouseMoveEvent(5, -5)
         rc["pad_a"] = lib.LiSendMultiControllerEvent(0, 1, 0x1000, 0, 0, 0, 0, 0, 0)
         rc["pad_release"] = lib.LiSendMultiControllerEvent(0, 1, 0, 0, 0, 0, 0, 0, 0)
+        return rc
+
+    def send_seat_sequence(self, go: Path, timeout: float) -> dict:
+        """What tests/src/bin/pf-uml-moonlight.rs reads back from the seat's evdev nodes: an Xbox
+        controller arrives as controller 0 (as Moonlight announces a pad), then, once the test
+        created `go` (its readers are on the new seat's nodes), key A, a relative move, a left
+        click, high-resolution wheels, an absolute position, and pad A with the left stick and
+        trigger, each pressed and released."""
+        lib = self.lib
+        rc = {}
+        # LI_CTYPE_XBOX, every button, analog triggers + rumble (LI_CCAP_*).
+        rc["arrival"] = lib.LiSendControllerArrivalEvent(0, 1, 1, 0xFFFFFFFF, 0x03)
+        rc["pad_zero"] = lib.LiSendMultiControllerEvent(0, 1, 0, 0, 0, 0, 0, 0, 0)
+        deadline = time.monotonic() + timeout
+        while not go.exists():
+            if time.monotonic() > deadline:
+                rc["go"] = "timeout"
+                return rc
+            time.sleep(0.05)
+        steps = [
+            ("key_down", lambda: lib.LiSendKeyboardEvent(KEY_A, b"\x03", b"\x00")),
+            ("key_up", lambda: lib.LiSendKeyboardEvent(KEY_A, b"\x04", b"\x00")),
+            ("mouse_move", lambda: lib.LiSendMouseMoveEvent(5, -5)),
+            ("mouse_down", lambda: lib.LiSendMouseButtonEvent(b"\x07", 1)),
+            ("mouse_up", lambda: lib.LiSendMouseButtonEvent(b"\x08", 1)),
+            ("scroll", lambda: lib.LiSendHighResScrollEvent(60)),
+            ("hscroll", lambda: lib.LiSendHighResHScrollEvent(-120)),
+            ("position", lambda: lib.LiSendMousePositionEvent(640, 360, 1280, 720)),
+            ("pad_a", lambda: lib.LiSendMultiControllerEvent(0, 1, 0x1000, 200, 0,
+                                                              1000, -1000, 0, 0)),
+            ("pad_release", lambda: lib.LiSendMultiControllerEvent(0, 1, 0, 0, 0, 0, 0, 0, 0)),
+        ]
+        for name, send in steps:
+            rc[name] = send()
+            # The client library batches mouse and pad state; spaced out, every step is sent.
+            time.sleep(0.05)
         return rc
 
 
@@ -197,7 +240,9 @@ def cmd_stream(args) -> dict:
     inputs = InputLib() if args.input else None
     if args.frames == 0:
         # Control-stream-only run: the connection is up once LiStartConnection returned.
-        if inputs is not None:
+        if inputs is not None and args.seat_go:
+            report["input_rc"] = inputs.send_seat_sequence(Path(args.seat_go), args.timeout)
+        elif inputs is not None:
             report["input_rc"] = inputs.send_all()
         time.sleep(args.settle)
     sizes = set()
@@ -264,6 +309,9 @@ def main() -> int:
     ss.add_argument("--input", action="store_true")
     ss.add_argument("--settle", type=float, default=1.0,
                     help="with --frames 0: seconds to stay connected after sending input")
+    ss.add_argument("--seat-go", default="",
+                    help="with --input --frames 0: announce pad 0, wait for this file, then "
+                         "send the seat sequence (see InputLib.send_seat_sequence)")
     ss.add_argument("--quit", action="store_true")
     args = p.parse_args()
     try:

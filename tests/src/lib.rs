@@ -341,6 +341,23 @@ impl Supervisor {
         }
     }
 
+    /// Daemon `name`'s log so far (empty when it has none yet).
+    pub fn log(&self, name: &str) -> String {
+        self.units
+            .iter()
+            .find(|u| u.name == name)
+            .and_then(|u| std::fs::read_to_string(&u.log_path).ok())
+            .unwrap_or_default()
+    }
+
+    /// The last `n` lines of daemon `name`'s log at info level and above (the daemons log at
+    /// debug under the supervisor; h2 and TLS chatter would bury what happened).
+    pub fn log_tail(&self, name: &str, n: usize) -> String {
+        let all = self.log(name);
+        let lines: Vec<&str> = all.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Sends `sig` to `name`.
     pub fn signal(&mut self, name: &str, sig: rustix::process::Signal) {
         let child = self.unit(name).child.as_ref().expect("running");

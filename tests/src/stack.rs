@@ -117,8 +117,8 @@ impl Stack {
     }
 
     /// A daemon's log so far (for assertion messages).
-    pub fn log(&mut self, daemon: &str) -> String {
-        std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default()
+    pub fn log(&self, daemon: &str) -> String {
+        self.sup.log(daemon)
     }
 
     /// SIGTERMs every daemon and waits for each (5 s); returns `(name, exit status)`.

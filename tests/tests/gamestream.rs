@@ -558,3 +558,23 @@ fn video_counters(status: &str) -> VideoCounters {
         idr_answered: numbers[4],
     }
 }
+
+/// Keyboard, mouse and gamepad input from a real Moonlight client reaches the seat's evdev
+/// nodes, inside the UML guest (this host's kernel has no uinput): input and transport
+/// (GameStream, synthetic video: the guest runs no media worker) and moonlight-python, which
+/// pairs, launches Desktop, announces an Xbox controller (the seat reopens with a pad), sends
+/// key A, a relative move, a click, high-resolution wheels, an absolute position and pad A with
+/// stick and trigger; `tests/src/bin/pf-uml-moonlight.rs` reads them back from the nodes in
+/// order. After `quit`, `punktfunkctl seats` is empty and no punktfunk device is left.
+#[test]
+fn uml_moonlight_input_reaches_the_seats_evdev_nodes_and_quit_removes_the_seat() {
+    // The venv is created here: the guest's root (the host's, over hostfs) is read-only.
+    let _ = punktfunk_tests::moonlight::python();
+    let out = punktfunk_tests::uml::Guest::new()
+        .mem("1G")
+        .timeout(Duration::from_secs(330))
+        .run_program(env!("CARGO_BIN_EXE_pf-uml-moonlight"), &["input"])
+        .expect("the UML guest ran");
+    out.assert_success();
+    println!("{}", out.stdout);
+}

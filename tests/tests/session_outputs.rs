@@ -188,8 +188,8 @@ impl Session {
         assert!(journal.is_empty(), "journal/state left behind: {journal:?}");
     }
 
-    fn log(&mut self) -> String {
-        std::fs::read_to_string(&self.sup.unit("session").log_path).unwrap_or_default()
+    fn log(&self) -> String {
+        self.sup.log("session")
     }
 }
 
@@ -290,7 +290,7 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn mutter_outputs_at_two_modes_have_exactly_those_modes_and_stop_leaves_nothing() {
-    let mut s = Session::start(None);
+    let s = Session::start(None);
     for (w, h, hz) in [(1280, 720, 60), (800, 600, 30)] {
         let t = Instant::now();
         let reply = match s.start_output(Backend::Mutter, w, h, hz, Some(ANIMATING_APP)) {
@@ -582,7 +582,7 @@ fn negotiated_caps(fd: &OwnedFd, node: u32) -> (u32, u32) {
 #[test]
 fn kwin_output_is_ready_with_a_screencast_node_and_caps_frames_not_covered_without_a_gpu() {
     let kwin = kwin_dir(None);
-    let mut s = Session::start(Some(kwin.path()));
+    let s = Session::start(Some(kwin.path()));
     let reply = match s.start_output(Backend::Kwin, 1280, 720, 60, None) {
         Ok(r) => r,
         Err(e) => panic!("StartOutput kwin: {e}\n{}", s.log()),
@@ -664,7 +664,6 @@ fn a_dead_screencast_keeper_is_replaced_and_the_new_node_delivers() {
             break list[0].pipewire_node_id;
         }
         if Instant::now() >= deadline {
-            let mut s = s;
             panic!("no new screencast within 20 s: {list:?}\n{}", s.log());
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -87,8 +87,8 @@ impl Host {
     }
 
     /// The last 30 lines of a daemon's log.
-    fn log(&mut self, daemon: &str) -> String {
-        let all = std::fs::read_to_string(&self.sup.unit(daemon).log_path).unwrap_or_default();
+    fn log(&self, daemon: &str) -> String {
+        let all = self.sup.log(daemon);
         let lines: Vec<&str> = all.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
@@ -287,7 +287,7 @@ fn ensure_subsequence(
 /// Keyboard, mouse, pointer, touch, Xbox pad and DualSense events from the client arrive on the
 /// nodes in order; bad events are dropped and counted while the daemon keeps serving.
 fn devices() -> anyhow::Result<()> {
-    let mut host = Host::start(5000)?;
+    let host = Host::start(5000)?;
     let script = "\
 3000 key 30 down
 3010 key 30 up

@@ -15,8 +15,9 @@ use serde_json::Value;
 
 const DAEMONS: [&str; 4] = ["session", "media", "transport", "input"];
 /// Boot, the driver's steps (two streams, four restarts, a watchdog expiry) and poweroff; the
-/// cold kernel and root builds are not inside it (they happen in `prepare`).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// cold kernel and root builds are not inside it (they happen in `prepare`). ~100 s on a quiet
+/// machine, 237 s beside four busy loops on 2 cores; the rollback boot adds two retried checks.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
 
 fn fact<'a>(f: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     f.get(key)
@@ -89,7 +90,31 @@ fn health_check_judged_the_boot_good(run: &Run) {
     assert_eq!(fact(f, "boot1.healthcheck"), "active/success", "{ctx}");
     let hc = std::fs::read_to_string(out.share.join("healthcheck-boot1.log")).unwrap();
     assert!(hc.contains("boot is good"), "{hc}");
-    assert_eq!(run.guest.bootc_calls(), "", "{ctx}");
+    // A boot whose check failed rolled back and rebooted before the driver's turn: the driver's
+    // "boot 1" is then the boot after it. Its verdict is in the journal, every boot's.
+    let said = healthcheck_messages(&run.guest.journal());
+    assert_eq!(
+        run.guest.bootc_calls(),
+        "",
+        "a health check rolled back: {said:#?}\n{ctx}"
+    );
+    // A good boot may still have needed a second check (a busy machine): say so, it is how a
+    // slow first stream after boot shows up.
+    for (_, m) in said.iter().filter(|(_, m)| m.starts_with("check ")) {
+        eprintln!("health check retried in a good boot: {m}");
+    }
+}
+
+/// What punktfunk-healthcheck.service said, as (boot id, message), every boot.
+fn healthcheck_messages(journal: &[Value]) -> Vec<(String, String)> {
+    journal
+        .iter()
+        .filter(|e| e["_SYSTEMD_UNIT"] == "punktfunk-healthcheck.service")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("_BOOT_ID"), s("MESSAGE"))
+        })
+        .collect()
 }
 
 fn target_sockets_ready_and_status(run: &Run) {
@@ -328,14 +353,7 @@ fn healthcheck_gate_rolls_back_a_broken_media_through_a_stand_in_bootc() {
     // The journal (persistent, both boots): the first boot's check failed at its stream step,
     // said why and asked for the rollback; the boot after it, with the previous media, passed.
     let journal = guest.journal();
-    let check: Vec<(String, String)> = journal
-        .iter()
-        .filter(|e| e["_SYSTEMD_UNIT"] == "punktfunk-healthcheck.service")
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (s("_BOOT_ID"), s("MESSAGE"))
-        })
-        .collect();
+    let check = healthcheck_messages(&journal);
     let failed = check
         .iter()
         .find(|(_, m)| m.starts_with("punktfunk health check FAILED: stream: "))
@@ -345,6 +363,19 @@ fn healthcheck_gate_rolls_back_a_broken_media_through_a_stand_in_bootc() {
             && m == "rolling back to the previous image: bootc rollback, then reboot"),
         "{check:#?}"
     );
+    // Not at the first failure: the gate checked the broken boot 3 times, 15 s apart.
+    for said in [
+        "check 1 of 3 failed: stream: ",
+        "check 2 of 3 failed: stream: ",
+        "all 3 checks failed",
+    ] {
+        assert!(
+            check
+                .iter()
+                .any(|(b, m)| *b == failed.0 && m.starts_with(said)),
+            "the broken boot's check never said {said:?}: {check:#?}"
+        );
+    }
     let good = check
         .iter()
         .find(|(_, m)| m.starts_with("boot is good"))

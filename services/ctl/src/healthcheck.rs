@@ -6,7 +6,8 @@
 //! - as the streaming user: [`check`] waits for the four daemons, pairs a throw-away client
 //!   identity with a fresh PIN, streams a few seconds with `--decode`, unpairs, and reports;
 //! - `--gate`, as root from `punktfunk-healthcheck.service` at boot: [`gate`] finds the user
-//!   whose punktfunk sockets exist, runs the check as that user (setpriv), and on a failure
+//!   whose punktfunk sockets exist, runs the check as that user (setpriv), up to
+//!   [`GATE_ATTEMPTS`] times ([`judge`]), and when every attempt failed
 //!   writes the reason to the journal (stderr), asks `bootc rollback` for the previous image and
 //!   reboots into it, unless the boot before already rolled back (a marker in the unit's state
 //!   directory): two failing images in a row are left to a person instead of looping.
@@ -339,8 +340,61 @@ fn punktfunk_users(run_user: &Path) -> Vec<(u32, u32, PathBuf)> {
     users
 }
 
-/// Runs the check for the first user that runs punktfunk (waiting up to `wait` for one); on a
-/// failure, `bootc rollback` and a reboot. Exit 0 when the boot is good or not judged.
+/// Checks a boot gets before it is judged bad. A busy boot can fail one check that a good
+/// image must not be rolled back for (the first stream after a boot waits for GStreamer's plugin
+/// scan and the encoder's start, on a machine still starting everything else); a broken image
+/// fails every one.
+pub const GATE_ATTEMPTS: u32 = 3;
+/// The pause before a failed check is run again.
+pub const GATE_RETRY_AFTER: Duration = Duration::from_secs(15);
+
+/// What the gate concluded from its attempts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Attempt `attempt` (1-based) passed; `earlier` are the reasons of the ones before it.
+    Good {
+        attempt: u32,
+        outcome: Outcome,
+        earlier: Vec<String>,
+    },
+    /// Every attempt failed; their reasons in order.
+    Bad { reasons: Vec<String> },
+}
+
+/// Runs `check(attempt)` until one passes, at most [`GATE_ATTEMPTS`] times, calling
+/// `pause(GATE_RETRY_AFTER)` between attempts. A check that could not run at all (`Err`)
+/// counts as a failed one. `on_failure(attempt, reason)` hears each failure as it happens.
+pub fn judge(
+    mut check: impl FnMut(u32) -> Result<Outcome, String>,
+    mut pause: impl FnMut(Duration),
+    mut on_failure: impl FnMut(u32, &str),
+) -> Verdict {
+    let mut reasons = Vec::new();
+    for attempt in 1..=GATE_ATTEMPTS {
+        if attempt > 1 {
+            pause(GATE_RETRY_AFTER);
+        }
+        match check(attempt) {
+            Ok(outcome) if outcome.pass => {
+                return Verdict::Good {
+                    attempt,
+                    outcome,
+                    earlier: reasons,
+                };
+            }
+            Ok(outcome) => reasons.push(outcome.reason.unwrap_or_else(|| "unknown".into())),
+            Err(e) => reasons.push(e),
+        }
+        if let Some(r) = reasons.last() {
+            on_failure(attempt, r);
+        }
+    }
+    Verdict::Bad { reasons }
+}
+
+/// Runs the check for the first user that runs punktfunk (waiting up to `wait` for one), up to
+/// [`GATE_ATTEMPTS`] times; when every attempt failed, `bootc rollback` and a reboot. Exit 0
+/// when the boot is good or not judged.
 pub fn gate(wait: Duration) -> ExitCode {
     let deadline = Instant::now() + wait;
     let (uid, gid, dir) = loop {
@@ -356,21 +410,42 @@ pub fn gate(wait: Duration) -> ExitCode {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let outcome = run_as_user(uid, gid, &dir, wait.max(Duration::from_secs(60)));
+    let verdict = judge(
+        |_| run_as_user(uid, gid, &dir, wait.max(Duration::from_secs(60))),
+        std::thread::sleep,
+        |attempt, reason| {
+            if attempt < GATE_ATTEMPTS {
+                println!(
+                    "check {attempt} of {GATE_ATTEMPTS} failed: {reason}; checking again in {} s",
+                    GATE_RETRY_AFTER.as_secs()
+                );
+            }
+        },
+    );
     let marker = rollback_marker();
-    match outcome {
-        Ok(o) if o.pass => {
+    match verdict {
+        Verdict::Good {
+            attempt, outcome, ..
+        } => {
+            let after = if attempt > 1 {
+                format!(" (check {attempt} of {GATE_ATTEMPTS})")
+            } else {
+                String::new()
+            };
             println!(
-                "boot is good: the health check streamed through the whole stack as uid {uid}"
+                "boot is good: the health check streamed through the whole stack as uid {uid}{after}"
             );
-            for s in &o.steps {
+            for s in &outcome.steps {
                 println!("  {}: {}", s.name, s.detail);
             }
             let _ = std::fs::remove_file(&marker);
             ExitCode::SUCCESS
         }
-        Ok(o) => fail(o.reason.as_deref().unwrap_or("unknown"), &marker),
-        Err(e) => fail(&e, &marker),
+        Verdict::Bad { reasons } => {
+            let last = reasons.last().map_or("unknown", String::as_str);
+            eprintln!("all {GATE_ATTEMPTS} checks failed");
+            fail(last, &marker)
+        }
     }
 }
 
@@ -499,6 +574,83 @@ mod tests {
             s("unpair", false),
         ]);
         assert!(o.pass);
+    }
+
+    fn outcome(pass: bool) -> Outcome {
+        Outcome::from_steps(vec![Step {
+            name: "stream".into(),
+            ok: pass,
+            detail: if pass {
+                "30 h264 pictures decoded"
+            } else {
+                "no picture was decoded"
+            }
+            .into(),
+        }])
+    }
+
+    /// Runs `judge` over scripted attempt results; returns the verdict, the pauses and the
+    /// failures it reported.
+    fn judge_script(
+        script: Vec<Result<Outcome, String>>,
+    ) -> (Verdict, Vec<Duration>, Vec<(u32, String)>) {
+        let mut script = script.into_iter();
+        let (mut pauses, mut failures) = (Vec::new(), Vec::new());
+        let v = judge(
+            |_| {
+                script
+                    .next()
+                    .expect("judge ran more attempts than scripted")
+            },
+            |d| pauses.push(d),
+            |a, r| failures.push((a, r.to_string())),
+        );
+        (v, pauses, failures)
+    }
+
+    #[test]
+    fn a_pass_at_once_is_good_without_a_pause() {
+        let (v, pauses, failures) = judge_script(vec![Ok(outcome(true))]);
+        assert!(matches!(v, Verdict::Good { attempt: 1, ref earlier, .. } if earlier.is_empty()));
+        assert!(pauses.is_empty() && failures.is_empty());
+    }
+
+    #[test]
+    fn a_boot_that_fails_one_check_is_checked_again_and_not_rolled_back() {
+        let (v, pauses, failures) = judge_script(vec![
+            Err("the check as uid 1000 printed no result".into()),
+            Ok(outcome(false)),
+            Ok(outcome(true)),
+        ]);
+        let Verdict::Good {
+            attempt, earlier, ..
+        } = v
+        else {
+            panic!("judged bad: {v:?}")
+        };
+        assert_eq!(attempt, 3);
+        assert_eq!(
+            earlier,
+            [
+                "the check as uid 1000 printed no result",
+                "stream: no picture was decoded"
+            ]
+        );
+        assert_eq!(pauses, [GATE_RETRY_AFTER, GATE_RETRY_AFTER]);
+        assert_eq!(failures.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn a_boot_that_fails_every_check_is_bad_with_every_reason() {
+        let (v, pauses, failures) = judge_script(vec![Ok(outcome(false)); 3]);
+        assert_eq!(
+            v,
+            Verdict::Bad {
+                reasons: vec!["stream: no picture was decoded".into(); 3]
+            }
+        );
+        assert_eq!(pauses.len(), 2);
+        assert_eq!(failures.len(), 3);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 pub mod appliance;
 pub mod attack;
+pub mod evdev_nodes;
 pub mod moonlight;
 pub mod native;
 pub mod plot;

@@ -9,12 +9,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use evdev::{AbsoluteAxisCode as Abs, Device, EventType, KeyCode, RelativeAxisCode as Rel};
+use evdev::{AbsoluteAxisCode as Abs, Device, KeyCode, RelativeAxisCode as Rel};
+use punktfunk_tests::evdev_nodes::{
+    ABS, Devices, KEY, REL, ensure_subsequence, input_devices, kv, reader,
+};
 use punktfunk_tests::native::free_udp_port;
 use punktfunk_tests::{Supervisor, bin};
 
@@ -133,46 +136,11 @@ fn report(child: Child) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("client report: {stdout}"))
 }
 
-/// Input devices by name (from /sys/class/input), with their event node and uniq.
-fn input_devices() -> BTreeMap<String, (PathBuf, String, String)> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/input") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("input") {
-            continue;
-        }
-        let p = e.path();
-        let read = |f: &str| {
-            std::fs::read_to_string(p.join(f))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
-        let Some(event) = std::fs::read_dir(&p).ok().and_then(|d| {
-            d.flatten()
-                .map(|c| c.file_name().to_string_lossy().into_owned())
-                .find(|n| n.starts_with("event"))
-        }) else {
-            continue;
-        };
-        out.insert(
-            read("name"),
-            (Path::new("/dev/input").join(event), read("uniq"), name),
-        );
-    }
-    out
-}
-
 /// Whether device `name` is the one meant by `want`: the exact name, or a punktfunk uinput
 /// device's kind (`punktfunk keyboard` for `punktfunk keyboard (guest)`).
 fn is(name: &str, want: &str) -> bool {
     name == want || name.strip_prefix(want).is_some_and(|r| r.starts_with(" ("))
 }
-
-type Devices = BTreeMap<String, (PathBuf, String, String)>;
 
 /// The node of the device meant by `want`.
 fn node(devs: &Devices, want: &str) -> anyhow::Result<PathBuf> {
@@ -214,74 +182,6 @@ fn wait_gone(since: Instant) -> Option<Duration> {
         std::thread::sleep(Duration::from_millis(5));
     }
     None
-}
-
-type Events = Arc<Mutex<Vec<(u16, u16, i32, u64)>>>;
-
-/// Reads a node on a thread until `stop`; events (type, code, value, CLOCK_REALTIME ns) without
-/// SYN and MSC.
-fn reader(
-    node: &Path,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<(Events, std::thread::JoinHandle<()>)> {
-    let mut dev = Device::open(node).with_context(|| format!("opening {}", node.display()))?;
-    dev.set_nonblocking(true)?;
-    let events: Events = Arc::default();
-    let out = events.clone();
-    let t = std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match dev.fetch_events() {
-                Ok(it) => {
-                    let mut v = out.lock().unwrap();
-                    for e in it {
-                        let ty = e.event_type();
-                        if ty == EventType::SYNCHRONIZATION || ty == EventType::MISC {
-                            continue;
-                        }
-                        let ts = e
-                            .timestamp()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_nanos() as u64)
-                            .unwrap_or(0);
-                        v.push((ty.0, e.code(), e.value(), ts));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(_) => return,
-            }
-        }
-    });
-    Ok((events, t))
-}
-
-fn kv(e: &Events) -> Vec<(u16, u16, i32)> {
-    e.lock()
-        .unwrap()
-        .iter()
-        .map(|&(t, c, v, _)| (t, c, v))
-        .collect()
-}
-
-const KEY: u16 = 1;
-const REL: u16 = 2;
-const ABS: u16 = 3;
-
-/// `want` appears in `got` in this order (other events may come between).
-fn ensure_subsequence(
-    what: &str,
-    got: &[(u16, u16, i32)],
-    want: &[(u16, u16, i32)],
-) -> anyhow::Result<()> {
-    let mut it = got.iter();
-    for w in want {
-        ensure!(
-            it.any(|g| g == w),
-            "{what}: expected {want:?} in order, missing {w:?}; read {got:?}"
-        );
-    }
-    Ok(())
 }
 
 /// Keyboard, mouse, pointer, touch, Xbox pad and DualSense events from the client arrive on the

@@ -11,15 +11,18 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use evdev::{AbsoluteAxisCode as Abs, Device, EventType, KeyCode, RelativeAxisCode as Rel};
+use evdev::{AbsoluteAxisCode as Abs, KeyCode, RelativeAxisCode as Rel};
 use punktfunk_tests::Supervisor;
+use punktfunk_tests::evdev_nodes::{
+    ABS, Devices, KEY, REL, ensure_subsequence, input_devices, kv, reader,
+};
 use punktfunk_tests::moonlight::{Moonlight, report};
 use punktfunk_tests::native::free_udp_port;
 
@@ -34,10 +37,6 @@ const LAUNCH_WAIT: Duration = Duration::from_secs(150);
 const BASE_PORT: u16 = 47989;
 /// The client names the seat after its certificate: `moonlight-<8 hex>`.
 const SEAT_PREFIX: &str = "moonlight-";
-
-const KEY: u16 = 1;
-const REL: u16 = 2;
-const ABS: u16 = 3;
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();
@@ -54,36 +53,12 @@ fn main() {
     }
 }
 
-/// Input devices by name (from /sys/class/input) with their event node.
-fn input_devices() -> BTreeMap<String, PathBuf> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/input") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("input") {
-            continue;
-        }
-        let p = e.path();
-        let name = std::fs::read_to_string(p.join("name")).unwrap_or_default();
-        let event = std::fs::read_dir(&p).ok().and_then(|d| {
-            d.flatten()
-                .map(|c| c.file_name().to_string_lossy().into_owned())
-                .find(|n| n.starts_with("event"))
-        });
-        if let Some(event) = event {
-            out.insert(name.trim().to_string(), Path::new("/dev/input").join(event));
-        }
-    }
-    out
-}
-
 /// The node of the seat device of kind `kind` (`punktfunk <kind> (moonlight-…)`).
-fn find(devs: &BTreeMap<String, PathBuf>, kind: &str) -> Option<PathBuf> {
+fn find(devs: &Devices, kind: &str) -> Option<PathBuf> {
     let prefix = format!("punktfunk {kind} ({SEAT_PREFIX}");
     devs.iter()
-        .find(|(n, p)| n.starts_with(&prefix) && p.exists())
-        .map(|(_, p)| p.clone())
+        .find(|(n, (p, _, _))| n.starts_with(&prefix) && p.exists())
+        .map(|(_, (p, _, _))| p.clone())
 }
 
 /// Waits until the seat has a device of every kind; their nodes by kind. Gives up early when
@@ -117,56 +92,6 @@ fn wait_devices(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-type Events = Arc<Mutex<Vec<(u16, u16, i32)>>>;
-
-/// Reads a node on a thread until `stop`; events without SYN and MSC.
-fn reader(node: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<Events> {
-    let mut dev = Device::open(node).with_context(|| format!("opening {}", node.display()))?;
-    dev.set_nonblocking(true)?;
-    let events: Events = Arc::default();
-    let out = events.clone();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match dev.fetch_events() {
-                Ok(it) => {
-                    let mut v = out.lock().unwrap_or_else(|p| p.into_inner());
-                    for e in it {
-                        let ty = e.event_type();
-                        if ty != EventType::SYNCHRONIZATION && ty != EventType::MISC {
-                            v.push((ty.0, e.code(), e.value()));
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-                Err(_) => return,
-            }
-        }
-    });
-    Ok(events)
-}
-
-fn read(e: &Events) -> Vec<(u16, u16, i32)> {
-    e.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// `want` appears in `got` in this order (other events may come between).
-fn ensure_subsequence(
-    what: &str,
-    got: &[(u16, u16, i32)],
-    want: &[(u16, u16, i32)],
-) -> anyhow::Result<()> {
-    let mut it = got.iter();
-    for w in want {
-        ensure!(
-            it.any(|g| g == w),
-            "{what}: expected {want:?} in order, missing {w:?}; read {got:?}"
-        );
-    }
-    Ok(())
 }
 
 /// Input and transport with GameStream on `base`.
@@ -291,13 +216,13 @@ fn input() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = BTreeMap::new();
     for (kind, node) in &nodes {
-        readers.insert(*kind, reader(node, stop.clone())?);
+        readers.insert(*kind, reader(node, stop.clone())?.0);
     }
     std::fs::write(&go, b"go")?;
     // The last event of the sequence (the pad's release) read back, the seat's counters are
     // read while the client is still connected (it stays `--settle` seconds).
     let deadline = Instant::now() + WAIT;
-    while !read(&readers["pad 0"]).contains(&(KEY, KeyCode::BTN_SOUTH.0, 0))
+    while !kv(&readers["pad 0"]).contains(&(KEY, KeyCode::BTN_SOUTH.0, 0))
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -317,7 +242,7 @@ fn input() -> anyhow::Result<()> {
     }
     ensure!(r["quit"] == true, "quit failed: {r}");
     let ev: BTreeMap<&str, Vec<(u16, u16, i32)>> =
-        readers.iter().map(|(k, e)| (*k, read(e))).collect();
+        readers.iter().map(|(k, e)| (*k, kv(e))).collect();
     let context = || {
         format!(
             "seats while streaming: {seats_live:?}; read {ev:?}\ntransport log:\n{}",

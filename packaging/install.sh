@@ -2,7 +2,7 @@
 # Installs the punktfunk appliance's files (packaging/manifest) into a root file system and
 # enables them the way the image ships: the user preset for punktfunk.target (which every user's
 # service manager starts at login), the system preset for the boot health check, and the firewalld
-# service in the default zone when firewalld is installed.
+# service (and mDNS) in the default zone when firewalld is installed in that root.
 #
 # Usage: install.sh --root DIR --bin-dir DIR [--src DIR]
 #   --root     the root file system to install into (/ in the Containerfile)
@@ -36,9 +36,13 @@ done
 systemctl --root="$root" --global preset punktfunk.target
 systemctl --root="$root" preset punktfunk-healthcheck.service
 
-# 3. The firewall: open our ports (and mDNS for discovery) in firewalld's default zone. Only where
-#    firewalld is installed, and only on the real root: firewall-offline-cmd has no --root.
-if [ "$root" = / ] && command -v firewall-offline-cmd >/dev/null 2>&1; then
-    firewall-offline-cmd --add-service=punktfunk
-    firewall-offline-cmd --query-service=mdns || firewall-offline-cmd --add-service=mdns
+# 3. The firewall: open our ports (and mDNS for discovery) in firewalld's default zone, where
+#    firewalld is installed in that root. firewall-offline-cmd has no --root option: for another
+#    root (the UML guest's copy) it runs chrooted into it, the same program on the same files as
+#    in the image build. No byte code is written: install.sh adds nothing to /usr but the manifest.
+if [ -x "$root/usr/bin/firewall-offline-cmd" ]; then
+    in_root() { if [ "$root" = / ]; then "$@"; else chroot "$root" "$@"; fi; }
+    export PYTHONDONTWRITEBYTECODE=1
+    in_root firewall-offline-cmd --add-service=punktfunk
+    in_root firewall-offline-cmd --query-service=mdns >/dev/null || in_root firewall-offline-cmd --add-service=mdns
 fi

@@ -77,6 +77,34 @@ fact stream.rc $?
 U punktfunkctl doctor --json >"$S/doctor.json" 2>"$S/doctor.err"
 fact doctor.rc $?
 
+# --- the firewall: firewalld runs with our service in its default zone, and filters -------------
+fact firewalld.state "$(firewall-cmd --state 2>&1)"
+fact firewalld.zone "$(firewall-cmd --get-default-zone 2>&1)"
+fact firewalld.services "$(firewall-cmd --list-services 2>&1)"
+fact firewalld.ports "$(firewall-cmd --info-service=punktfunk 2>&1 | sed -n 's/^ *ports: //p')"
+# A client on the LAN: a network namespace behind a veth pair, whose host end (no zone of its
+# own) is in the default zone. A TCP port of our service connects; a closed port outside the
+# zone (80) is rejected by firewalld (admin-prohibited: "No route to host", where an open host would answer
+# "Connection refused"); the reference client pairs and streams over UDP 9777 through it.
+ip netns add lan
+ip link add lan1 type veth peer name eth0 netns lan
+ip addr add 10.78.0.1/24 dev lan1
+ip link set lan1 up
+ip -n lan addr add 10.78.0.2/24 dev eth0
+ip -n lan link set eth0 up
+ip -n lan link set lo up
+LAN() { ip netns exec lan setpriv --reuid=1000 --regid=1000 --init-groups --reset-env "$@"; }
+tcp() { ip netns exec lan timeout 10 bash -c "exec 3<>/dev/tcp/10.78.0.1/$1 && echo connected" 2>&1 | tail -n 1; }
+fact lan.tcp.47989 "$(tcp 47989)"
+fact lan.tcp.80 "$(tcp 80)"
+LAN_CLIENT="punktfunk-client --config-dir /home/gamer/lan-client --name lan-client"
+pin=$(U punktfunkctl pair --json | sed -n 's/.*"pin":"\([0-9]*\)".*/\1/p')
+LAN $LAN_CLIENT pair --pin "$pin" 10.78.0.1:9777 >"$S/lan-pair.txt" 2>&1
+fact lan.pair.rc $?
+LAN $LAN_CLIENT stream 10.78.0.1:9777 --duration 3 --mode 640x360@30 --bitrate 2000 --codec h264 --json \
+    >"$S/lan-stream.json" 2>"$S/lan-stream.err"
+fact lan.stream.rc $?
+
 # --- socket activation: the first call starts a stopped daemon ----------------------------------
 U systemctl --user stop punktfunk-input.service
 fact activation.before "$(prop punktfunk-input.service ActiveState)"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the UML guest's root file system: Debian bookworm (minbase) with systemd as PID 1, a
-# test user `gamer` (uid 1000, group input) with lingering enabled, and whatever packages the
+# test user `gamer` (uid 1000, groups input and wheel) with lingering enabled, and whatever packages the
 # caller names (the runtime libraries and plugins of our binaries, derived in
 # tests/src/appliance.rs). Our own files are NOT laid in here: each boot gets a copy of this tree,
 # and packaging/install.sh installs the image's files into that copy, as the Containerfile does.
@@ -42,10 +42,13 @@ tmpfs /var/tmp    tmpfs mode=1777,nosuid,nodev 0 0
 tmpfs /home/gamer tmpfs mode=0700,uid=1000,gid=1000,nosuid,nodev 0 0
 FSTAB
 
-# The test user: in group input (the udev rule gives that group /dev/uinput and /dev/uhid), with
-# lingering, so that its `systemd --user` (and with it punktfunk.target) starts at boot without a
-# login - exactly what a gamer's machine does after the first login.
-chroot "$dest" useradd >&2 --create-home --uid 1000 --groups input --shell /bin/bash gamer
+# The test user: in group input (the udev rule gives that group /dev/uinput and /dev/uhid) and in
+# wheel, as the first user of a Bazzite install is (Debian has no wheel group: it is created; the
+# image's polkit rule lets wheel read firewalld's zones), with lingering, so that its
+# `systemd --user` (and with it punktfunk.target) starts at boot without a login - exactly what a
+# gamer's machine does after the first login.
+chroot "$dest" groupadd >&2 --force --system wheel
+chroot "$dest" useradd >&2 --create-home --uid 1000 --groups input,wheel --shell /bin/bash gamer
 mkdir -p "$dest/var/lib/systemd/linger"
 : >"$dest/var/lib/systemd/linger/gamer"
 

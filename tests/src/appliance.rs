@@ -26,8 +26,12 @@ use crate::uml::{self, Guest, GuestOutput, UmlError};
 use crate::{bin, bin_dir};
 
 /// The guest's base system (systemd as PID 1, logind for lingering, the user bus, udev, the
-/// tools the driver uses) and one compositor backend (sway: doctor's compositor check).
-pub const BASE_PACKAGES: [&str; 11] = [
+/// tools the driver uses), one compositor backend (sway: doctor's compositor check) and the
+/// appliance's firewall (firewalld with its nftables backend, as in the image; install.sh adds
+/// our service to its default zone) with `/etc/protocols` (netbase: firewalld refuses its stock
+/// configuration without it, and minbase has none) and polkit (firewalld asks it who may read
+/// its zones; the image's rule lets group wheel).
+pub const BASE_PACKAGES: [&str; 14] = [
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -39,6 +43,9 @@ pub const BASE_PACKAGES: [&str; 11] = [
     "kmod",
     "bsdutils",
     "sway",
+    "firewalld",
+    "netbase",
+    "polkitd",
 ];
 
 /// The test user's uid (tests/guest/mkrootfs.sh creates it).

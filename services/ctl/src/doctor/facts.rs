@@ -276,42 +276,39 @@ const FIREWALL_CMD_NOT_RUNNING: i32 = 252;
 /// firewall-cmd's exit code when polkit refused the query (NOT_AUTHORIZED).
 const FIREWALL_CMD_NOT_AUTHORIZED: i32 = 253;
 
+/// One `firewall-cmd --query-service=punktfunk`: it answers whether firewalld runs (252 when it
+/// does not) and whether our service is in the default zone (0 yes, 1 no). `--state` is not
+/// asked first: firewalld guards its properties with the action that also allows changing
+/// the configuration, which its "server" polkit policy keeps for administrators, while the
+/// zone query needs only `org.fedoraproject.FirewallD1.config.info` (the image's polkit rule
+/// grants that to group wheel).
 fn firewall() -> FirewallFact {
     if which("firewall-cmd").is_none() {
         return FirewallFact::NotInstalled;
     }
-    let run = |arg: String| {
-        Command::new("firewall-cmd")
-            .arg(&arg)
-            .output()
-            .map_err(|e| FirewallFact::Error(format!("cannot run firewall-cmd: {e}")))
-            .map(|o| (o.status.code(), o, arg))
-    };
-    // Any other answer is an error, never "not running": a refused or failed query says
-    // nothing about what firewalld filters.
-    let unexpected = |(code, o, arg): (Option<i32>, std::process::Output, String)| match code {
-        Some(FIREWALL_CMD_NOT_AUTHORIZED) => FirewallFact::NotAuthorized,
-        _ => FirewallFact::Error(format!(
-            "firewall-cmd {arg} failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-    };
-    match run("--state".into()) {
-        Err(e) => return e,
-        Ok((Some(0), ..)) => {}
-        Ok((Some(FIREWALL_CMD_NOT_RUNNING), ..)) => return FirewallFact::NotRunning,
-        Ok(other) => return unexpected(other),
+    let arg = format!("--query-service={FIREWALLD_SERVICE}");
+    match Command::new("firewall-cmd").arg(&arg).output() {
+        Err(e) => FirewallFact::Error(format!("cannot run firewall-cmd: {e}")),
+        Ok(o) => firewall_answer(&arg, o.status, &String::from_utf8_lossy(&o.stderr)),
     }
-    match run(format!("--query-service={FIREWALLD_SERVICE}")) {
-        Err(e) => e,
-        Ok((Some(0), ..)) => FirewallFact::Running {
+}
+
+/// What `firewall-cmd ARG` exiting with `status` says. Any answer but the four known ones is
+/// an error, never "not running": a failed query says nothing about what firewalld filters.
+fn firewall_answer(arg: &str, status: std::process::ExitStatus, stderr: &str) -> FirewallFact {
+    match status.code() {
+        Some(0) => FirewallFact::Running {
             service_enabled: true,
         },
-        Ok((Some(1), ..)) => FirewallFact::Running {
+        Some(1) => FirewallFact::Running {
             service_enabled: false,
         },
-        Ok(other) => unexpected(other),
+        Some(FIREWALL_CMD_NOT_RUNNING) => FirewallFact::NotRunning,
+        Some(FIREWALL_CMD_NOT_AUTHORIZED) => FirewallFact::NotAuthorized,
+        _ => FirewallFact::Error(format!(
+            "firewall-cmd {arg} failed ({status}): {}",
+            stderr.trim()
+        )),
     }
 }
 
@@ -396,4 +393,34 @@ async fn paired(runtime_dir: &Path, timeout: Duration) -> Result<usize, String> 
     .map_err(|_| "punktfunk-transport did not answer in time".to_string())?
     .map_err(|s| format!("punktfunk-transport: {}", s.message()))?;
     Ok(reply.into_inner().clients.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn answer(code: i32) -> FirewallFact {
+        firewall_answer(
+            "--query-service=punktfunk",
+            std::process::ExitStatus::from_raw(code << 8),
+            "  Error: INVALID_ZONE\n",
+        )
+    }
+
+    #[test]
+    fn one_firewall_query_tells_enabled_disabled_refused_and_not_running_apart() {
+        let running = |service_enabled| FirewallFact::Running { service_enabled };
+        assert_eq!(answer(0), running(true));
+        assert_eq!(answer(1), running(false));
+        assert_eq!(answer(252), FirewallFact::NotRunning);
+        assert_eq!(answer(253), FirewallFact::NotAuthorized);
+        assert_eq!(
+            answer(254),
+            FirewallFact::Error(
+                "firewall-cmd --query-service=punktfunk failed (exit status: 254): Error: INVALID_ZONE"
+                    .into()
+            )
+        );
+    }
 }

@@ -16,9 +16,42 @@ use serde_json::Value;
 /// Where slow test artefacts are cached, outside the clone.
 pub const CACHE_DIR: &str = "/var/tmp/punktfunk-cache";
 
-/// The driver script and its pinned requirements, in the repository.
+/// Names a directory with `driver.py` and `requirements.txt` to use instead of the
+/// repository's: a UML guest cannot see a clone under `/tmp` (it mounts its own tmpfs there),
+/// so a test that runs Moonlight inside one passes [`guest_visible_dir`] in this variable.
+pub const DIR_ENV: &str = "PUNKTFUNK_MOONLIGHT_DIR";
+
+/// The driver script and its pinned requirements: in the repository, or where [`DIR_ENV`] says.
 fn moonlight_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("moonlight")
+    std::env::var_os(DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("moonlight"))
+}
+
+/// A copy of the driver and its requirements under [`CACHE_DIR`] (which every UML guest sees,
+/// wherever the clone is), named by the hash of both files; made on first use, through a
+/// temporary directory and a rename like the venv.
+pub fn guest_visible_dir() -> PathBuf {
+    let src = moonlight_dir();
+    let files = ["driver.py", "requirements.txt"];
+    let texts: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(src.join(f)).unwrap_or_else(|e| panic!("tests/moonlight/{f}: {e}")))
+        .collect();
+    let dir = Path::new(CACHE_DIR).join(format!("moonlight-driver-{}", key(&texts.concat())));
+    if dir.join(files[1]).exists() {
+        return dir;
+    }
+    let tmp = Path::new(CACHE_DIR).join(format!(".moonlight-driver-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("create the driver's copy");
+    for (f, text) in files.iter().zip(&texts) {
+        std::fs::write(tmp.join(f), text).expect("copy the Moonlight driver");
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
 }
 
 /// FNV-1a 64 of the requirements: the cache key (no crypto needed, only change detection).

@@ -568,10 +568,16 @@ fn video_counters(status: &str) -> VideoCounters {
 /// order. After `quit`, `punktfunkctl seats` is empty and no punktfunk device is left.
 #[test]
 fn uml_moonlight_input_reaches_the_seats_evdev_nodes_and_quit_removes_the_seat() {
-    // The venv is created here: the guest's root (the host's, over hostfs) is read-only.
+    // The venv is created here: the guest's root (the host's, over hostfs) is read-only. The
+    // guest may not see the clone (under /tmp it has its own tmpfs): the driver goes in a copy.
     let _ = punktfunk_tests::moonlight::python();
+    let driver = punktfunk_tests::moonlight::guest_visible_dir();
     let out = punktfunk_tests::uml::Guest::new()
         .mem("1G")
+        .env(
+            punktfunk_tests::moonlight::DIR_ENV,
+            &driver.to_string_lossy(),
+        )
         .timeout(Duration::from_secs(330))
         .run_program(env!("CARGO_BIN_EXE_pf-uml-moonlight"), &["input"])
         .expect("the UML guest ran");

@@ -142,8 +142,14 @@ fn send_within_absorbs_a_burst_and_still_drops_when_hopeless() {
             .count() as u64
     };
 
+    // The budget is not a speed claim: a sender that clears a frame in microseconds must get
+    // them all, even when the machine stalls it for a while (50 ms once lost one frame in CI).
     let fast = sender_with(None);
-    assert_eq!(burst(&fast, 50), 64, "a fast sender takes the whole burst");
+    assert_eq!(
+        burst(&fast, 5_000),
+        64,
+        "a fast sender takes the whole burst"
+    );
     let stats = fast.shutdown();
     assert_eq!(stats.frames_dropped_queue, 0);
     assert_eq!(stats.frames_sent, 64);

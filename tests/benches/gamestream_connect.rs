@@ -9,8 +9,6 @@
 //! alternating. The baseline is punktfunk/1's number: the ratio says what GameStream's longer
 //! handshake (HTTPS serverinfo/applist/launch, seven RTSP requests, ENet, pings) costs.
 
-use std::time::Instant;
-
 use punktfunk_tests::moonlight::Moonlight;
 use punktfunk_tests::stack::Stack;
 
@@ -21,44 +19,19 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn pair_moonlight(stack: &mut Stack, client: &Moonlight) -> Result<(), String> {
-    let mut child = client
-        .command(&["pair", "--pin", "8642"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    loop {
-        let out = stack.sup.ctl(&["pair", "--pin", "8642"]);
-        if out.status.success() {
-            break;
-        }
-        if t.elapsed().as_secs() > 60 {
-            let _ = child.kill();
-            return Err("the Moonlight client never waited to pair".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let r = punktfunk_tests::moonlight::report(&out);
-    if r["ok"] != true {
-        return Err(format!("Moonlight pairing failed: {r}"));
-    }
-    Ok(())
-}
-
 fn main() {
-    let mut stack = Stack::start(&[("transport", "PUNKTFUNK_LOG", "warn")]);
+    let stack = Stack::start(&[("transport", "PUNKTFUNK_LOG", "warn")]);
     let dir = tempfile::tempdir().expect("tempdir");
     let moonlight = Moonlight::new(
         dir.path().join("moonlight"),
         "127.0.0.1",
         stack.gamestream_port,
     );
-    if let Err(e) = stack
-        .pair()
-        .and_then(|_| pair_moonlight(&mut stack, &moonlight))
-    {
+    if let Err(e) = stack.pair().and_then(|_| {
+        moonlight
+            .pair_with(&stack.sup, "8642", std::time::Duration::from_secs(60))
+            .map_err(|e| format!("{e:#}"))
+    }) {
         eprintln!("cannot pair: {e}");
         std::process::exit(1);
     }

@@ -377,6 +377,18 @@ impl Supervisor {
         status
     }
 
+    /// Runs `punktfunkctl ARGS` (a `--json` command) and parses its output; an error when it
+    /// failed, with its stderr.
+    pub fn ctl_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = self.ctl(args);
+        anyhow::ensure!(
+            out.status.success(),
+            "punktfunkctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// Runs `punktfunkctl` against this supervisor's sockets.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(bin("punktfunkctl"))

@@ -8,10 +8,15 @@
 //! rename, so concurrent test processes never see a half-installed venv.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use serde_json::Value;
+
+use crate::Supervisor;
 
 /// Where slow test artefacts are cached, outside the clone.
 pub const CACHE_DIR: &str = "/var/tmp/punktfunk-cache";
@@ -173,6 +178,51 @@ impl Moonlight {
             .args(args)
             .stdin(Stdio::null());
         c
+    }
+
+    /// Starts `pair --pin PIN` (the client shows `pin`) and waits up to `within` until the host
+    /// lists a client waiting to pair; returns the running driver and that pending entry.
+    pub fn start_pairing(
+        &self,
+        sup: &Supervisor,
+        pin: &str,
+        within: Duration,
+    ) -> anyhow::Result<(Child, Value)> {
+        let mut child = self
+            .command(&["pair", "--pin", pin])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the moonlight driver")?;
+        let deadline = Instant::now() + within;
+        loop {
+            let clients = sup.ctl_json(&["clients", "--json"])?;
+            if let Some(p) = clients["pending"].as_array().and_then(|p| p.first()) {
+                return Ok((child, p.clone()));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                anyhow::bail!(
+                    "the Moonlight client never showed up as waiting to pair within {within:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Pairs: [`Moonlight::start_pairing`], the host user types `pin` (`punktfunkctl pair
+    /// --pin`), and the driver reports success.
+    pub fn pair_with(&self, sup: &Supervisor, pin: &str, within: Duration) -> anyhow::Result<()> {
+        let (child, _) = self.start_pairing(sup, pin, within)?;
+        let out = sup.ctl(&["pair", "--pin", pin]);
+        anyhow::ensure!(
+            out.status.success(),
+            "punktfunkctl pair --pin: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = report(&child.wait_with_output()?);
+        anyhow::ensure!(r["ok"] == true, "pairing failed: {r}");
+        Ok(())
     }
 
     /// Runs the driver to its end and parses its JSON report.

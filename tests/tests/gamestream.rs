@@ -32,30 +32,11 @@ fn gamestream_clients(stack: &Stack) -> Vec<Value> {
 }
 
 /// Starts `pair --pin client_pin` and waits until the host lists it as waiting to pair.
-fn start_pairing(stack: &mut Stack, client: &Moonlight, client_pin: &str) -> Child {
-    let child = client
-        .command(&["pair", "--pin", client_pin])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the moonlight driver");
-    let t = Instant::now();
-    loop {
-        let pending = clients(stack)["pending"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(p) = pending.first() {
-            assert_eq!(p["protocol"], "gamestream");
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "the Moonlight client never showed up as waiting to pair\n{}",
-            stack.log("transport")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn start_pairing(stack: &Stack, client: &Moonlight, client_pin: &str) -> Child {
+    let (child, pending) = client
+        .start_pairing(&stack.sup, client_pin, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.log("transport")));
+    assert_eq!(pending["protocol"], "gamestream");
     child
 }
 
@@ -71,7 +52,7 @@ fn https_status(client: &Moonlight, verb: &str, query: Option<&str>) -> i64 {
 /// the right PIN pairs and the app list then has Desktop; `unpair` takes it away again.
 #[test]
 fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
-    let mut stack = Stack::start(&[]);
+    let stack = Stack::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let port = stack.gamestream_port;
     let stranger = Moonlight::new(dir.path().join("stranger"), "127.0.0.1", port);
@@ -90,7 +71,7 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
     );
 
     // A wrong PIN: Moonlight shows 1111, the host user types 2222.
-    let child = start_pairing(&mut stack, &stranger, "1111");
+    let child = start_pairing(&stack, &stranger, "1111");
     assert!(
         stack.daemon_status("transport").contains("waits to pair"),
         "status: {}",
@@ -137,7 +118,7 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
     }
 
     // The right PIN.
-    let child = start_pairing(&mut stack, &friend, "4321");
+    let child = start_pairing(&stack, &friend, "4321");
     let out = stack.sup.ctl(&["pair", "--pin", "4321"]);
     assert!(
         out.status.success(),
@@ -181,16 +162,10 @@ fn moonlight_pairs_with_the_pin_typed_on_the_host_and_only_then_sees_apps() {
 }
 
 /// Pairs `client` (Moonlight shows `pin`, the host user types it).
-fn pair_client(stack: &mut Stack, client: &Moonlight, pin: &str) {
-    let child = start_pairing(stack, client, pin);
-    let out = stack.sup.ctl(&["pair", "--pin", pin]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&child.wait_with_output().unwrap());
-    assert_eq!(r["ok"], true, "pairing failed: {r}");
+fn pair_client(stack: &Stack, client: &Moonlight, pin: &str) {
+    client
+        .pair_with(&stack.sup, pin, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.log("transport")));
 }
 
 /// The number before `what` in the transport status line's GameStream input counters.
@@ -215,14 +190,14 @@ fn input_count(status: &str, what: &str) -> u64 {
 /// this covers the control plane only.
 #[test]
 fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() {
-    let mut stack = Stack::start(&[]);
+    let stack = Stack::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let client = Moonlight::new(
         dir.path().join("client"),
         "127.0.0.1",
         stack.gamestream_port,
     );
-    pair_client(&mut stack, &client, "2468");
+    pair_client(&stack, &client, "2468");
     let before = stack.daemon_status("transport");
     assert!(
         !before.contains("GameStream input"),
@@ -260,14 +235,14 @@ fn moonlight_input_reaches_the_counters_over_the_control_stream_without_video() 
 /// by media's test source reads back strictly increasing, audio packets arrive and decode, and
 /// `quit` leaves media idle.
 fn stream_desktop(codec: &str) {
-    let mut stack = Stack::start(&[]);
+    let stack = Stack::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let client = Moonlight::new(
         dir.path().join("client"),
         "127.0.0.1",
         stack.gamestream_port,
     );
-    pair_client(&mut stack, &client, "1357");
+    pair_client(&stack, &client, "1357");
     let r = client.run(&[
         "stream",
         "--app",
@@ -441,7 +416,7 @@ fn dropped(ns: &str) -> u64 {
 fn moonlight_h264_under_two_percent_loss_between_namespaces() {
     use punktfunk_testsupport::netlab::{NetnsPair, Side};
     let pair = NetnsPair::create(&format!("gs{}", std::process::id())).expect("netns pair");
-    let mut stack = Stack::start(&[("transport", "PUNKTFUNK_TEST_NETNS", pair.name(Side::A))]);
+    let stack = Stack::start(&[("transport", "PUNKTFUNK_TEST_NETNS", pair.name(Side::A))]);
     let dir = tempfile::tempdir().unwrap();
     let mut client = Moonlight::new(
         dir.path().join("client"),
@@ -449,7 +424,7 @@ fn moonlight_h264_under_two_percent_loss_between_namespaces() {
         stack.gamestream_port,
     );
     client.netns = Some(pair.name(Side::B).to_string());
-    pair_client(&mut stack, &client, "9753");
+    pair_client(&stack, &client, "9753");
     add_loss(pair.name(Side::B), 20);
     let r = client.run(&[
         "stream",

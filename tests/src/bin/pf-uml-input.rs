@@ -98,13 +98,7 @@ impl Host {
 
     fn seats(&self) -> anyhow::Result<serde_json::Value> {
         // A seat busy with a flood answers once its batch is through (UML syscalls are slow).
-        let out = self.sup.ctl(&["--timeout", "20", "seats", "--json"]);
-        ensure!(
-            out.status.success(),
-            "punktfunkctl seats failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(serde_json::from_slice(&out.stdout)?)
+        self.sup.ctl_json(&["--timeout", "20", "seats", "--json"])
     }
 }
 

@@ -115,50 +115,9 @@ fn start_host(base: u16) -> Supervisor {
     sup
 }
 
-fn ctl_json(sup: &Supervisor, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let out = sup.ctl(args);
-    ensure!(
-        out.status.success(),
-        "punktfunkctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// Moonlight shows `pin`; once the host lists it as waiting, the host user types it.
-fn pair(sup: &Supervisor, client: &Moonlight, pin: &str) -> anyhow::Result<()> {
-    let child = client
-        .command(&["pair", "--pin", pin])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the moonlight driver")?;
-    let deadline = Instant::now() + WAIT * 4;
-    loop {
-        let clients = ctl_json(sup, &["clients", "--json"])?;
-        if clients["pending"].as_array().is_some_and(|p| !p.is_empty()) {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the Moonlight client never waited to pair"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = sup.ctl(&["pair", "--pin", pin]);
-    ensure!(
-        out.status.success(),
-        "punktfunkctl pair: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = report(&child.wait_with_output()?);
-    ensure!(r["ok"] == true, "pairing failed: {r}");
-    Ok(())
-}
-
 /// The seats `punktfunkctl seats --json` lists.
 fn seats(sup: &Supervisor) -> anyhow::Result<Vec<serde_json::Value>> {
-    let v = ctl_json(sup, &["--timeout", "20", "seats", "--json"])?;
+    let v = sup.ctl_json(&["--timeout", "20", "seats", "--json"])?;
     Ok(v["seats"].as_array().cloned().unwrap_or_default())
 }
 
@@ -167,7 +126,7 @@ fn input() -> anyhow::Result<()> {
     let sup = start_host(base);
     let dir = tempfile::tempdir()?;
     let client = Moonlight::new(dir.path().join("client"), "127.0.0.1", base);
-    pair(&sup, &client, "8642")?;
+    client.pair_with(&sup, "8642", WAIT * 4)?;
 
     // Launch with input: the driver announces controller 0 and waits for `go`.
     let go = dir.path().join("go");

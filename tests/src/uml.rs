@@ -90,8 +90,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a running guest's kernel may leave its mconsole unanswered before the harness
 /// calls it wedged, unless [`Guest::wedged_after`] says otherwise. A working guest answers
 /// within milliseconds even on a loaded machine (its stalls there last under a second); the
-/// wedged ones seen in CI (a kernel stack overrun, since fixed) spun in the host at 100 % CPU
-/// for minutes, answering nothing.
+/// wedged ones seen in CI (mostly a kernel stack overrun, made rare by larger stacks) spun in
+/// the host at 100 % CPU for minutes, answering nothing.
 pub const DEFAULT_WEDGED_AFTER: Duration = Duration::from_secs(60);
 
 /// How often the harness asks a running guest's kernel whether it is alive.
@@ -136,8 +136,8 @@ pub enum UmlError {
     },
     /// The guest kernel stopped answering on its mconsole for [`Guest::wedged_after`] and was
     /// killed. In CI this was the kernel faulting in its own fault handler forever after a
-    /// kernel stack overrun (fixed with larger stacks, see `kernel.config-options`); the
-    /// watchdog stays for whatever else wedges UML. A guest of the harness's init is booted
+    /// kernel stack overrun (made rare with larger stacks, see `kernel.config-options`; one
+    /// wedge of the same look was seen since); the watchdog stays for whatever else wedges UML. A guest of the harness's init is booted
     /// once more; a guest of its own init (the systemd appliance, whose root keeps what a boot
     /// wrote) is not: its test is retried whole instead.
     #[error(

@@ -361,11 +361,11 @@ pub enum Verdict {
     Bad { reasons: Vec<String> },
 }
 
-/// Runs `check(attempt)` until one passes, at most [`GATE_ATTEMPTS`] times, calling
+/// Runs `check` until it passes, at most [`GATE_ATTEMPTS`] times, calling
 /// `pause(GATE_RETRY_AFTER)` between attempts. A check that could not run at all (`Err`)
 /// counts as a failed one. `on_failure(attempt, reason)` hears each failure as it happens.
 pub fn judge(
-    mut check: impl FnMut(u32) -> Result<Outcome, String>,
+    mut check: impl FnMut() -> Result<Outcome, String>,
     mut pause: impl FnMut(Duration),
     mut on_failure: impl FnMut(u32, &str),
 ) -> Verdict {
@@ -374,7 +374,7 @@ pub fn judge(
         if attempt > 1 {
             pause(GATE_RETRY_AFTER);
         }
-        match check(attempt) {
+        let reason = match check() {
             Ok(outcome) if outcome.pass => {
                 return Verdict::Good {
                     attempt,
@@ -382,12 +382,11 @@ pub fn judge(
                     earlier: reasons,
                 };
             }
-            Ok(outcome) => reasons.push(outcome.reason.unwrap_or_else(|| "unknown".into())),
-            Err(e) => reasons.push(e),
-        }
-        if let Some(r) = reasons.last() {
-            on_failure(attempt, r);
-        }
+            Ok(outcome) => outcome.reason.unwrap_or_else(|| "unknown".into()),
+            Err(e) => e,
+        };
+        on_failure(attempt, &reason);
+        reasons.push(reason);
     }
     Verdict::Bad { reasons }
 }
@@ -411,7 +410,7 @@ pub fn gate(wait: Duration) -> ExitCode {
         std::thread::sleep(Duration::from_secs(1));
     };
     let verdict = judge(
-        |_| run_as_user(uid, gid, &dir, wait.max(Duration::from_secs(60))),
+        || run_as_user(uid, gid, &dir, wait.max(Duration::from_secs(60))),
         std::thread::sleep,
         |attempt, reason| {
             if attempt < GATE_ATTEMPTS {
@@ -597,7 +596,7 @@ mod tests {
         let mut script = script.into_iter();
         let (mut pauses, mut failures) = (Vec::new(), Vec::new());
         let v = judge(
-            |_| {
+            || {
                 script
                     .next()
                     .expect("judge ran more attempts than scripted")

@@ -89,11 +89,9 @@ impl Host {
         c.spawn().context("starting punktfunk-client")
     }
 
-    /// The last 30 lines of a daemon's log.
+    /// The last 30 lines of a daemon's log (info and above).
     fn log(&self, daemon: &str) -> String {
-        let all = self.sup.log(daemon);
-        let lines: Vec<&str> = all.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.sup.log_tail(daemon, 30)
     }
 
     fn seats(&self) -> anyhow::Result<serde_json::Value> {

@@ -17,7 +17,11 @@
 //! 4. **paced, whole thread**: a real `Sender` (its own `pf-dp-send` thread, pacing on at
 //!    60 fps) into the sink, fed one frame per 16.7 ms: the thread's whole CPU time per frame
 //!    (`FrameReport::thread_cpu_ns`: queue wake-up + packetize + send + pacing wake-ups and
-//!    spin), with the pacing share and the wake-ups per frame.
+//!    spin), with the pacing share and the wake-ups per frame, and that total split into the
+//!    paced run's own packetize, send, pacing and the rest between frames. A paced frame
+//!    arrives 16.7 ms after the last one, its bytes written by another thread: its packetize
+//!    runs with cold caches and costs more than the back-to-back figure of point 2. For 1 MiB
+//!    and 4 MiB the paced run is repeated with smaller FEC blocks ([`SMALL_BLOCK`]).
 //!
 //! CPU is `CLOCK_THREAD_CPUTIME_ID` of the thread doing the work. Each figure is the median
 //! (and min) over the frames of its run. Data-plane config: 1200-byte shards, ≤ 1024 data
@@ -41,6 +45,8 @@ use std::time::Duration;
 
 const SINK_PORT: u16 = 47_100;
 const FPS: u64 = 60;
+/// The smaller FEC block the paced rows are also run with (the GameStream-sized choice).
+const SMALL_BLOCK: u32 = 256;
 
 fn key() -> SessionKey {
     SessionKey {
@@ -222,6 +228,12 @@ fn loopback(size: usize) -> (Stat, Stat, u64, usize, f64, u64) {
 struct Paced {
     total: Stat,
     pacing: Stat,
+    /// The paced run's own packetize and send shares (cold caches after each 16.7 ms sleep).
+    packetize: Stat,
+    send: Stat,
+    /// The rest of `total`: between the end of one frame and the start of the next (queue
+    /// wake-up, buffer recycling, report) — and whatever the hypervisor bills to the thread.
+    between: Stat,
     wakeups: f64,
     chunks: f64,
     drops: u64,
@@ -234,9 +246,9 @@ struct Paced {
 }
 
 /// A real paced `Sender` into the sink at 60 fps: the send thread's whole CPU per frame.
-fn paced(socket: UdpSocket, size: usize) -> Paced {
+fn paced(socket: UdpSocket, size: usize, dp: DataPlaneConfig) -> Paced {
     let (tx, rx) = std::sync::mpsc::sync_channel::<FrameReport>(1024);
-    let mut cfg = SenderConfig::new(dp(), key(), StreamKind::Video);
+    let mut cfg = SenderConfig::new(dp, key(), StreamKind::Video);
     cfg.options.mode = ModeChoice::Gso;
     cfg.options.reports = Some(tx);
     let sender = Sender::spawn(socket, cfg).expect("sender");
@@ -263,6 +275,22 @@ fn paced(socket: UdpSocket, size: usize) -> Paced {
     Paced {
         total: Stat::of(&reports.iter().map(|r| r.thread_cpu_ns).collect::<Vec<_>>()),
         pacing: Stat::of(&reports.iter().map(|r| r.pacing_cpu_ns).collect::<Vec<_>>()),
+        packetize: Stat::of(
+            &reports
+                .iter()
+                .map(|r| r.packetize_cpu_ns)
+                .collect::<Vec<_>>(),
+        ),
+        send: Stat::of(&reports.iter().map(|r| r.send_cpu_ns).collect::<Vec<_>>()),
+        between: Stat::of(
+            &reports
+                .iter()
+                .map(|r| {
+                    r.thread_cpu_ns
+                        .saturating_sub(r.packetize_cpu_ns + r.send_cpu_ns + r.pacing_cpu_ns)
+                })
+                .collect::<Vec<_>>(),
+        ),
         wakeups: reports.iter().map(|r| f64::from(r.wakeups)).sum::<f64>() / n,
         chunks: reports.iter().map(|r| f64::from(r.chunks)).sum::<f64>() / n,
         drops: stats.send_drop_packets + stats.frames_dropped_queue,
@@ -313,6 +341,7 @@ fn main() {
     let mut drops = 0;
     let mut spans = Vec::new();
     let mut pacing_modes = std::collections::BTreeSet::new();
+    let mut small_blocks = Vec::new();
     for &size in &sizes {
         // Warm-up (page faults, caches, allocator), not reported.
         let _ = loopback(size.min(256 << 10));
@@ -324,8 +353,28 @@ fn main() {
                 let (_, swseg, _, d4) = unpaced(s.socket(), size, ModeChoice::Gso);
                 s.segment_in_software(false);
                 let (_, mmsg, _, d2) = unpaced(s.socket(), size, ModeChoice::Sendmmsg);
-                let pr = paced(s.socket(), size);
+                let pr = paced(s.socket(), size, dp());
                 drops += d1 + d2 + d4 + pr.drops;
+                if size >= 1 << 20 {
+                    let small = paced(
+                        s.socket(),
+                        size,
+                        DataPlaneConfig {
+                            max_data_shards: SMALL_BLOCK,
+                            ..dp()
+                        },
+                    );
+                    drops += small.drops;
+                    small_blocks.push(format!(
+                        "  {:>5} KiB in {SMALL_BLOCK}-shard blocks: thread total {} = packetize {} + send {} + pacing {} + between frames {}",
+                        size >> 10,
+                        small.total,
+                        small.packetize,
+                        small.send,
+                        small.pacing,
+                        small.between
+                    ));
+                }
                 (pk, send, both, swseg, mmsg, Some(pr))
             }
             None => Default::default(),
@@ -343,12 +392,18 @@ fn main() {
         if let Some(p) = &paced_run {
             pacing_modes.insert(p.pacing_mode.clone());
             spans.push(format!(
-                "  {:>5} KiB: {} chunks, sent over median {:.0} µs (max {:.0} µs), {} frames caught up",
+                "  {:>5} KiB: {} chunks, sent over median {:.0} µs (max {:.0} µs), {} frames caught up; \
+                 thread total {} = packetize {} + send {} + pacing {} + between frames {}",
                 size >> 10,
                 p.chunks,
                 p.span.med,
                 p.span_max_us,
-                p.catchups
+                p.catchups,
+                p.total,
+                p.packetize,
+                p.send,
+                p.pacing,
+                p.between
             ));
         }
         let ratio = paced_run.as_ref().map_or("-".into(), |p| {
@@ -365,6 +420,15 @@ fn main() {
          frame's chunks over < 12.5 ms; more is scheduling delay of the pacing wake-ups):"
     );
     for line in &spans {
+        println!("{line}");
+    }
+    println!(
+        "the same paced runs with FEC blocks of at most {SMALL_BLOCK} data shards \
+         (`fec.max_data_shards`; the default {} makes a 1 MiB frame one block): a block's data, \
+         RS work and parity stay in cache while it is encoded",
+        DataPlaneConfig::default().max_data_shards
+    );
+    for line in &small_blocks {
         println!("{line}");
     }
     for mode in &pacing_modes {

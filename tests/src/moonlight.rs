@@ -2,9 +2,10 @@
 //! Python, `libmoonlight-common-c` for RTSP, ENet control, video/audio RTP with FEC and
 //! decryption) in a virtual environment, driven by `tests/moonlight/driver.py`.
 //!
-//! The venv is created by the tests themselves, once per set of pinned requirements, under
-//! `/var/tmp/punktfunk-cache/moonlight-venv-<hash of requirements.txt>` (outside the clone, so
-//! a CI machine that is reused keeps it). Creation goes through a temporary directory and a
+//! The venv is created by the tests themselves, once per set of pinned requirements, as
+//! `moonlight-venv-<hash of requirements.txt>` in the cache root ([`crate::uml::cache_dir`]:
+//! `$PUNKTFUNK_CACHE`, by default `/var/tmp/punktfunk-cache`), outside the clone, so a CI machine
+//! that is reused keeps it. Creation goes through a temporary directory and a
 //! rename, so concurrent test processes never see a half-installed venv.
 
 use std::path::{Path, PathBuf};
@@ -18,9 +19,6 @@ use serde_json::Value;
 
 use crate::Supervisor;
 
-/// Where slow test artefacts are cached, outside the clone.
-pub const CACHE_DIR: &str = "/var/tmp/punktfunk-cache";
-
 /// Names a directory with `driver.py` and `requirements.txt` to use instead of the
 /// repository's: a UML guest cannot see a clone under `/tmp` (it mounts its own tmpfs there),
 /// so a test that runs Moonlight inside one passes [`guest_visible_dir`] in this variable.
@@ -33,7 +31,7 @@ fn moonlight_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("moonlight"))
 }
 
-/// A copy of the driver and its requirements under [`CACHE_DIR`] (which every UML guest sees,
+/// A copy of the driver and its requirements in the cache root (which every UML guest sees,
 /// wherever the clone is), named by the hash of both files; made on first use, through a
 /// temporary directory and a rename like the venv.
 pub fn guest_visible_dir() -> PathBuf {
@@ -43,11 +41,11 @@ pub fn guest_visible_dir() -> PathBuf {
         .iter()
         .map(|f| std::fs::read(src.join(f)).unwrap_or_else(|e| panic!("tests/moonlight/{f}: {e}")))
         .collect();
-    let dir = Path::new(CACHE_DIR).join(format!("moonlight-driver-{}", key(&texts.concat())));
+    let dir = crate::uml::cache_dir().join(format!("moonlight-driver-{}", key(&texts.concat())));
     if dir.join(files[1]).exists() {
         return dir;
     }
-    let tmp = Path::new(CACHE_DIR).join(format!(".moonlight-driver-{}", std::process::id()));
+    let tmp = crate::uml::cache_dir().join(format!(".moonlight-driver-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).expect("create the driver's copy");
     for (f, text) in files.iter().zip(&texts) {
@@ -75,13 +73,13 @@ pub fn python() -> PathBuf {
     PY.get_or_init(|| {
         let req = moonlight_dir().join("requirements.txt");
         let text = std::fs::read(&req).expect("tests/moonlight/requirements.txt");
-        let venv = Path::new(CACHE_DIR).join(format!("moonlight-venv-{}", key(&text)));
+        let venv = crate::uml::cache_dir().join(format!("moonlight-venv-{}", key(&text)));
         let py = venv.join("bin/python");
         if py.exists() {
             return py;
         }
-        std::fs::create_dir_all(CACHE_DIR).expect("create the cache dir");
-        let tmp = Path::new(CACHE_DIR).join(format!(
+        std::fs::create_dir_all(crate::uml::cache_dir()).expect("create the cache dir");
+        let tmp = crate::uml::cache_dir().join(format!(
             ".moonlight-venv-{}-{}",
             key(&text),
             std::process::id()

@@ -35,28 +35,13 @@ demo: setup build
     cargo run -q -p punktfunk-tests --bin pf-demo
 
 # Everything CI checks: format, clippy, and every test (unit, property, end-to-end, UML guest).
-# Cold, the UML kernel (~9 min on 2 cores) builds at nice 19 beside `build` and `lint`, on the
-# CPU they leave idle; the tests start once it is there.
-test: setup
-    #!/usr/bin/env bash
-    set -euo pipefail
-    setsid nice -n 19 just uml-kernel >/dev/null & kernel=$!
-    # Its own process group: a failed build or lint stops it (kernel.sh removes its build dir).
-    trap 'kill -TERM -- "-$kernel" 2>/dev/null || true' EXIT
-    just build lint
-    wait "$kernel" || { echo "the UML kernel did not build: run 'just uml-kernel' to see why" >&2; exit 1; }
-    trap - EXIT
+test: setup build lint uml-kernel
     cargo nextest run --workspace --no-fail-fast
 
 # The cached kernel is /var/tmp/punktfunk-cache/uml/<key>/linux (~7 CPU-minutes cold).
-# Build the User-Mode-Linux kernel the guest tests boot, or find it cached. It holds the lock
-# the guest tests take before they build it themselves, so the two never build it twice.
+# Build the User-Mode-Linux kernel the guest tests boot, or find it cached.
 uml-kernel:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    dir="${PUNKTFUNK_CACHE:-/var/tmp/punktfunk-cache}/uml"
-    mkdir -p "$dir"
-    flock "$dir/.lock" tests/uml/kernel.sh
+    tests/uml/kernel.sh
 
 # Benchmarks, each against a baseline in the same run: AU ring handoff vs a bare eventfd and a
 # unary gRPC round trip; FEC + seal per frame; FEC + seal + send (sendmmsg, GSO, naive send());

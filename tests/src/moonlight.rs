@@ -41,11 +41,12 @@ pub fn guest_visible_dir() -> PathBuf {
         .iter()
         .map(|f| std::fs::read(src.join(f)).unwrap_or_else(|e| panic!("tests/moonlight/{f}: {e}")))
         .collect();
-    let dir = crate::uml::cache_dir().join(format!("moonlight-driver-{}", key(&texts.concat())));
+    let cache = crate::uml::cache_dir();
+    let dir = cache.join(format!("moonlight-driver-{}", key(&texts.concat())));
     if dir.join(files[1]).exists() {
         return dir;
     }
-    let tmp = crate::uml::cache_dir().join(format!(".moonlight-driver-{}", std::process::id()));
+    let tmp = cache.join(format!(".moonlight-driver-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).expect("create the driver's copy");
     for (f, text) in files.iter().zip(&texts) {
@@ -73,13 +74,14 @@ pub fn python() -> PathBuf {
     PY.get_or_init(|| {
         let req = moonlight_dir().join("requirements.txt");
         let text = std::fs::read(&req).expect("tests/moonlight/requirements.txt");
-        let venv = crate::uml::cache_dir().join(format!("moonlight-venv-{}", key(&text)));
+        let cache = crate::uml::cache_dir();
+        let venv = cache.join(format!("moonlight-venv-{}", key(&text)));
         let py = venv.join("bin/python");
         if py.exists() {
             return py;
         }
-        std::fs::create_dir_all(crate::uml::cache_dir()).expect("create the cache dir");
-        let tmp = crate::uml::cache_dir().join(format!(
+        std::fs::create_dir_all(&cache).expect("create the cache dir");
+        let tmp = cache.join(format!(
             ".moonlight-venv-{}-{}",
             key(&text),
             std::process::id()

@@ -245,6 +245,16 @@ struct Paced {
     pacing_mode: String,
 }
 
+impl Paced {
+    /// The thread's total and the shares it is made of.
+    fn split(&self) -> String {
+        format!(
+            "thread total {} = packetize {} + send {} + pacing {} + between frames {}",
+            self.total, self.packetize, self.send, self.pacing, self.between
+        )
+    }
+}
+
 /// A real paced `Sender` into the sink at 60 fps: the send thread's whole CPU per frame.
 fn paced(socket: UdpSocket, size: usize, dp: DataPlaneConfig) -> Paced {
     let (tx, rx) = std::sync::mpsc::sync_channel::<FrameReport>(1024);
@@ -272,34 +282,20 @@ fn paced(socket: UdpSocket, size: usize, dp: DataPlaneConfig) -> Paced {
     let stats = sender.shutdown();
     let reports: Vec<FrameReport> = rx.try_iter().filter(|r| r.index >= 10).collect();
     let n = reports.len().max(1) as f64;
+    let stat = |f: fn(&FrameReport) -> u64| Stat::of(&reports.iter().map(f).collect::<Vec<_>>());
     Paced {
-        total: Stat::of(&reports.iter().map(|r| r.thread_cpu_ns).collect::<Vec<_>>()),
-        pacing: Stat::of(&reports.iter().map(|r| r.pacing_cpu_ns).collect::<Vec<_>>()),
-        packetize: Stat::of(
-            &reports
-                .iter()
-                .map(|r| r.packetize_cpu_ns)
-                .collect::<Vec<_>>(),
-        ),
-        send: Stat::of(&reports.iter().map(|r| r.send_cpu_ns).collect::<Vec<_>>()),
-        between: Stat::of(
-            &reports
-                .iter()
-                .map(|r| {
-                    r.thread_cpu_ns
-                        .saturating_sub(r.packetize_cpu_ns + r.send_cpu_ns + r.pacing_cpu_ns)
-                })
-                .collect::<Vec<_>>(),
-        ),
+        total: stat(|r| r.thread_cpu_ns),
+        pacing: stat(|r| r.pacing_cpu_ns),
+        packetize: stat(|r| r.packetize_cpu_ns),
+        send: stat(|r| r.send_cpu_ns),
+        between: stat(|r| {
+            r.thread_cpu_ns
+                .saturating_sub(r.packetize_cpu_ns + r.send_cpu_ns + r.pacing_cpu_ns)
+        }),
         wakeups: reports.iter().map(|r| f64::from(r.wakeups)).sum::<f64>() / n,
         chunks: reports.iter().map(|r| f64::from(r.chunks)).sum::<f64>() / n,
         drops: stats.send_drop_packets + stats.frames_dropped_queue,
-        span: Stat::of(
-            &reports
-                .iter()
-                .map(|r| r.last_sent_ns - r.first_sent_ns)
-                .collect::<Vec<_>>(),
-        ),
+        span: stat(|r| r.last_sent_ns - r.first_sent_ns),
         span_max_us: reports
             .iter()
             .map(|r| r.last_sent_ns - r.first_sent_ns)
@@ -366,13 +362,9 @@ fn main() {
                     );
                     drops += small.drops;
                     small_blocks.push(format!(
-                        "  {:>5} KiB in {SMALL_BLOCK}-shard blocks: thread total {} = packetize {} + send {} + pacing {} + between frames {}",
+                        "  {:>5} KiB in {SMALL_BLOCK}-shard blocks: {}",
                         size >> 10,
-                        small.total,
-                        small.packetize,
-                        small.send,
-                        small.pacing,
-                        small.between
+                        small.split()
                     ));
                 }
                 (pk, send, both, swseg, mmsg, Some(pr))
@@ -392,18 +384,13 @@ fn main() {
         if let Some(p) = &paced_run {
             pacing_modes.insert(p.pacing_mode.clone());
             spans.push(format!(
-                "  {:>5} KiB: {} chunks, sent over median {:.0} µs (max {:.0} µs), {} frames caught up; \
-                 thread total {} = packetize {} + send {} + pacing {} + between frames {}",
+                "  {:>5} KiB: {} chunks, sent over median {:.0} µs (max {:.0} µs), {} frames caught up; {}",
                 size >> 10,
                 p.chunks,
                 p.span.med,
                 p.span_max_us,
                 p.catchups,
-                p.total,
-                p.packetize,
-                p.send,
-                p.pacing,
-                p.between
+                p.split()
             ));
         }
         let ratio = paced_run.as_ref().map_or("-".into(), |p| {

@@ -86,7 +86,7 @@ install:
     cargo build --release --workspace --bins
     bindir="$HOME/.local/bin"; unitdir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
     mkdir -p "$bindir" "$unitdir"
-    for b in punktfunk-session punktfunk-media punktfunk-transport punktfunk-input punktfunkctl punktfunk-client; do
+    for b in punktfunk-session punktfunk-media punktfunk-transport punktfunk-input punktfunkctl punktfunk-client punktfunk-testpattern; do
         install -m 0755 "target/release/$b" "$bindir/$b"
     done
     for u in units/*; do

@@ -69,6 +69,29 @@ pub fn draw_luma(y: &mut PlaneMut<'_>, value: u32) -> bool {
     true
 }
 
+/// Draws `value` as blocks into a frame of 4-byte pixels (XRGB8888, BGRx, RGBx: any layout
+/// whose three colour bytes are set alike): white blocks are all 255, black blocks all 0, which
+/// a conversion to video-range luma turns into 235 and 16. Returns false (drawing nothing) if the
+/// frame is too small for the counter or `data` too short for `stride` × `height`.
+pub fn draw_rgbx(data: &mut [u8], stride: usize, width: usize, height: usize, value: u32) -> bool {
+    let Some(b) = block_size(width, height) else {
+        return false;
+    };
+    if stride < width * 4 || data.len() < stride * (b - 1) + width * 4 {
+        return false;
+    }
+    for (i, bit) in bits(value).enumerate() {
+        let byte = if bit { 255 } else { 0 };
+        for y in 0..b {
+            let start = y * stride + i * b * 4;
+            if let Some(row) = data.get_mut(start..start + b * 4) {
+                row.fill(byte);
+            }
+        }
+    }
+    true
+}
+
 /// Sets the chroma (a half-size U or V plane) under the counter of a `luma_width` ×
 /// `luma_height` frame to neutral.
 pub fn neutral_chroma(c: &mut PlaneMut<'_>, luma_width: usize, luma_height: usize) -> bool {
@@ -178,6 +201,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn round_trip_rgbx_through_a_luma_conversion() {
+        for (w, h) in [(1280, 720), (640, 480), (144, 16)] {
+            let stride = w * 4 + 64;
+            for v in [0, 1, 0xdead_beef, u32::MAX] {
+                let mut f = vec![77u8; stride * h];
+                assert!(draw_rgbx(&mut f, stride, w, h, v));
+                // BT.601 video range from equal colour bytes: 16 + 219 * c / 255.
+                let luma: Vec<u8> = (0..h)
+                    .flat_map(|y| (0..w).map(move |x| (y, x)))
+                    .map(|(y, x)| (16 + 219 * f[y * stride + x * 4] as u32 / 255) as u8)
+                    .collect();
+                assert_eq!(read_from_gray8(&luma, w, w, h), Some(v), "{w}x{h} {v:#x}");
+            }
+        }
+        let mut small = vec![0u8; 100 * 4 * 10];
+        assert!(!draw_rgbx(&mut small, 400, 100, 10, 1), "too narrow");
+        let mut short = vec![0u8; 1280 * 4];
+        assert!(
+            !draw_rgbx(&mut short, 1280 * 4, 1280, 720, 1),
+            "buffer too short"
+        );
     }
 
     #[test]

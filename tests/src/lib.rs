@@ -46,6 +46,14 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// `PATH` with [`bin_dir`] first, as installed: the daemons find the workspace's other
+/// binaries (`punktfunk-testpattern` for the built-in "Test pattern" app) there.
+pub fn path_with_bin_dir() -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin_dir()).chain(std::env::split_paths(&rest)))
+        .unwrap_or(rest)
+}
+
 /// Path of a workspace binary; panics with what to run when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
@@ -290,7 +298,7 @@ impl Supervisor {
             )
             .arg(bin(&format!("punktfunk-{name}")))
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PATH", path_with_bin_dir())
             .env("LISTEN_FDS", "2")
             .env("LISTEN_FDNAMES", format!("{name}:{name}"))
             .env("NOTIFY_SOCKET", &unit.notify.path)

@@ -78,6 +78,24 @@ impl Session {
         hz: u32,
         app: Option<&str>,
     ) -> Result<StartOutputReply, tonic::Status> {
+        let app = app.map(|pipeline| AppLaunch {
+            title: "animation".into(),
+            command: std::iter::once("gst-launch-1.0".to_string())
+                .chain(pipeline.split_whitespace().map(str::to_string))
+                .collect(),
+            env: Default::default(),
+        });
+        self.start_output_with(backend, w, h, hz, app)
+    }
+
+    fn start_output_with(
+        &self,
+        backend: Backend,
+        w: u32,
+        h: u32,
+        hz: u32,
+        app: Option<AppLaunch>,
+    ) -> Result<StartOutputReply, tonic::Status> {
         let req = StartOutputRequest {
             mode: Some(Mode {
                 width: w,
@@ -86,13 +104,7 @@ impl Session {
             }),
             backend: backend as i32,
             client: "laptop".into(),
-            app: app.map(|pipeline| AppLaunch {
-                title: "animation".into(),
-                command: std::iter::once("gst-launch-1.0".to_string())
-                    .chain(pipeline.split_whitespace().map(str::to_string))
-                    .collect(),
-                env: Default::default(),
-            }),
+            app,
         };
         let mut c = self.client();
         let mut r = tonic::Request::new(req);
@@ -217,22 +229,20 @@ impl Drop for Session {
     }
 }
 
-/// Reads `buffers` frames from the screencast with gst-launch (pipewiresrc on the redeemed
-/// remote fd, as media does) and returns the negotiated (width, height).
-fn consume(fd: &OwnedFd, node: u32, buffers: u32) -> (u32, u32) {
+/// `gst-launch-1.0 -v pipewiresrc fd=3 path=<node>` with the PipeWire remote `fd` as the
+/// child's fd 3, stdout piped; the caller appends the rest of the pipeline.
+fn pipewiresrc(fd: &OwnedFd, node: u32) -> Command {
     let raw = fd.as_raw_fd();
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-v")
         .arg("pipewiresrc")
         .arg("fd=3")
         .arg(format!("path={node}"))
-        .arg(format!("num-buffers={buffers}"))
-        .args(["!", "video/x-raw", "!", "fakesink", "sync=false"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::null());
     // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe and only touches
-    // fd numbers; `raw` is open in the parent for the spawn (the OwnedFd outlives it).
+    // fd numbers; `raw` is open in the parent for the spawn (the caller's OwnedFd outlives it).
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(raw, 3) < 0 {
@@ -241,6 +251,57 @@ fn consume(fd: &OwnedFd, node: u32, buffers: u32) -> (u32, u32) {
             Ok(())
         });
     }
+    cmd
+}
+
+/// Reads `buffers` frames from the screencast as GRAY8 and returns each frame's counter
+/// (`None` where none was readable) with its arrival time.
+fn counters(
+    fd: &OwnedFd,
+    node: u32,
+    (w, h): (usize, usize),
+    buffers: u32,
+) -> Vec<(Option<u32>, Instant)> {
+    use std::io::Read;
+    let mut cmd = pipewiresrc(fd, node);
+    cmd.arg(format!("num-buffers={buffers}")).args([
+        "!",
+        "videoconvert",
+        "!",
+        &format!("video/x-raw,format=GRAY8,width={w},height={h}"),
+        "!",
+        "fdsink",
+        "fd=1",
+        "sync=false",
+    ]);
+    cmd.arg("-q");
+    let mut child = cmd.spawn().expect("gst-launch-1.0");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut frame = vec![0u8; w * h];
+        let mut out = Vec::new();
+        while stdout.read_exact(&mut frame).is_ok() {
+            out.push((
+                punktfunk_framecount::read_from_gray8(&frame, w, w, h),
+                Instant::now(),
+            ));
+        }
+        out
+    });
+    if punktfunk_tests::wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    reader.join().expect("reader")
+}
+
+/// Reads `buffers` frames from the screencast with gst-launch (pipewiresrc on the redeemed
+/// remote fd, as media does) and returns the negotiated (width, height).
+fn consume(fd: &OwnedFd, node: u32, buffers: u32) -> (u32, u32) {
+    let mut cmd = pipewiresrc(fd, node);
+    cmd.arg(format!("num-buffers={buffers}"))
+        .args(["!", "video/x-raw", "!", "fakesink", "sync=false"])
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("gst-launch-1.0");
     let status = punktfunk_tests::wait_timeout(&mut child, Duration::from_secs(30));
     if status.is_none() {
@@ -336,6 +397,62 @@ fn mutter_outputs_at_two_modes_have_exactly_those_modes_and_stop_leaves_nothing(
         assert!(s.list().is_empty());
         s.assert_nothing_left();
     }
+}
+
+#[test]
+fn mutter_captures_the_test_pattern_app_with_its_counter_strictly_increasing() {
+    let s = Session::start(None);
+    let app = AppLaunch {
+        title: punktfunk_common::apps::TEST_PATTERN.into(),
+        command: vec![punktfunk_common::apps::TEST_PATTERN_BINARY.into()],
+        env: Default::default(),
+    };
+    let reply = match s.start_output_with(Backend::Mutter, 1280, 720, 60, Some(app)) {
+        Ok(r) => r,
+        Err(e) => panic!("StartOutput: {e}\n{}", s.log()),
+    };
+    assert_ne!(reply.app_pid, 0, "punktfunk-testpattern was launched");
+    let fd = s.redeem(reply.screencast.as_ref().expect("ticket"));
+    let frames = counters(&fd, reply.pipewire_node_id, (1280, 720), 180);
+    let app_log = || {
+        std::fs::read_to_string(s.journal_dir().join(&reply.output_id).join("app.log"))
+            .unwrap_or_default()
+    };
+    // The screencast starts before the app's first frame reaches the screen: leading frames
+    // may show the empty output (no counter), and mutter repaints the app's first frame when
+    // it goes fullscreen. From the first new picture after that on, every captured frame must
+    // carry a readable counter, newer than the frame before.
+    let first = frames.iter().position(|(c, _)| c.is_some());
+    let start = first.and_then(|f| {
+        let c0 = frames[f].0;
+        (f..frames.len()).find(|&i| frames[i].0 != c0)
+    });
+    let Some(start) = start.filter(|&s| frames.len() - s >= 100) else {
+        panic!(
+            "fewer than 100 frames after the test pattern's first: {:?}; app.log: {}",
+            frames.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            app_log()
+        );
+    };
+    let read: Vec<Option<u32>> = frames[start..].iter().map(|(c, _)| *c).collect();
+    let increasing = read
+        .windows(2)
+        .all(|p| matches!(p, [Some(a), Some(b)] if b > a));
+    assert!(increasing, "counters not strictly increasing: {read:?}");
+    let read: Vec<u32> = read.into_iter().flatten().collect();
+    let span = frames[frames.len() - 1].1 - frames[start].1;
+    let drawn = read[read.len() - 1] - read[0] + 1;
+    let delivered = (frames.len() - 1 - start) as f64 / span.as_secs_f64();
+    eprintln!(
+        "mutter 1280x720 test pattern: {} leading frames skipped, {} captured, {drawn} drawn \
+         over {span:?}: {delivered:.1} fps delivered, {:.0} % of the drawn frames",
+        start,
+        frames.len() - start,
+        100.0 * (frames.len() - start) as f64 / drawn as f64
+    );
+    drop(fd);
+    s.stop_output(&reply.output_id);
+    s.assert_nothing_left();
 }
 
 #[test]
@@ -530,25 +647,8 @@ fn kwin_dir(env: Option<&str>) -> tempfile::TempDir {
 /// (width, height).
 fn negotiated_caps(fd: &OwnedFd, node: u32) -> (u32, u32) {
     use std::io::BufRead;
-    let raw = fd.as_raw_fd();
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-v")
-        .arg("pipewiresrc")
-        .arg("fd=3")
-        .arg(format!("path={node}"))
-        .args(["!", "video/x-raw", "!", "fakesink"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: as in `consume`: dup2 in the forked child only touches fd numbers.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = pipewiresrc(fd, node);
+    cmd.args(["!", "video/x-raw", "!", "fakesink"]);
     let mut child = cmd.spawn().expect("gst-launch-1.0");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();

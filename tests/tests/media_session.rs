@@ -424,3 +424,67 @@ fn a_reconfiguration_media_refuses_keeps_the_stream_and_tells_the_client() {
     );
     assert_media_idle_soon(&stack);
 }
+
+/// `source = "compositor"`: transport asks punktfunk-session for a mutter output at the
+/// client's mode with the built-in "Test pattern" app in it, media captures its screencast
+/// (the real PipeWire node, through a ticket transport fetched with `OpenScreencast`), and the
+/// client decodes the app's own frame counter. Mutter without a GPU does not reach 60 fps, so
+/// the delivered rate is reported, not asserted.
+#[test]
+fn compositor_source_streams_the_test_pattern_app_from_mutter_at_the_clients_mode() {
+    let mut stack = Stack::start(&[("transport", "PUNKTFUNK_SOURCE", "compositor")]);
+    stack.pair().expect("pair");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("frames.csv");
+    let png = dir.path().join("frame.png");
+    let mut cmd = decoding_stream(&stack, "8", MODE, "20000", &csv);
+    cmd.args(["--app", "Test pattern", "--save-frame"])
+        .arg(&png);
+    let out = cmd.output().expect("client");
+    let r = report(&out, &mut stack);
+    let saved = &r["saved_frame"];
+    assert_eq!(
+        (saved["width"].as_u64(), saved["height"].as_u64()),
+        (Some(1280), Some(720)),
+        "the client's pictures have its mode: {saved}"
+    );
+    let rows = read_frames(&csv);
+    let counters: Vec<u64> = rows.iter().filter_map(|r| r.counter).collect();
+    assert!(
+        counters.len() >= 100,
+        "{} of {} frames carried the test pattern's counter\n--- session log ---\n{}",
+        counters.len(),
+        rows.len(),
+        tail(&stack.log("session"))
+    );
+    assert!(
+        counters.windows(2).all(|w| w[0] < w[1]),
+        "counters not strictly increasing: {counters:?}"
+    );
+    assert_eq!(r["verify_failures"], 0);
+    eprintln!(
+        "compositor source: {} frames received, {} with the app's counter ({}..={}), \
+         {:.1} fps delivered; capture→reassembled p50 {} µs",
+        rows.len(),
+        counters.len(),
+        counters[0],
+        counters[counters.len() - 1],
+        rows.len() as f64 / 8.0,
+        r["latency_us"]["capture_to_reassembled"]["p50"]
+    );
+    // The session ended: transport stopped the output (nothing left in session's list).
+    let t = Instant::now();
+    loop {
+        let out = stack.sup.ctl(&["outputs", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("outputs --json");
+        if v["outputs"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the output outlived the session: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_media_idle_soon(&stack);
+}

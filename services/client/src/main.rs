@@ -97,6 +97,10 @@ enum Command {
         /// The pads this client brings, by index: a comma list of `xbox` and `dualsense`.
         #[arg(long, value_delimiter = ',')]
         gamepads: Vec<String>,
+        /// Run this app (its title in the host's apps file, e.g. "Test pattern") in the
+        /// client's output; by default the host streams the desktop.
+        #[arg(long)]
+        app: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -157,9 +161,11 @@ fn main() -> ExitCode {
                 reconfigure,
                 input_script,
                 gamepads,
+                app,
                 json,
             } => {
                 let opts = stream::StreamOptions {
+                    app,
                     duration,
                     mode: session::parse_mode(&mode)?,
                     bitrate,

@@ -191,6 +191,8 @@ pub struct Ask<'a> {
     pub codecs: &'a [Codec],
     /// The pads we bring (`Hello.gamepads`).
     pub gamepads: &'a [GamepadKind],
+    /// The app to run in our output, by title (`Hello.app`; `None`: the desktop).
+    pub app: Option<&'a str>,
 }
 
 impl Open {
@@ -267,6 +269,7 @@ fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
         }),
         data_port,
         compositor: None,
+        app: ask.app.map(str::to_string),
         probe_only: ask.probe_only,
         gamepads: ask.gamepads.to_vec(),
     }
@@ -348,6 +351,7 @@ pub async fn speed_test(
         audio: false,
         codecs: &DEFAULT_CODECS,
         gamepads: &[],
+        app: None,
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let bytes = Arc::new(AtomicU64::new(0));
@@ -478,6 +482,7 @@ mod tests {
             audio: false,
             codecs: &DEFAULT_CODECS,
             gamepads: &[],
+            app: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct StreamOptions {
     pub input_script: Option<Vec<crate::input::Step>>,
     /// The pads this client brings (`--gamepads`).
     pub gamepads: Vec<punktfunk_proto::control::GamepadKind>,
+    /// The app to run in the output (`--app`), by title.
+    pub app: Option<String>,
 }
 
 /// A `Reconfigure` to send during the run.
@@ -121,6 +123,7 @@ async fn run_stream(
         audio: opts.audio,
         codecs: &opts.codecs,
         gamepads: &opts.gamepads,
+        app: opts.app.as_deref(),
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let settled = Settled::from_welcome(&open)?;

@@ -51,6 +51,8 @@ pub struct ClientRequest {
     pub data_port: u16,
     /// Compositor choice, `None` = host default.
     pub compositor: Option<String>,
+    /// The app to run in our output, by title (`None`: the desktop).
+    pub app: Option<String>,
     /// A speed test only (`Hello.probe_only`): the host starts no stream.
     pub probe_only: bool,
     /// The pads we bring (`Hello.gamepads`), by index.
@@ -136,6 +138,7 @@ impl ClientSession {
                 bitrate_kbps: r.bitrate_kbps,
                 audio: r.audio,
                 compositor: r.compositor.clone().unwrap_or_default(),
+                app: r.app.clone().unwrap_or_default(),
                 data_port: u32::from(r.data_port),
                 probe_only: r.probe_only,
                 gamepads: r.gamepads.iter().map(|&g| g as i32).collect(),

@@ -22,6 +22,11 @@ pub const CODE_CAPACITY: &str = "capacity";
 /// `Error.code` when the media worker is not running or did not answer in time (try again
 /// shortly; the host's supervisor restarts it).
 pub const CODE_MEDIA_UNAVAILABLE: &str = "media-unavailable";
+/// `Error.code` when `Hello.app` names no app in the host's apps file.
+pub const CODE_UNKNOWN_APP: &str = "unknown-app";
+/// `Error.code` when the client's compositor output could not be started (the message names
+/// the step that failed and what to do); the session manager may also be down.
+pub const CODE_OUTPUT_FAILED: &str = "output-failed";
 /// `Error.code` for a fault of the host itself (misconfiguration, a failed socket).
 pub const CODE_INTERNAL: &str = "internal";
 /// `Error.code` / `PairResult` code when the pairing PIN was wrong or malformed.

@@ -80,6 +80,8 @@ pub const PROBE_ONLY_MODE: Mode = Mode {
 };
 /// Longest compositor name accepted.
 pub const MAX_COMPOSITOR_LEN: usize = 64;
+/// Longest `Hello.app` title accepted (in bytes).
+pub const MAX_APP_LEN: usize = 256;
 
 /// What the host offers and allows. Build with [`HostPolicy::new`] and adjust fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +227,8 @@ pub struct ResolvedSession {
     pub audio: Option<AudioConfig>,
     /// `Hello.compositor`, or `None` for the host default.
     pub compositor: Option<String>,
+    /// `Hello.app`, or `None` for the desktop (nothing launched).
+    pub app: Option<String>,
     /// UDP port on the client's address to send the data plane to.
     pub data_port: u16,
     /// The data-plane parameters (FEC as offered, frame interval of `mode`).
@@ -542,6 +546,16 @@ impl HostSession {
                 ),
             );
         };
+        let app = if h.app.is_empty() {
+            None
+        } else if h.app.len() <= MAX_APP_LEN && !h.app.chars().any(char::is_control) {
+            Some(h.app.clone())
+        } else {
+            return self.refuse(
+                crate::error::CODE_PROTOCOL,
+                format!("Hello.app must be at most {MAX_APP_LEN} bytes with no control characters"),
+            );
+        };
         let mode = match self.resolve_mode(h.mode.as_ref()) {
             Ok(m) => m,
             Err(_) if h.probe_only => PROBE_ONLY_MODE,
@@ -600,6 +614,7 @@ impl HostSession {
             bitrate_kbps,
             audio,
             compositor,
+            app,
             data_port,
             data_plane,
             probe_only: h.probe_only,

@@ -45,9 +45,10 @@ fn hello() -> impl Strategy<Value = client_message::Msg> {
         "|gamescope|[ -~]{0,80}",
         prop_oneof![Just(5000u32), any::<u32>()],
         any::<bool>(),
+        "|Test pattern|[ -~\u{0}\u{7f}]{0,300}",
     )
         .prop_map(
-            |(version, name, mode, codecs, bitrate, audio, comp, port, probe_only)| {
+            |(version, name, mode, codecs, bitrate, audio, comp, port, probe_only, app)| {
                 client_message::Msg::Hello(Hello {
                     version,
                     client_name: name,
@@ -63,6 +64,7 @@ fn hello() -> impl Strategy<Value = client_message::Msg> {
                     data_port: port,
                     probe_only,
                     gamepads: Vec::new(),
+                    app,
                 })
             },
         )
@@ -242,6 +244,7 @@ proptest! {
             audio: None,
             data_port: 1,
             compositor: None,
+            app: None,
             probe_only: false,
             gamepads: Vec::new(),
         });

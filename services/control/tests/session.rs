@@ -41,6 +41,7 @@ fn hello_with(f: impl FnOnce(&mut Hello)) -> ClientMessage {
         data_port: 50_000,
         probe_only: false,
         gamepads: Vec::new(),
+        app: String::new(),
     };
     f(&mut h);
     ClientMessage {
@@ -334,6 +335,8 @@ fn bad_hello_fields_are_refused() {
         |h| h.client_name = String::new(),
         |h| h.client_name = "n".repeat(200),
         |h| h.compositor = "../../bin/sh".into(),
+        |h| h.app = "a".repeat(257),
+        |h| h.app = "Test\npattern".into(),
     ] {
         let mut s = HostSession::new(policy()).unwrap();
         let a = s.on_message(0, hello_with(f)).unwrap();
@@ -347,6 +350,15 @@ fn bad_hello_fields_are_refused() {
         panic!()
     };
     assert_eq!(r.compositor.as_deref(), Some("gamescope"));
+    assert_eq!(r.app, None, "no app asked: the desktop");
+    let mut s = HostSession::new(policy()).unwrap();
+    let a = s
+        .on_message(0, hello_with(|h| h.app = "Test pattern".into()))
+        .unwrap();
+    let HostAction::StartStream(r) = &a[1] else {
+        panic!()
+    };
+    assert_eq!(r.app.as_deref(), Some("Test pattern"));
 }
 
 #[test]
@@ -645,6 +657,7 @@ fn request() -> ClientRequest {
         }),
         data_port: 47_000,
         compositor: None,
+        app: None,
         probe_only: false,
         gamepads: Vec::new(),
     }

@@ -205,12 +205,6 @@ impl DaemonConfig for TransportConfig {
                 ),
             );
         }
-        if self.source == Source::Compositor {
-            return err(
-                "source",
-                "\"compositor\" needs punktfunk-session's screencasts, which are not built yet: use \"test\" (punktfunk-media's test source) or \"synthetic\"".into(),
-            );
-        }
         Ok(())
     }
 }

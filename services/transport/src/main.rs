@@ -11,6 +11,7 @@ mod host;
 mod input;
 mod media;
 mod native;
+mod output;
 mod pairing;
 mod pump;
 mod session;

@@ -54,6 +54,9 @@ pub struct MediaPlan {
     pub codec: Codec,
     pub bitrate_kbps: u32,
     pub audio: bool,
+    /// The compositor output whose screencast media captures (`source` is then PipeWire):
+    /// every stream, a restarted one too, gets a fresh ticket for it.
+    pub output: Option<crate::output::Output>,
 }
 
 /// The session's data-plane outputs the pumps feed.
@@ -112,6 +115,9 @@ pub enum MediaError {
     Refused { code: tonic::Code, message: String },
     #[error("cannot take over the media worker's AU rings: {0}")]
     Rings(String),
+    /// The compositor output's screencast could not be handed over.
+    #[error("{0}")]
+    Output(String),
 }
 
 impl MediaError {
@@ -144,6 +150,7 @@ impl MediaError {
             MediaError::Refused { .. } => CODE_MEDIA_REFUSED,
             MediaError::Unreachable { .. } | MediaError::TimedOut { .. } => CODE_MEDIA_UNAVAILABLE,
             MediaError::Rings(_) => CODE_INTERNAL,
+            MediaError::Output(_) => punktfunk_control::error::CODE_OUTPUT_FAILED,
         }
     }
 }
@@ -638,7 +645,7 @@ async fn start_stream(
 ) -> Result<Running, MediaError> {
     let mut client = connect(runtime_dir).await?;
     let audio = plan.audio && outputs.audio.is_some();
-    let req = StartStreamRequest {
+    let mut req = StartStreamRequest {
         source: plan.source as i32,
         mode: Some(plan.mode),
         codec: plan.codec as i32,
@@ -646,6 +653,14 @@ async fn start_stream(
         audio,
         ..Default::default()
     };
+    if let Some(output) = &plan.output {
+        let cast = output
+            .screencast()
+            .await
+            .map_err(|r| MediaError::Output(r.message))?;
+        req.pipewire_node_id = cast.node_id;
+        req.pipewire_remote = Some(cast.ticket);
+    }
     let reply = match tokio::time::timeout(START_TIMEOUT, client.start_stream(req)).await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(e)) => return Err(MediaError::from_status(runtime_dir, e)),

@@ -33,6 +33,7 @@ use crate::gone::{self, PortWatch};
 use crate::host::{Host, PacingProbe, SessionEntry};
 use crate::input::{SeatLink, SeatPort, SeatSpec};
 use crate::media::{self, MediaError, MediaEvent, MediaPlan, MediaSession, Outputs};
+use crate::output::{AppChoice, Output};
 use crate::pump::PumpShared;
 use crate::stream::{DataPlane, connect_socket};
 
@@ -110,6 +111,10 @@ pub struct SessionSpec {
     /// Likewise for audio, with the address audio goes to when it is not `client_addr`
     /// (GameStream learns each stream's address from that stream's pings).
     pub audio_packetizer: Option<(Box<dyn punktfunk_wire::Packetize>, SocketAddr)>,
+    /// The app to run in the client's output (`Hello.app`; `None`: the desktop) and the
+    /// client's compositor choice; used when the host streams a compositor.
+    pub app: Option<String>,
+    pub compositor: Option<String>,
     /// Who paces the video: punktfunk/1 decides before its `Welcome` (which tells the client)
     /// and passes `Kernel` or `UserSpace`; GameStream leaves it to the sender (`Auto`).
     pub pacing: PacingChoice,
@@ -178,6 +183,8 @@ enum Feed {
         media: MediaSession,
         video: Arc<Sender>,
         audio: Option<Arc<Sender>>,
+        /// The client's compositor output (`source = "compositor"`), stopped after media.
+        output: Option<Output>,
     },
 }
 
@@ -332,9 +339,14 @@ impl Session {
                 media,
                 video,
                 audio,
+                output,
             } => {
-                // Pumps first (they hold sender clones), then the senders drain and stop.
+                // Pumps first (they hold sender clones), then the senders drain and stop;
+                // the output once nothing captures it.
                 media.stop().await;
+                if let Some(output) = output {
+                    output.stop().await;
+                }
                 tokio::task::spawn_blocking(move || {
                     if let Some(a) = audio.and_then(|a| Arc::try_unwrap(a).ok()) {
                         a.shutdown();
@@ -484,6 +496,7 @@ async fn start_media(
         codec: spec.codec,
         bitrate_kbps: spec.bitrate_kbps,
         audio: audio.is_some(),
+        output: None,
     };
     let outputs = Outputs {
         video: video.clone(),
@@ -493,10 +506,45 @@ async fn start_media(
         }),
         audio: audio.clone(),
     };
-    let media = MediaSession::start(runtime_dir, plan, outputs).await?;
+    let output = if host.config.source == Source::Compositor {
+        let (app, compositor) = (spec.app.clone(), spec.compositor.clone());
+        Some(start_output(&runtime_dir, spec.mode, &spec.client_name, app, compositor).await?)
+    } else {
+        None
+    };
+    let plan = MediaPlan {
+        output: output.clone(),
+        ..plan
+    };
+    let media = match MediaSession::start(runtime_dir, plan, outputs).await {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(output) = output {
+                output.stop().await;
+            }
+            return Err(e.into());
+        }
+    };
     Ok(Feed::Media {
         media,
         video,
         audio: audio.map(|(s, _)| s),
+        output,
     })
+}
+
+/// The client's compositor output at its mode, with the app it asked for.
+async fn start_output(
+    runtime_dir: &std::path::Path,
+    mode: Mode,
+    client_name: &str,
+    app: Option<String>,
+    compositor: Option<String>,
+) -> Result<Output, Refusal> {
+    let dir = punktfunk_common::paths::config_dir()
+        .map_err(|e| Refusal::internal(format!("the apps file's directory: {e}")))?;
+    let apps = punktfunk_common::apps::Apps::load(&dir)
+        .map_err(|e| Refusal::internal(format!("{e} (fix or remove it)")))?;
+    let app = AppChoice::resolve(&apps, app.as_deref(), compositor.as_deref())?;
+    Output::start(runtime_dir, mode, client_name, &app).await
 }

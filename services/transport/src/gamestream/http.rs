@@ -257,7 +257,14 @@ fn load_apps() -> Result<punktfunk_common::apps::Apps, String> {
     punktfunk_common::apps::Apps::load(&dir).map_err(|e| e.to_string())
 }
 
-/// The shared apps file; IDs are 1-based positions (Moonlight-qt rejects ID 0).
+/// The app Moonlight calls `id`: IDs are 1-based positions in the apps file (Moonlight-qt
+/// rejects ID 0).
+pub(super) fn app_by_id(id: u32) -> Option<punktfunk_common::apps::App> {
+    let index = usize::try_from(id).ok()?.checked_sub(1)?;
+    load_apps().ok()?.by_index(index).cloned()
+}
+
+/// The shared apps file, with the IDs [`app_by_id`] resolves.
 fn applist() -> String {
     match load_apps() {
         Ok(apps) => {
@@ -283,9 +290,9 @@ fn applist() -> String {
 fn appasset(q: &Query) -> Response<Full<Bytes>> {
     let image = q
         .get("appid")
-        .and_then(|id| id.parse::<usize>().ok())
-        .and_then(|id| id.checked_sub(1))
-        .and_then(|i| load_apps().ok()?.by_index(i)?.image.clone());
+        .and_then(|id| id.parse::<u32>().ok())
+        .and_then(app_by_id)
+        .and_then(|a| a.image);
     match image.and_then(|p| std::fs::read(p).ok()) {
         Some(png) => reply(200, xml::PNG_CONTENT_TYPE, Bytes::from(png)),
         None => xml_reply(xml::error(404, "no image for this app")),

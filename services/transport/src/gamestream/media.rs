@@ -98,6 +98,8 @@ pub struct StreamClient {
     pub fingerprint: Fingerprint,
     /// The seat's pads (controller arrival, or a pad's first state).
     pub pads: Vec<punktfunk_proto::input::PadKind>,
+    /// The app Moonlight launched (its `appid`).
+    pub app_id: u32,
 }
 
 /// Starts the orchestrator's session for an announced GameStream stream.
@@ -113,6 +115,7 @@ pub async fn start_session(
     let StreamClient {
         fingerprint: client,
         pads,
+        app_id,
     } = client;
     let codec = match cfg.codec {
         VideoCodec::H264 => Codec::H264,
@@ -166,6 +169,10 @@ pub async fn start_session(
         end,
         video_packetizer: Some(Box::new(EnvelopedVideo(packetizer))),
         pacing: punktfunk_dataplane::PacingChoice::Auto,
+        // An app id the file no longer has streams the desktop rather than failing a launch
+        // Moonlight already accepted.
+        app: super::http::app_by_id(app_id).map(|a| a.title),
+        compositor: None,
         audio_packetizer: audio_addr.map(|addr| {
             let p: Box<dyn Packetize> = Box::new(EnvelopedAudio {
                 inner: AudioPacketizer::for_stream(cfg, keys),

@@ -445,6 +445,7 @@ fn on_video_ping(
             super::media::StreamClient {
                 fingerprint: launch.client,
                 pads: pads.clone(),
+                app_id: launch.app_id,
             },
             end,
         )

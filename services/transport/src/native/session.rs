@@ -261,6 +261,8 @@ impl Driver {
             video_packetizer: None,
             audio_packetizer: None,
             pacing: self.pacing,
+            app: r.app,
+            compositor: r.compositor,
         };
         match Session::start(&self.s.host, spec).await {
             Ok(mut l) => {

@@ -72,6 +72,15 @@ fn stream_json(stack: &Stack, args: &[&str]) -> std::process::Output {
     stack.client(&all).output().expect("client")
 }
 
+/// Media runs a stream within `limit`.
+fn wait_media_encoding(stack: &Stack, limit: Duration) {
+    let t = Instant::now();
+    while !stack.daemon_status("media").starts_with("encoding") {
+        assert!(t.elapsed() < limit, "media never streamed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Media runs no stream within 5 s (the client left, or the stream was given up).
 fn assert_media_idle_soon(stack: &Stack) {
     let t = Instant::now();
@@ -194,14 +203,7 @@ fn media_killed_mid_stream_client_stays_connected_and_reports_the_gap() {
         .spawn()
         .expect("client");
     // Let it stream, then kill media the hard way.
-    let t = Instant::now();
-    while !stack.daemon_status("media").starts_with("encoding") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "media never streamed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_media_encoding(&stack, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
     stack.sup.signal("media", rustix::process::Signal::KILL);
@@ -558,14 +560,7 @@ fn compositor_source_survives_kill_9_of_the_session_manager() {
     let mut stack = compositor_stack();
     let dir = tempfile::tempdir().expect("tempdir");
     let child = test_pattern_stream(&stack, "12", "640x360@60", dir.path());
-    let t = Instant::now();
-    while !stack.daemon_status("media").starts_with("encoding") {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "media never streamed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_media_encoding(&stack, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     stack.sup.signal("session", rustix::process::Signal::KILL);
     assert!(

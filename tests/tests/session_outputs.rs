@@ -469,15 +469,22 @@ fn outputs_survive_kill_9_of_the_manager_and_the_restarted_one_adopts_and_stops_
             let state = PathBuf::from(&s.sup.socket_dir())
                 .join("outputs")
                 .join(&reply.output_id);
-            let logs: Vec<String> = ["compositor", "screencast", "app", "pipewire"]
-                .iter()
-                .map(|r| {
-                    let text =
-                        std::fs::read_to_string(state.join(format!("{r}.log"))).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                    format!("{r}.log: {tail:?}")
-                })
-                .collect();
+            let logs: Vec<String> = [
+                "compositor",
+                "screencast",
+                "app",
+                "pipewire",
+                "wireplumber",
+                "bus",
+            ]
+            .iter()
+            .map(|r| {
+                let text =
+                    std::fs::read_to_string(state.join(format!("{r}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                format!("{r}.log: {tail:?}")
+            })
+            .collect();
             panic!(
                 "pid {pid} died with the manager (journal: {})\n{}",
                 std::fs::read_to_string(s.journal_dir().join(format!("{}.json", reply.output_id)))

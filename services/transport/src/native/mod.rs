@@ -27,6 +27,10 @@ use crate::host::Host;
 
 pub use punktfunk_control::error::close;
 
+/// How long a refused client has to read the refusal and close the connection itself before
+/// the host closes it ([`Stream::refuse`]).
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
 /// Binds the endpoint; [`serve`] then serves it until it is closed.
 pub fn bind(host: &Host) -> anyhow::Result<quinn::Endpoint> {
     let crypto = host.identity.server_config()?;
@@ -128,11 +132,16 @@ impl Stream {
     }
 
     /// Sends a final message, finishes the stream and closes the connection with `code`.
+    ///
+    /// The client closes the connection itself once it has read the message; the host closes
+    /// only after [`REFUSAL_GRACE`]. Closing as soon as the message is acknowledged is not
+    /// enough: a QUIC close discards what the peer has received but its application has not
+    /// read yet, so the client would see only the close code (`refused`) and lose the message's
+    /// machine-readable code (`capacity`, `media-refused`, ...) and its words.
     async fn refuse(&mut self, msg: HostMessage, code: u32, reason: &str) {
         let _ = self.send(&msg).await;
         let _ = self.send.finish();
-        // Let the message reach the client before the close frame overtakes it.
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.send.stopped()).await;
+        let _ = tokio::time::timeout(REFUSAL_GRACE, self.conn.closed()).await;
         self.conn.close(code.into(), reason.as_bytes());
     }
 }

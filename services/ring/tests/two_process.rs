@@ -3,7 +3,7 @@
 //!
 //! * Sizes are **log-uniform** between 100 B and 2 MiB (`exp(U(ln 100, ln 2 MiB))`), derived from
 //!   the frame index, so both processes know every record's expected size (mean ≈ 210 KiB: about
-//!   21 GB are offered, most of it delivered).
+//!   21 GB are offered; how much gets through depends on how fast the consumer runs).
 //! * Payload = the frame index (8 bytes, LE) followed by a window of a 3 MiB pseudo-random pool
 //!   (splitmix64, fixed seed) at a frame-dependent offset. The consumer compares every byte
 //!   (`==` on slices, i.e. memcmp — cheap even in debug builds), so byte identity is really
@@ -170,8 +170,10 @@ fn two_process_100k_records_with_stalls() {
     let mut staging = vec![0u8; MAX_LEN];
     let (mut written, mut dropped, mut proven_stalls) = (0u64, 0u64, 0u64);
     let mut drops_while_stalled: Option<u64> = None;
+    let mut written_between_stalls = vec![0u64];
     for frame in 0..RECORDS {
         if is_stall_trigger(frame) {
+            written_between_stalls.push(0);
             assert!(
                 drops_while_stalled.is_none(),
                 "previous stall still open at {frame}"
@@ -209,6 +211,9 @@ fn two_process_100k_records_with_stalls() {
         };
         if published {
             written += 1;
+            if let Some(n) = written_between_stalls.last_mut() {
+                *n += 1;
+            }
         } else {
             dropped += 1;
             if let Some(n) = drops_while_stalled.as_mut() {
@@ -272,7 +277,14 @@ fn two_process_100k_records_with_stalls() {
         "every stall ended by producer drops"
     );
     assert!(dropped >= DROPS_PER_STALL * stall_count());
-    assert!(written > RECORDS / 2, "most records delivered ({written})");
+    // How many of the records get through depends on how fast the consumer runs beside the
+    // producer (on a loaded CI machine it was 45 %): not a property of the ring. What is: the
+    // ring works again after every stall, so each stretch between two stalls (and the one
+    // after the last) published records.
+    assert!(
+        written_between_stalls.iter().all(|&n| n > 0),
+        "a stretch between stalls published nothing: {written_between_stalls:?}"
+    );
 }
 
 /// The consumer half; only does something when spawned by the test above.

@@ -11,7 +11,8 @@
 //! - [`paths`]: XDG locations;
 //! - [`backends`]: the compositor backends and their version floors;
 //! - [`apps`]: the launchable apps (`apps.toml`), shared by every protocol;
-//! - [`alloc`]: bounding glibc's malloc arenas (call [`alloc::limit_arenas`] first in `main`).
+//! - [`alloc`]: bounding glibc's malloc arenas (call [`alloc::limit_arenas`] first in `main`);
+//! - [`shm`]: memfd-backed shared pixel memory for `wl_shm` clients.
 
 pub mod activation;
 pub mod alloc;
@@ -25,6 +26,7 @@ pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod paths;
+pub mod shm;
 pub mod uds;
 
 /// The answer of a declared call whose job arrives with a later piece of work: gRPC

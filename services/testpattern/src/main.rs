@@ -6,11 +6,9 @@
 //! the compositor configures (`--size` when the compositor leaves it to the client), into
 //! `wl_shm` XRGB8888 buffers in one memfd, redrawing only when the compositor asks for a frame.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
-
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use punktfunk_common::shm::MemfdMap;
 use punktfunk_testpattern::{BUFFERS, BYTES_PER_PIXEL, Buffers, draw, parse_size};
 use wayland_client::globals::{GlobalListContents, registry_queue_init};
 use wayland_client::protocol::{
@@ -140,10 +138,9 @@ fn main() -> Result<()> {
 struct ShmBuffers {
     width: u32,
     height: u32,
-    map: Mapping,
+    map: MemfdMap,
     pool: wl_shm_pool::WlShmPool,
     buffers: Vec<wl_buffer::WlBuffer>,
-    _fd: OwnedFd,
 }
 
 impl ShmBuffers {
@@ -160,11 +157,8 @@ impl ShmBuffers {
         let Ok(pool_len) = i32::try_from(len) else {
             bail!("{width}x{height} needs {len} bytes of buffers, more than wl_shm can share");
         };
-        let fd = rustix::fs::memfd_create("punktfunk-testpattern", rustix::fs::MemfdFlags::CLOEXEC)
-            .context("memfd_create for the frame buffers")?;
-        rustix::fs::ftruncate(&fd, len as u64).context("sizing the frame buffers")?;
-        let map = Mapping::new(&fd, len)?;
-        let pool = shm.create_pool(fd.as_fd(), pool_len, qh, ());
+        let map = MemfdMap::new("punktfunk-testpattern", len).context("the frame buffers")?;
+        let pool = shm.create_pool(map.fd(), pool_len, qh, ());
         let buffers = (0..BUFFERS)
             .map(|i| {
                 pool.create_buffer(
@@ -184,7 +178,6 @@ impl ShmBuffers {
             map,
             pool,
             buffers,
-            _fd: fd,
         })
     }
 
@@ -202,45 +195,6 @@ impl ShmBuffers {
             b.destroy();
         }
         self.pool.destroy();
-    }
-}
-
-/// A shared, writable mapping of the buffers' memfd, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(fd: &OwnedFd, len: usize) -> Result<Self> {
-        // SAFETY: a fresh shared mapping of a memfd we own and sized to `len` above; nothing
-        // else in this process maps it, and the compositor only reads it.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .context("mapping the frame buffers")?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).context("mmap returned null")?;
-        Ok(Self { ptr, len })
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` is a live mapping of `len` bytes owned by `self` (unmapped only in
-        // drop), and `&mut self` makes this the only slice over it in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, of `len` bytes; no slice over it outlives `self`.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Debian packages the build and the tests need (installed by `setup`, idempotently).
-apt_packages := "pkg-config python3-venv systemd debootstrap passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core linux-source-6.1 bc bison flex libelf-dev mutter kwin-wayland"
+apt_packages := "pkg-config python3-venv systemd debootstrap passwd util-linux iproute2 nftables libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libopus-dev gstreamer1.0-pipewire pipewire wireplumber dbus fonts-dejavu-core linux-source-6.1 bc bison flex libelf-dev mutter kwin-wayland sway"
 
 default:
     @just --list

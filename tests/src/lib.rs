@@ -54,6 +54,28 @@ pub fn path_with_bin_dir() -> std::ffi::OsString {
         .unwrap_or(rest)
 }
 
+/// See [`sway_dir`].
+const SWAY_WRAPPER: &str = r#"#!/bin/sh
+if [ "$(id -u)" = 0 ]; then
+    exec unshare --user --map-user=1000 --map-group=1000 /usr/bin/sway "$@"
+fi
+exec /usr/bin/sway "$@"
+"#;
+
+/// A directory holding a `sway` for the tests, which run as root: sway refuses root (it
+/// cannot drop privileges it must not keep). As root the wrapper runs the real sway as uid
+/// 1000 inside a user namespace that maps uid 1000 onto root, so outside it everything it
+/// creates is root's as before, and it can use what root's 0700 directories hold. Any other
+/// user gets sway as it is. Put the directory first on the daemon's PATH.
+pub fn sway_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sway");
+    std::fs::write(&path, SWAY_WRAPPER).expect("write the sway wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// Path of a workspace binary; panics with what to run when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

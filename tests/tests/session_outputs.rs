@@ -38,7 +38,7 @@ impl Session {
             let path = format!(
                 "{}:{}",
                 dir.display(),
-                std::env::var("PATH").unwrap_or_default()
+                punktfunk_tests::path_with_bin_dir().to_string_lossy()
             );
             sup.env.push(("session", "PATH".into(), path));
         }
@@ -399,29 +399,35 @@ fn mutter_outputs_at_two_modes_have_exactly_those_modes_and_stop_leaves_nothing(
     }
 }
 
-#[test]
-fn mutter_captures_the_test_pattern_app_with_its_counter_strictly_increasing() {
-    let s = Session::start(None);
-    let app = AppLaunch {
+fn test_pattern_app() -> AppLaunch {
+    AppLaunch {
         title: punktfunk_common::apps::TEST_PATTERN.into(),
         command: vec![punktfunk_common::apps::TEST_PATTERN_BINARY.into()],
         env: Default::default(),
-    };
-    let reply = match s.start_output_with(Backend::Mutter, 1280, 720, 60, Some(app)) {
+    }
+}
+
+/// Starts `backend` at 1280x720@60 with the test pattern app, reads `buffers` frames of its
+/// screencast, checks the counters and returns (frames captured, frames drawn) over the
+/// checked span.
+fn capture_test_pattern(s: &Session, backend: Backend, buffers: u32) -> (usize, u32) {
+    let reply = match s.start_output_with(backend, 1280, 720, 60, Some(test_pattern_app())) {
         Ok(r) => r,
         Err(e) => panic!("StartOutput: {e}\n{}", s.log()),
     };
     assert_ne!(reply.app_pid, 0, "punktfunk-testpattern was launched");
+    let m = reply.mode.expect("mode");
+    assert_eq!((m.width, m.height), (1280, 720), "the screencast's size");
     let fd = s.redeem(reply.screencast.as_ref().expect("ticket"));
-    let frames = counters(&fd, reply.pipewire_node_id, (1280, 720), 180);
-    let app_log = || {
-        std::fs::read_to_string(s.journal_dir().join(&reply.output_id).join("app.log"))
+    let frames = counters(&fd, reply.pipewire_node_id, (1280, 720), buffers);
+    let log = |name: &str| {
+        std::fs::read_to_string(s.journal_dir().join(&reply.output_id).join(name))
             .unwrap_or_default()
     };
     // The screencast starts before the app's first frame reaches the screen: leading frames
-    // may show the empty output (no counter), and mutter repaints the app's first frame when
-    // it goes fullscreen. From the first new picture after that on, every captured frame must
-    // carry a readable counter, newer than the frame before.
+    // may show the empty output (no counter), and a compositor may repaint the app's first
+    // frame when it goes fullscreen. From the first new picture after that on, every captured
+    // frame must carry a readable counter, newer than the frame before.
     let first = frames.iter().position(|(c, _)| c.is_some());
     let start = first.and_then(|f| {
         let c0 = frames[f].0;
@@ -429,9 +435,11 @@ fn mutter_captures_the_test_pattern_app_with_its_counter_strictly_increasing() {
     });
     let Some(start) = start.filter(|&s| frames.len() - s >= 100) else {
         panic!(
-            "fewer than 100 frames after the test pattern's first: {:?}; app.log: {}",
+            "fewer than 100 frames after the test pattern's first: {:?}\napp.log: {}\n\
+             screencast.log: {}",
             frames.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
-            app_log()
+            log("app.log"),
+            log("screencast.log")
         );
     };
     let read: Vec<Option<u32>> = frames[start..].iter().map(|(c, _)| *c).collect();
@@ -442,17 +450,35 @@ fn mutter_captures_the_test_pattern_app_with_its_counter_strictly_increasing() {
     let read: Vec<u32> = read.into_iter().flatten().collect();
     let span = frames[frames.len() - 1].1 - frames[start].1;
     let drawn = read[read.len() - 1] - read[0] + 1;
-    let delivered = (frames.len() - 1 - start) as f64 / span.as_secs_f64();
+    let captured = frames.len() - start;
+    let delivered = (captured - 1) as f64 / span.as_secs_f64();
     eprintln!(
-        "mutter 1280x720 test pattern: {} leading frames skipped, {} captured, {drawn} drawn \
-         over {span:?}: {delivered:.1} fps delivered, {:.0} % of the drawn frames",
-        start,
-        frames.len() - start,
-        100.0 * (frames.len() - start) as f64 / drawn as f64
+        "{backend:?} 1280x720 test pattern: {start} leading frames skipped, {captured} captured, \
+         {drawn} drawn over {span:?}: {delivered:.1} fps delivered, {:.0} % of the drawn frames",
+        100.0 * captured as f64 / drawn as f64
     );
     drop(fd);
     s.stop_output(&reply.output_id);
     s.assert_nothing_left();
+    (captured, drawn)
+}
+
+#[test]
+fn mutter_captures_the_test_pattern_app_with_its_counter_strictly_increasing() {
+    let s = Session::start(None);
+    capture_test_pattern(&s, Backend::Mutter, 180);
+}
+
+#[test]
+fn sway_captures_the_test_pattern_app_through_screencopy_with_its_counter_strictly_increasing() {
+    let sway = punktfunk_tests::sway_dir();
+    let s = Session::start(Some(sway.path()));
+    let (captured, drawn) = capture_test_pattern(&s, Backend::Sway, 300);
+    // The keeper asks for the next frame as soon as one is ready: it keeps up with the app.
+    assert!(
+        captured as f64 >= 0.8 * drawn as f64,
+        "the screencast carried {captured} of the {drawn} frames the app drew"
+    );
 }
 
 #[test]

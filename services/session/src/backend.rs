@@ -120,9 +120,25 @@ impl OutputPlan {
         self.state_dir.join("home")
     }
 
-    /// The private D-Bus session bus address (backends that need a bus).
+    /// The private D-Bus session bus's socket. Every output has one: WirePlumber exits at
+    /// start without a session bus (status 70), and mutter and KWin need it too.
+    pub fn bus_socket(&self) -> PathBuf {
+        self.runtime_dir.join("bus")
+    }
+
+    /// The private D-Bus session bus address.
     pub fn bus_address(&self) -> String {
-        format!("unix:path={}", self.runtime_dir.join("bus").display())
+        format!("unix:path={}", self.bus_socket().display())
+    }
+
+    /// The private PipeWire daemon's socket.
+    pub fn pipewire_socket(&self) -> PathBuf {
+        self.runtime_dir.join("pipewire-0")
+    }
+
+    /// The sockets the compositor needs before it starts: the bus and PipeWire.
+    pub fn support_sockets(&self) -> Vec<PathBuf> {
+        vec![self.bus_socket(), self.pipewire_socket()]
     }
 
     /// The Wayland socket's path.
@@ -141,10 +157,10 @@ impl OutputPlan {
     }
 
     /// The environment every process of the output shares (the manager clears its own).
-    pub fn base_env(&self, with_bus: bool) -> Vec<(String, String)> {
+    pub fn base_env(&self) -> Vec<(String, String)> {
         let home = self.home();
         let rt = self.runtime_dir.display().to_string();
-        let mut env = vec![
+        vec![
             ("PATH".into(), self.path_env.clone()),
             ("XDG_RUNTIME_DIR".into(), rt.clone()),
             ("PIPEWIRE_RUNTIME_DIR".into(), rt),
@@ -166,11 +182,8 @@ impl OutputPlan {
                 home.join(".cache").display().to_string(),
             ),
             ("LANG".into(), "C.UTF-8".into()),
-        ];
-        if with_bus {
-            env.push(("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address()));
-        }
-        env
+            ("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address()),
+        ]
     }
 }
 
@@ -215,6 +228,9 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     /// The complete environment (the manager's own is not inherited).
     pub env: Vec<(String, String)>,
+    /// Sockets that must exist before the process starts (the daemons it connects to at
+    /// start and would exit without).
+    pub wait_for: Vec<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -257,9 +273,10 @@ pub enum Screencast {
 pub trait Backend: Send + Sync {
     /// Which one.
     fn kind(&self) -> BackendKind;
-    /// Whether the output needs a private D-Bus session bus.
-    fn needs_bus(&self) -> bool {
-        false
+    /// The Wayland socket name the compositor picks itself, when it does not take one
+    /// (`None`: it takes [`OutputPlan::wayland_display`]).
+    fn own_wayland_display(&self) -> Option<&'static str> {
+        None
     }
     /// Files to write before the compositor starts.
     fn files(&self, _plan: &OutputPlan) -> Vec<FileSpec> {
@@ -278,7 +295,7 @@ pub trait Backend: Send + Sync {
             Screencast::WlrScreencopy => "screencopy",
             Screencast::GamescopeNode | Screencast::None(_) => return None,
         };
-        let mut env = plan.base_env(self.needs_bus());
+        let mut env = plan.base_env();
         env.push(("WAYLAND_DISPLAY".into(), plan.wayland_display.clone()));
         env.push((
             "PUNKTFUNK_LOG".into(),
@@ -296,6 +313,7 @@ pub trait Backend: Send + Sync {
                 plan.mode.refresh_mhz.to_string(),
             ],
             env,
+            wait_for: Vec::new(),
         })
     }
 }
@@ -303,13 +321,12 @@ pub trait Backend: Send + Sync {
 /// argv[1] that turns `punktfunk-session` into an output's screencast keeper.
 pub const KEEPER_SUBCOMMAND: &str = "screencast-keeper";
 
-/// The processes every output runs before its compositor: a private D-Bus session bus (when
-/// the backend needs one), PipeWire and WirePlumber, all on the output's private runtime dir.
-pub fn support_processes(backend: &dyn Backend, plan: &OutputPlan) -> Vec<ProcessSpec> {
-    let bus = backend.needs_bus();
-    let mut out = Vec::new();
-    if bus {
-        out.push(ProcessSpec {
+/// The processes every output runs before its compositor: a private D-Bus session bus,
+/// PipeWire and WirePlumber, all on the output's private runtime dir. Each waits for the
+/// sockets of the ones before it: WirePlumber that finds no bus exits at once.
+pub fn support_processes(plan: &OutputPlan) -> Vec<ProcessSpec> {
+    vec![
+        ProcessSpec {
             role: Role::Bus,
             argv: vec![
                 "dbus-daemon".into(),
@@ -319,31 +336,28 @@ pub fn support_processes(backend: &dyn Backend, plan: &OutputPlan) -> Vec<Proces
                 "--nosyslog".into(),
                 format!("--address={}", plan.bus_address()),
             ],
-            env: plan.base_env(false),
-        });
-    }
-    for (role, prog) in [
-        (Role::Pipewire, "pipewire"),
-        (Role::Wireplumber, "wireplumber"),
-    ] {
-        out.push(ProcessSpec {
-            role,
-            argv: vec![prog.into()],
-            env: plan.base_env(bus),
-        });
-    }
-    out
+            env: plan.base_env(),
+            wait_for: Vec::new(),
+        },
+        ProcessSpec {
+            role: Role::Pipewire,
+            argv: vec!["pipewire".into()],
+            env: plan.base_env(),
+            wait_for: vec![plan.bus_socket()],
+        },
+        ProcessSpec {
+            role: Role::Wireplumber,
+            argv: vec!["wireplumber".into()],
+            env: plan.base_env(),
+            wait_for: plan.support_sockets(),
+        },
+    ]
 }
 
 /// The app launched in an output: its argv with the output's environment on top of the extra
 /// variables asked for (the output's own cannot be overridden).
-pub fn app_process(
-    backend: &dyn Backend,
-    plan: &OutputPlan,
-    argv: &[String],
-    extra: &[(String, String)],
-) -> ProcessSpec {
-    let own = plan.base_env(backend.needs_bus());
+pub fn app_process(plan: &OutputPlan, argv: &[String], extra: &[(String, String)]) -> ProcessSpec {
+    let own = plan.base_env();
     let mut env: Vec<(String, String)> = extra
         .iter()
         .filter(|(k, _)| k != "WAYLAND_DISPLAY" && !own.iter().any(|(o, _)| o == k))
@@ -356,6 +370,7 @@ pub fn app_process(
         role: Role::App,
         argv: argv.to_vec(),
         env,
+        wait_for: Vec::new(),
     }
 }
 
@@ -396,7 +411,8 @@ impl Backend for Gamescope {
                 r,
                 arg("--expose-wayland"),
             ],
-            env: plan.base_env(false),
+            env: plan.base_env(),
+            wait_for: plan.support_sockets(),
         }
     }
     fn required_globals(&self) -> &'static [&'static str] {
@@ -418,9 +434,6 @@ impl Backend for Mutter {
     fn kind(&self) -> BackendKind {
         BackendKind::Mutter
     }
-    fn needs_bus(&self) -> bool {
-        true
-    }
     fn compositor(&self, plan: &OutputPlan) -> ProcessSpec {
         ProcessSpec {
             role: Role::Compositor,
@@ -433,7 +446,8 @@ impl Backend for Mutter {
                 arg("--virtual-monitor"),
                 plan.mode.to_string(),
             ],
-            env: plan.base_env(true),
+            env: plan.base_env(),
+            wait_for: plan.support_sockets(),
         }
     }
     fn required_globals(&self) -> &'static [&'static str] {
@@ -453,9 +467,6 @@ impl Backend for Kwin {
     fn kind(&self) -> BackendKind {
         BackendKind::Kwin
     }
-    fn needs_bus(&self) -> bool {
-        true
-    }
     fn files(&self, plan: &OutputPlan) -> Vec<FileSpec> {
         vec![FileSpec {
             path: kwin_data_dir(plan).join("applications/punktfunk-session.desktop"),
@@ -468,7 +479,7 @@ impl Backend for Kwin {
         }]
     }
     fn compositor(&self, plan: &OutputPlan) -> ProcessSpec {
-        let mut env = plan.base_env(true);
+        let mut env = plan.base_env();
         let system = std::env::var("XDG_DATA_DIRS")
             .ok()
             .filter(|s| !s.is_empty())
@@ -494,6 +505,7 @@ impl Backend for Kwin {
                 plan.mode.height.to_string(),
             ],
             env,
+            wait_for: plan.support_sockets(),
         }
     }
     fn required_globals(&self) -> &'static [&'static str] {
@@ -525,9 +537,16 @@ impl Sway {
     }
 }
 
+/// sway (1.7) takes no socket name: it binds the first free of `wayland-1` ..= `wayland-32`
+/// (never `wayland-0`), which in the output's private runtime dir is always the first.
+pub const SWAY_WAYLAND_DISPLAY: &str = "wayland-1";
+
 impl Backend for Sway {
     fn kind(&self) -> BackendKind {
         BackendKind::Sway
+    }
+    fn own_wayland_display(&self) -> Option<&'static str> {
+        Some(SWAY_WAYLAND_DISPLAY)
     }
     fn files(&self, plan: &OutputPlan) -> Vec<FileSpec> {
         vec![FileSpec {
@@ -542,14 +561,12 @@ impl Backend for Sway {
         }]
     }
     fn compositor(&self, plan: &OutputPlan) -> ProcessSpec {
-        let mut env = plan.base_env(false);
+        let mut env = plan.base_env();
         env.extend([
             ("WLR_BACKENDS".into(), "headless".into()),
             ("WLR_LIBINPUT_NO_DEVICES".into(), "1".into()),
             ("WLR_RENDERER".into(), "pixman".into()),
             ("WLR_HEADLESS_OUTPUTS".into(), "1".into()),
-            // sway names its socket from WAYLAND_DISPLAY when set.
-            ("WAYLAND_DISPLAY".into(), plan.wayland_display.clone()),
         ]);
         ProcessSpec {
             role: Role::Compositor,
@@ -559,6 +576,7 @@ impl Backend for Sway {
                 Self::config_path(plan).display().to_string(),
             ],
             env,
+            wait_for: plan.support_sockets(),
         }
     }
     fn required_globals(&self) -> &'static [&'static str] {
@@ -592,7 +610,8 @@ impl Backend for Weston {
                 format!("--height={}", plan.mode.height),
                 arg("--idle-time=0"),
             ],
-            env: plan.base_env(false),
+            env: plan.base_env(),
+            wait_for: plan.support_sockets(),
         }
     }
     fn required_globals(&self) -> &'static [&'static str] {
@@ -748,7 +767,6 @@ mod tests {
             p.env_value("XDG_RUNTIME_DIR"),
             Some("/run/user/1000/pf-0a1b2c3d")
         );
-        assert_eq!(p.env_value("DBUS_SESSION_BUS_ADDRESS"), None);
         assert_eq!(Gamescope.screencast(), Screencast::GamescopeNode);
         assert!(Gamescope.keeper(&plan(m)).is_none());
     }
@@ -784,9 +802,19 @@ mod tests {
             p.env_value("HOME"),
             Some("/run/user/1000/punktfunk/outputs/0a1b2c3d/home")
         );
-        let support = support_processes(&Mutter, &pl);
+        let support = support_processes(&pl);
         let roles: Vec<Role> = support.iter().map(|s| s.role).collect();
         assert_eq!(roles, [Role::Bus, Role::Pipewire, Role::Wireplumber]);
+        // Each waits for the sockets of the ones before it (WirePlumber exits without a bus).
+        assert!(support[0].wait_for.is_empty());
+        assert_eq!(support[1].wait_for, [pl.bus_socket()]);
+        assert_eq!(
+            support[2].wait_for,
+            [
+                PathBuf::from("/run/user/1000/pf-0a1b2c3d/bus"),
+                PathBuf::from("/run/user/1000/pf-0a1b2c3d/pipewire-0")
+            ]
+        );
         assert!(
             support[0]
                 .argv
@@ -814,16 +842,15 @@ mod tests {
         let p = Sway.compositor(&pl);
         assert_eq!(p.env_value("WLR_BACKENDS"), Some("headless"));
         assert_eq!(p.env_value("WLR_RENDERER"), Some("pixman"));
-        assert_eq!(p.env_value("WAYLAND_DISPLAY"), Some("wayland-pf-0a1b2c3d"));
+        assert_eq!(p.env_value("WAYLAND_DISPLAY"), None);
+        assert_eq!(Sway.own_wayland_display(), Some("wayland-1"));
+        assert_eq!(p.wait_for, pl.support_sockets());
         assert!(
             Sway.required_globals()
                 .contains(&"zwlr_screencopy_manager_v1")
         );
-        assert!(
-            support_processes(&Sway, &pl)
-                .iter()
-                .all(|s| s.role != Role::Bus)
-        );
+        let keeper = Sway.keeper(&pl).unwrap();
+        assert_eq!(keeper.argv[2], "screencopy");
     }
 
     #[test]
@@ -863,7 +890,7 @@ mod tests {
             ("XDG_RUNTIME_DIR".to_string(), "/tmp".to_string()),
             ("SDL_VIDEODRIVER".to_string(), "wayland".to_string()),
         ];
-        let app = app_process(&Mutter, &pl, &["punktfunk-testpattern".into()], &extra);
+        let app = app_process(&pl, &["punktfunk-testpattern".into()], &extra);
         assert_eq!(
             app.env_value("WAYLAND_DISPLAY"),
             Some("wayland-pf-0a1b2c3d")

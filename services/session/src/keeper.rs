@@ -45,13 +45,22 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 async fn run(args: &[String]) -> anyhow::Result<u8> {
-    let [backend, node_file, ..] = args else {
+    let [backend, node_file, _width, _height, mhz, ..] = args else {
         bail!("usage: punktfunk-session screencast-keeper BACKEND NODE_FILE WIDTH HEIGHT MHZ");
     };
+    let refresh_mhz: u32 = mhz
+        .parse()
+        .with_context(|| format!("MHZ {mhz:?} is not a refresh in millihertz"))?;
     let node_file = PathBuf::from(node_file);
     match backend.as_str() {
         "mutter" => mutter(&node_file).await,
         "kwin" => tokio::task::spawn_blocking(move || kwin::run(&node_file)).await?,
+        "screencopy" => {
+            tokio::task::spawn_blocking(move || {
+                crate::screencopy_keeper::run(&node_file, refresh_mhz)
+            })
+            .await?
+        }
         other => bail!("no screencast keeper for backend {other:?} yet"),
     }
 }
@@ -144,7 +153,7 @@ async fn wait_for_name(conn: &zbus::Connection, name: &str) -> anyhow::Result<()
     }
 }
 
-fn write_node_file(path: &Path, node: u32, w: i32, h: i32) -> anyhow::Result<()> {
+pub(crate) fn write_node_file(path: &Path, node: u32, w: i32, h: i32) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{node} {w} {h}\n"))
         .with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -11,7 +11,9 @@
 //! - [`journal`]: the on-disk record of every output, from which a restarted manager re-adopts
 //!   live outputs and cleans up dead ones;
 //! - [`request`]: a StartOutputRequest checked into a [`request::StartSpec`];
-//! - [`proc`]: process liveness from `/proc` (a pid and its start time, zombies count as dead).
+//! - [`proc`]: process liveness from `/proc` (a pid and its start time, zombies count as dead);
+//! - [`screencopy`]: the pure pieces of the wlroots screencopy keeper (formats, row copy,
+//!   finding its PipeWire node).
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -20,3 +22,4 @@ pub mod journal;
 pub mod proc;
 pub mod readiness;
 pub mod request;
+pub mod screencopy;

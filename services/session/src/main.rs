@@ -1,6 +1,6 @@
 //! punktfunk-session: the compositor-output manager (docs/architecture.md, "Compositor
-//! outputs"). It starts a headless compositor output at each client's mode (mutter today;
-//! gamescope, KWin and sway backends are described in the library), hands its screencast to
+//! outputs"). It starts a headless compositor output at each client's mode (mutter, sway and
+//! KWin run here; gamescope is described in the library), hands its screencast to
 //! media as a PipeWire node plus a remote fd, and keeps a journal so its outputs outlive it.
 //!
 //! `punktfunk-session screencast-keeper …` is the per-output helper that obtains and holds the
@@ -12,6 +12,7 @@ mod keeper;
 mod manager;
 mod probe;
 mod scope;
+mod screencopy_keeper;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use punktfunk_common::fdchannel::TicketBook;
 use punktfunk_common::health::Health;
 use punktfunk_proto::common::FdTicket;
-use punktfunk_session::backend::{
-    self, Backend, BackendKind, Mode, OutputPlan, ProcessSpec, Role, Screencast,
-};
+use punktfunk_session::backend::{self, Backend, Mode, OutputPlan, ProcessSpec, Role, Screencast};
 use punktfunk_session::floors;
 use punktfunk_session::journal::{Journal, OutputRecord, ProcessRecord};
 use punktfunk_session::proc;
@@ -41,6 +39,9 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// After SIGKILL, how long until we report processes left behind.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long an output's support daemon may take to create its socket before the next one
+/// starts (dbus-daemon and PipeWire take 5–50 ms here; a loaded machine many times that).
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
 /// How often live outputs are checked.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -307,12 +308,6 @@ impl Manager {
         if let Screencast::None(why) = b.screencast() {
             return Err(Status::failed_precondition(why));
         }
-        if spec.backend == BackendKind::Sway {
-            return Err(Status::failed_precondition(format!(
-                "the {} backend's screencast keeper is not built yet: use mutter",
-                spec.backend
-            )));
-        }
         let binary = self.preflight(b).await?;
         let plan = self.plan(&spec, binary)?;
         let id = plan.id.clone();
@@ -400,7 +395,7 @@ impl Manager {
             }
         };
         record.node_id = node;
-        let app_pid = match self.launch_app(b, &plan, &spec, &mut record) {
+        let app_pid = match self.launch_app(&plan, &spec, &mut record) {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.teardown(record).await;
@@ -500,12 +495,7 @@ impl Manager {
             String::from_utf8_lossy(&out.stderr)
         );
         floors::check(b.kind(), &text).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let support: &[&str] = if b.needs_bus() {
-            &["dbus-daemon", "pipewire", "wireplumber"]
-        } else {
-            &["pipewire", "wireplumber"]
-        };
-        for prog in support {
+        for prog in ["dbus-daemon", "pipewire", "wireplumber"] {
             if backend::find_on_path(prog, &self.path_env).is_none() {
                 return Err(Status::failed_precondition(format!(
                     "no `{prog}` on PATH ({}): every output runs its own; install it",
@@ -517,6 +507,7 @@ impl Manager {
     }
 
     fn plan(&self, spec: &StartSpec, compositor_binary: PathBuf) -> Result<OutputPlan, Status> {
+        let b = backend::backend(spec.backend);
         let id = format!("{:08x}", rand::random::<u32>());
         let runtime_dir = self.runtime_root.join(format!("pf-{id}"));
         let state_dir = self.journal.dir().join(&id);
@@ -525,7 +516,7 @@ impl Manager {
             mode: spec.mode,
             runtime_dir,
             state_dir,
-            wayland_display: WAYLAND_DISPLAY.into(),
+            wayland_display: b.own_wayland_display().unwrap_or(WAYLAND_DISPLAY).into(),
             compositor_binary,
             path_env: self.path_env.clone(),
             self_exe: self.self_exe.clone(),
@@ -548,10 +539,11 @@ impl Manager {
         record: &mut OutputRecord,
     ) -> Result<(u32, Mode), StartError> {
         make_dirs(b, plan).map_err(|e| StartError::Setup(format!("{e:#}")))?;
-        let mut specs = backend::support_processes(b, plan);
+        let mut specs = backend::support_processes(plan);
         specs.push(b.compositor(plan));
         let mut compositor = None;
         for spec in &specs {
+            wait_for_sockets(spec, plan).await?;
             let s = self
                 .spawn(spec, plan, record)
                 .map_err(|e| StartError::Setup(format!("{e:#}")))?;
@@ -694,10 +686,22 @@ impl Manager {
                 let p = record
                     .process(Role::Compositor)
                     .ok_or_else(|| CheckError::Fatal("the compositor was never started".into()))?;
-                if proc::stat(p.pid).is_some_and(|s| s.state != 'Z') {
-                    Ok(())
-                } else {
-                    Err(CheckError::NotYet(format!("pid {} is not running", p.pid)))
+                if proc::stat(p.pid).is_none_or(|s| s.state == 'Z') {
+                    return Err(CheckError::NotYet(format!("pid {} is not running", p.pid)));
+                }
+                // The compositor runs; so must the daemons it and its screencast rely on.
+                let support = [Role::Bus, Role::Pipewire, Role::Wireplumber];
+                match record
+                    .processes
+                    .iter()
+                    .find(|p| support.contains(&p.role) && !proc::alive(p.pid, p.start_ticks))
+                {
+                    Some(dead) => Err(CheckError::Fatal(format!(
+                        "{} exited: {}",
+                        dead.role.name(),
+                        last_lines(&plan.log_file(dead.role), 3)
+                    ))),
+                    None => Ok(()),
                 }
             }
             Step::Socket => {
@@ -792,7 +796,6 @@ impl Manager {
 
     fn launch_app(
         &self,
-        b: &dyn Backend,
         plan: &OutputPlan,
         spec: &StartSpec,
         record: &mut OutputRecord,
@@ -800,7 +803,7 @@ impl Manager {
         if spec.app_command.is_empty() {
             return Ok(0);
         }
-        let app = backend::app_process(b, plan, &spec.app_command, &spec.app_env);
+        let app = backend::app_process(plan, &spec.app_command, &spec.app_env);
         let s = self.spawn(&app, plan, record)?;
         Ok(s.record.pid)
     }
@@ -879,6 +882,26 @@ enum StartError {
     Readiness(ReadinessError),
     #[error("setting up the output failed: {0}")]
     Setup(String),
+}
+
+/// Waits until every socket `spec` needs exists (see [`ProcessSpec::wait_for`]).
+async fn wait_for_sockets(spec: &ProcessSpec, plan: &OutputPlan) -> Result<(), StartError> {
+    for path in &spec.wait_for {
+        let start = Instant::now();
+        while !path.exists() {
+            if start.elapsed() > SOCKET_WAIT {
+                return Err(StartError::Setup(format!(
+                    "{} did not appear within {SOCKET_WAIT:?}, so {} could not start: see the \
+                     logs in {}",
+                    path.display(),
+                    spec.role.name(),
+                    plan.state_dir.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn probe_globals(

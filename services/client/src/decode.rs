@@ -131,6 +131,28 @@ pub struct Picture {
     pub segment_start: bool,
 }
 
+/// Consecutive decoded pictures of one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SizeRun {
+    pub width: u32,
+    pub height: u32,
+    pub pictures: u64,
+}
+
+impl SizeRun {
+    /// Counts one picture of `width`x`height` into `runs`.
+    pub fn count(runs: &mut Vec<SizeRun>, width: u32, height: u32) {
+        match runs.last_mut() {
+            Some(r) if (r.width, r.height) == (width, height) => r.pictures += 1,
+            _ => runs.push(SizeRun {
+                width,
+                height,
+                pictures: 1,
+            }),
+        }
+    }
+}
+
 /// A decoded picture kept for `--save-frame` (a deep copy: the decoder's pool keeps its own).
 pub struct KeptPicture {
     pub index: u64,
@@ -158,6 +180,9 @@ pub struct DecodeOutcome {
     pub unmatched: u64,
     /// Decoded pictures in order (bounded).
     pub pictures: Vec<Picture>,
+    /// The pictures' sizes in the order they came, one run per size (a mode change shows as
+    /// a new run).
+    pub sizes: Vec<SizeRun>,
     pub kept: Option<KeptPicture>,
 }
 
@@ -241,6 +266,9 @@ fn on_sample(link: &Link, sample: &gst::Sample, decoded_ns: u64) {
     };
     let ordinal = s.out.decoded;
     s.out.decoded += 1;
+    if let Some(i) = &info {
+        SizeRun::count(&mut s.out.sizes, i.width(), i.height());
+    }
     if s.out.pictures.len() < MAX_PICTURES {
         s.out.pictures.push(Picture {
             index: p.index,
@@ -604,6 +632,24 @@ pub fn summarise_counters(pictures: &[Picture]) -> CounterSummary {
 mod tests {
     use super::*;
     use crate::testenc::{self, decode};
+
+    #[test]
+    fn picture_sizes_are_counted_in_runs() {
+        let mut runs = Vec::new();
+        for (w, h) in [(1280, 720), (1280, 720), (800, 600), (800, 600), (800, 600)] {
+            SizeRun::count(&mut runs, w, h);
+        }
+        SizeRun::count(&mut runs, 1280, 720);
+        let run = |width, height, pictures| SizeRun {
+            width,
+            height,
+            pictures,
+        };
+        assert_eq!(
+            runs,
+            [run(1280, 720, 2), run(800, 600, 3), run(1280, 720, 1)]
+        );
+    }
 
     fn pic(counter: Option<u32>, segment_start: bool) -> Picture {
         Picture {

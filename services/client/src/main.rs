@@ -61,49 +61,7 @@ enum Command {
         host: String,
     },
     /// Stream from HOST, verify every frame and report what arrived and how fast.
-    Stream {
-        host: String,
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
-        /// WxH@Hz
-        #[arg(long, default_value = "1280x720@60")]
-        mode: String,
-        #[arg(long, default_value_t = punktfunk_control::host::DEFAULT_BITRATE_KBPS)]
-        bitrate: u32,
-        /// Ask for this codec only (h264 or hevc); by default HEVC is preferred, then H.264.
-        #[arg(long)]
-        codec: Option<String>,
-        /// Decode the video (H.264/HEVC from the host's media pipeline; the synthetic source
-        /// is verified byte for byte instead) and read the frame counter of every picture.
-        #[arg(long)]
-        decode: bool,
-        /// Write one decoded picture (the middle of the run, or the last of a short one) as PNG.
-        #[arg(long, value_name = "FILE.png", requires = "decode")]
-        save_frame: Option<PathBuf>,
-        /// Write one CSV row per received video frame (flags, size, per-stage latency, counter).
-        #[arg(long, value_name = "FILE.csv")]
-        frames_out: Option<PathBuf>,
-        /// Do not ask the host for audio.
-        #[arg(long)]
-        no_audio: bool,
-        /// Ask for another mode and bitrate SECS into the run; the report's `reconfigured`
-        /// says what the host put in effect.
-        #[arg(long, value_name = "SECS:WxH@Hz:KBPS")]
-        reconfigure: Option<String>,
-        /// Send the timed input events of FILE (one per line: `MS EVENT ARGS`, see
-        /// `punktfunk-client`'s input.rs); the report lists the feedback the host sent back.
-        #[arg(long, value_name = "FILE")]
-        input_script: Option<PathBuf>,
-        /// The pads this client brings, by index: a comma list of `xbox` and `dualsense`.
-        #[arg(long, value_delimiter = ',')]
-        gamepads: Vec<String>,
-        /// Run this app (its title in the host's apps file, e.g. "Test pattern") in the
-        /// client's output; by default the host streams the desktop.
-        #[arg(long)]
-        app: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Stream(Box<StreamArgs>),
     /// Measure the data plane: the host sends probes at KBPS for MS milliseconds.
     SpeedTest {
         host: String,
@@ -114,6 +72,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `stream`'s arguments (boxed in [`Command`]: they are many).
+#[derive(clap::Args)]
+struct StreamArgs {
+    host: String,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// WxH@Hz
+    #[arg(long, default_value = "1280x720@60")]
+    mode: String,
+    #[arg(long, default_value_t = punktfunk_control::host::DEFAULT_BITRATE_KBPS)]
+    bitrate: u32,
+    /// Ask for this codec only (h264 or hevc); by default HEVC is preferred, then H.264.
+    #[arg(long)]
+    codec: Option<String>,
+    /// Decode the video (H.264/HEVC from the host's media pipeline; the synthetic source
+    /// is verified byte for byte instead) and read the frame counter of every picture.
+    #[arg(long)]
+    decode: bool,
+    /// Write one decoded picture (the middle of the run, or the last of a short one) as PNG.
+    #[arg(long, value_name = "FILE.png", requires = "decode")]
+    save_frame: Option<PathBuf>,
+    /// Write one CSV row per received video frame (flags, size, per-stage latency, counter).
+    #[arg(long, value_name = "FILE.csv")]
+    frames_out: Option<PathBuf>,
+    /// Do not ask the host for audio.
+    #[arg(long)]
+    no_audio: bool,
+    /// Ask for another mode and bitrate SECS into the run; the report's `reconfigured`
+    /// says what the host put in effect.
+    #[arg(long, value_name = "SECS:WxH@Hz:KBPS")]
+    reconfigure: Option<String>,
+    /// Send the timed input events of FILE (one per line: `MS EVENT ARGS`, see
+    /// `punktfunk-client`'s input.rs); the report lists the feedback the host sent back.
+    #[arg(long, value_name = "FILE")]
+    input_script: Option<PathBuf>,
+    /// The pads this client brings, by index: a comma list of `xbox` and `dualsense`.
+    #[arg(long, value_delimiter = ',')]
+    gamepads: Vec<String>,
+    /// Run this app (its title in the host's apps file, e.g. "Test pattern") in the
+    /// client's output; by default the host streams the desktop.
+    #[arg(long)]
+    app: Option<String>,
+    /// The compositor to run the output in (mutter, sway, kwin, gamescope); by default
+    /// the app's own, else the host's.
+    #[arg(long)]
+    compositor: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -148,24 +156,27 @@ fn main() -> ExitCode {
                 Ok(session::discover(timeout_ms, json).await?)
             }
             Command::Pair { pin, host } => Ok(session::pair(&dir, &name, &pin, &host).await?),
-            Command::Stream {
-                host,
-                duration,
-                mode,
-                bitrate,
-                codec,
-                decode,
-                save_frame,
-                frames_out,
-                no_audio,
-                reconfigure,
-                input_script,
-                gamepads,
-                app,
-                json,
-            } => {
+            Command::Stream(args) => {
+                let StreamArgs {
+                    host,
+                    duration,
+                    mode,
+                    bitrate,
+                    codec,
+                    decode,
+                    save_frame,
+                    frames_out,
+                    no_audio,
+                    reconfigure,
+                    input_script,
+                    gamepads,
+                    app,
+                    compositor,
+                    json,
+                } = *args;
                 let opts = stream::StreamOptions {
                     app,
+                    compositor,
                     duration,
                     mode: session::parse_mode(&mode)?,
                     bitrate,

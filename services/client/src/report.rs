@@ -191,6 +191,9 @@ pub struct StreamReport {
     pub input_sent_ns: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_frames: Option<u64>,
+    /// The decoded pictures' sizes in order, one run per size (`--decode`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub picture_sizes: Vec<crate::decode::SizeRun>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoded_fraction: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -423,6 +426,14 @@ fn print_decoded(r: &StreamReport) {
         r.decode_errors.unwrap_or(0),
         r.decode_skipped.unwrap_or(0)
     );
+    if !r.picture_sizes.is_empty() {
+        let runs: Vec<String> = r
+            .picture_sizes
+            .iter()
+            .map(|s| format!("{}x{} ×{}", s.width, s.height, s.pictures))
+            .collect();
+        println!("picture sizes {}", runs.join(", "));
+    }
     let range = match (r.counter_first, r.counter_last) {
         (Some(a), Some(b)) => format!("{a}..{b}"),
         _ => "unreadable".into(),

@@ -193,6 +193,9 @@ pub struct Ask<'a> {
     pub gamepads: &'a [GamepadKind],
     /// The app to run in our output, by title (`Hello.app`; `None`: the desktop).
     pub app: Option<&'a str>,
+    /// The compositor to run our output in (`Hello.compositor`; `None`: the app's or the
+    /// host's default).
+    pub compositor: Option<&'a str>,
 }
 
 impl Open {
@@ -268,7 +271,7 @@ fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
             sample_rate: 48_000,
         }),
         data_port,
-        compositor: None,
+        compositor: ask.compositor.map(str::to_string),
         app: ask.app.map(str::to_string),
         probe_only: ask.probe_only,
         gamepads: ask.gamepads.to_vec(),
@@ -352,6 +355,7 @@ pub async fn speed_test(
         codecs: &DEFAULT_CODECS,
         gamepads: &[],
         app: None,
+        compositor: None,
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let bytes = Arc::new(AtomicU64::new(0));
@@ -483,6 +487,7 @@ mod tests {
             codecs: &DEFAULT_CODECS,
             gamepads: &[],
             app: None,
+            compositor: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct StreamOptions {
     pub gamepads: Vec<punktfunk_proto::control::GamepadKind>,
     /// The app to run in the output (`--app`), by title.
     pub app: Option<String>,
+    /// The compositor to run the output in (`--compositor`), by backend name.
+    pub compositor: Option<String>,
 }
 
 /// A `Reconfigure` to send during the run.
@@ -124,6 +126,7 @@ async fn run_stream(
         codecs: &opts.codecs,
         gamepads: &opts.gamepads,
         app: opts.app.as_deref(),
+        compositor: opts.compositor.as_deref(),
     };
     let mut open = open_session(dir, name, host, ask).await?;
     let settled = Settled::from_welcome(&open)?;
@@ -642,6 +645,7 @@ fn report_decoded(report: &mut StreamReport, verified: &Verified, decoded: Optio
     };
     let counter = decode::summarise_counters(&d.pictures);
     report.decoded_frames = Some(d.decoded);
+    report.picture_sizes = d.sizes.clone();
     report.decoded_fraction = Some(d.decoded as f64 / verified.frames.max(1) as f64);
     report.decode_errors = Some(d.errors + d.unmatched);
     report.decode_skipped = Some(d.skipped + verified.decoder_overflow);

@@ -434,24 +434,34 @@ fn compositor_stack() -> Stack {
     stack
 }
 
-/// `stream --app "Test pattern" --decode` for `seconds` at `mode` (spawned, stdout piped);
-/// the frames go to `dir/frames.csv`, one decoded picture to `dir/frame.png`.
+/// `stream --app "Test pattern" --decode` for `seconds` at `mode` (spawned, stdout piped),
+/// in the host's default compositor or `compositor`; the frames go to `dir/frames.csv`, one
+/// decoded picture to `dir/frame.png`.
 fn test_pattern_stream(
     stack: &Stack,
     seconds: &str,
     mode: &str,
     dir: &std::path::Path,
+    compositor: Option<&str>,
 ) -> std::process::Child {
     let mut cmd = decoding_stream(stack, seconds, mode, "20000", &dir.join("frames.csv"));
     cmd.args(["--app", "Test pattern", "--save-frame"])
         .arg(dir.join("frame.png"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    if let Some(c) = compositor {
+        cmd.args(["--compositor", c]);
+    }
     cmd.spawn().expect("client")
 }
 
-/// The decoded picture's size, and the app's counters (asserted strictly increasing, ≥ `min`).
-fn check_test_pattern(r: &Value, dir: &std::path::Path, min: usize, stack: &Stack) -> (u64, u64) {
+/// The decoded picture's size, and the app's counters (asserted never backwards, ≥ `min`).
+fn check_test_pattern(
+    r: &Value,
+    dir: &std::path::Path,
+    min: usize,
+    stack: &Stack,
+) -> ((u64, u64), Vec<u64>) {
     let saved = &r["saved_frame"];
     let size = (
         saved["width"].as_u64().unwrap_or(0),
@@ -492,7 +502,7 @@ fn check_test_pattern(r: &Value, dir: &std::path::Path, min: usize, stack: &Stac
         r["latency_us"]["capture_to_reassembled"]["p50"],
         r["gaps"]
     );
-    size
+    (size, counters)
 }
 
 /// The session ended: transport stopped its output, and nothing of it is left.
@@ -530,18 +540,131 @@ fn compositor_source_streams_the_test_pattern_app_from_mutter_at_each_clients_mo
     let mut stack = compositor_stack();
     for (mode, size, min) in [(MODE, (1280, 720), 100), ("800x600@30", (800, 600), 50)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = test_pattern_stream(&stack, "8", mode, dir.path())
+        let out = test_pattern_stream(&stack, "8", mode, dir.path(), None)
             .wait_with_output()
             .expect("client");
         let r = report(&out, &mut stack);
         assert_eq!(
-            check_test_pattern(&r, dir.path(), min, &stack),
+            check_test_pattern(&r, dir.path(), min, &stack).0,
             size,
             "the client's pictures have its mode"
         );
         assert_outputs_gone_soon(&stack);
         assert_media_idle_soon(&stack);
     }
+}
+
+/// `--compositor sway` at 720p60: the output is sway's headless output, captured by the
+/// screencopy keeper into a PipeWire node, which media encodes like any other screencast. The
+/// keeper asks for the next frame as soon as one is ready, so at least 80 % of the frames the
+/// app drew arrive decoded, every one newer than the one before, and the report carries each
+/// stage's latency.
+#[test]
+fn compositor_source_streams_the_test_pattern_app_from_sway_at_720p60_with_most_frames() {
+    let sway = punktfunk_tests::sway_dir();
+    let path = format!(
+        "{}:{}",
+        sway.path().display(),
+        punktfunk_tests::path_with_bin_dir().to_string_lossy()
+    );
+    let mut stack = Stack::start(&[
+        ("transport", "PUNKTFUNK_SOURCE", "compositor"),
+        ("session", "PATH", &path),
+    ]);
+    stack.pair().expect("pair");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = test_pattern_stream(&stack, "8", MODE, dir.path(), Some("sway"))
+        .wait_with_output()
+        .expect("client");
+    let r = report(&out, &mut stack);
+    let (size, counters) = check_test_pattern(&r, dir.path(), 100, &stack);
+    assert_eq!(size, (1280, 720), "the client's pictures have its mode");
+    assert!(
+        counters.windows(2).all(|w| w[0] < w[1]),
+        "counters not strictly increasing: {counters:?}"
+    );
+    let drawn = counters[counters.len() - 1] - counters[0] + 1;
+    assert!(
+        counters.len() as u64 * 100 >= drawn * 80,
+        "{} of the {drawn} frames the app drew arrived",
+        counters.len()
+    );
+    for stage in [
+        "encode",
+        "capture_to_handed",
+        "handed_to_first_packet",
+        "first_packet_to_reassembled",
+        "capture_to_reassembled",
+        "decode",
+        "capture_to_decoded",
+    ] {
+        assert!(
+            r["latency_us"][stage]["p50"].is_number(),
+            "no {stage} latency in the report: {r:#}"
+        );
+    }
+    eprintln!(
+        "sway 1280x720@60: {} of {drawn} drawn frames decoded ({:.0} %)",
+        counters.len(),
+        100.0 * counters.len() as f64 / drawn as f64
+    );
+    assert_outputs_gone_soon(&stack);
+    assert_media_idle_soon(&stack);
+}
+
+/// A mode `Reconfigure` mid-stream with the compositor source moves the stream to a new output
+/// at the new mode (its own compositor with the app in it): the client's pictures after it have
+/// the new size, and the old output and then the new one are stopped, leaving nothing.
+#[test]
+fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size() {
+    let mut stack = compositor_stack();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = decoding_stream(&stack, "10", MODE, "20000", &dir.path().join("frames.csv"))
+        .args([
+            "--app",
+            "Test pattern",
+            "--reconfigure",
+            "3:800x600@30:20000",
+        ])
+        .output()
+        .expect("client");
+    let r = report(&out, &mut stack);
+    let answers = r["reconfigured"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        answers.last().map(|a| a["mode"].clone()),
+        Some(Value::from("800x600@30")),
+        "the host's last word is the new mode: {r:#}"
+    );
+    let runs: Vec<(u64, u64, u64)> = r["picture_sizes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                    (n("width"), n("height"), n("pictures"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (first, last) = (runs.first(), runs.last());
+    assert_eq!(
+        first.map(|r| (r.0, r.1)),
+        Some((1280, 720)),
+        "pictures before: {runs:?}"
+    );
+    assert_eq!(
+        last.map(|r| (r.0, r.1)),
+        Some((800, 600)),
+        "pictures after: {runs:?}\n--- transport log ---\n{}",
+        tail(&stack.log("transport"))
+    );
+    assert!(
+        last.is_some_and(|r| r.2 >= 30),
+        "a few seconds of pictures at the new size: {runs:?}"
+    );
+    eprintln!("picture sizes through the reconfiguration: {runs:?}");
+    assert_outputs_gone_soon(&stack);
+    assert_media_idle_soon(&stack);
 }
 
 /// The one session's frames sent so far (`punktfunkctl sessions --json`).
@@ -559,7 +682,7 @@ fn frames_sent(stack: &Stack) -> u64 {
 fn compositor_source_survives_kill_9_of_the_session_manager() {
     let mut stack = compositor_stack();
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = test_pattern_stream(&stack, "12", "640x360@60", dir.path());
+    let child = test_pattern_stream(&stack, "12", "640x360@60", dir.path(), None);
     wait_media_encoding(&stack, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     stack.sup.signal("session", rustix::process::Signal::KILL);

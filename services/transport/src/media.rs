@@ -55,7 +55,9 @@ pub struct MediaPlan {
     pub bitrate_kbps: u32,
     pub audio: bool,
     /// The compositor output whose screencast media captures (`source` is then PipeWire):
-    /// every stream, a restarted one too, gets a fresh ticket for it.
+    /// every stream, a restarted one too, gets a fresh ticket for it. The supervisor owns it
+    /// from the start: a new mode moves the stream to a new output, and stopping the
+    /// session stops the output of the moment, after media.
     pub output: Option<crate::output::Output>,
 }
 
@@ -363,11 +365,15 @@ impl Shell {
         Some(())
     }
 
-    /// Stops the pumps and the media stream; the session is over.
+    /// Stops the pumps and the media stream, then the output it captured; the session is
+    /// over.
     async fn shutdown(&mut self) {
         if let Some(r) = self.running.take() {
             stop_pumps(r.pumps).await;
             stop_remote(r.client, r.stream_id).await;
+        }
+        if let Some(output) = self.plan.output.take() {
+            output.stop().await;
         }
     }
 
@@ -416,6 +422,14 @@ impl Shell {
 
     /// Asks media for a new bitrate/mode of the running stream.
     async fn reconfigure(&mut self, plan: &supervisor::Plan) -> CallOutcome {
+        if self
+            .plan
+            .output
+            .as_ref()
+            .is_some_and(|o| o.mode != plan.mode)
+        {
+            return self.reconfigure_output(plan).await;
+        }
         let Some(r) = self.running.as_mut() else {
             return CallOutcome::Gone;
         };
@@ -438,9 +452,74 @@ impl Shell {
         result
     }
 
+    /// A new mode of a compositor source: a new output at that mode, and the stream moved onto
+    /// its screencast (a new stream: its first frames are flagged discontinuous); the old
+    /// output stops once nothing captures it. An output that does not start is a refusal (the
+    /// stream goes on as it was); a stream that does not start is restarted by the supervisor.
+    async fn reconfigure_output(&mut self, plan: &supervisor::Plan) -> CallOutcome {
+        let Some(old) = self.plan.output.clone() else {
+            return CallOutcome::Gone;
+        };
+        let new = match old.like_at(plan.mode).await {
+            Ok(o) => o,
+            Err(r) => return CallOutcome::Refused(r.message),
+        };
+        tracing::info!(old = %old.id, new = %new.id, "the client's new mode has a new output; moving the stream onto it");
+        if let Some(r) = self.running.take() {
+            stop_pumps(r.pumps).await;
+            stop_remote(r.client, r.stream_id).await;
+        }
+        tokio::spawn(old.stop());
+        self.plan.output = Some(new);
+        self.plan.mode = plan.mode;
+        self.plan.bitrate_kbps = plan.bitrate_kbps;
+        match start_stream(
+            &self.runtime_dir,
+            &self.plan,
+            &self.outputs,
+            &self.events_tx,
+            true,
+        )
+        .await
+        {
+            Ok(r) => {
+                tracing::info!(stream_id = r.stream_id, "media streams the new output");
+                self.running = Some(r);
+                CallOutcome::Done
+            }
+            Err(e) => {
+                tracing::warn!("media did not start on the new output: {e}");
+                self.last_error = Some(e);
+                CallOutcome::Gone
+            }
+        }
+    }
+
+    /// A restart whose plan has another mode than its output (a reconfiguration that waited
+    /// for media to come back) first gets an output at the plan's mode.
+    async fn output_at_plan_mode(&mut self) -> Result<(), crate::session::Refusal> {
+        let Some(old) = self
+            .plan
+            .output
+            .as_ref()
+            .filter(|o| o.mode != self.plan.mode)
+        else {
+            return Ok(());
+        };
+        let new = old.like_at(self.plan.mode).await?;
+        if let Some(old) = self.plan.output.replace(new) {
+            tokio::spawn(old.stop());
+        }
+        Ok(())
+    }
+
     /// One attempt to start a new stream after media was lost; its first frames are flagged
     /// discontinuous.
     async fn restart(&mut self, restarts: u64) -> CallOutcome {
+        if let Err(r) = self.output_at_plan_mode().await {
+            tracing::warn!("no output at the session's new mode yet: {}", r.message);
+            return CallOutcome::Gone;
+        }
         match start_stream(
             &self.runtime_dir,
             &self.plan,

@@ -87,6 +87,10 @@ pub struct Output {
     runtime_dir: PathBuf,
     /// The output's id (its journal entry in punktfunk-session).
     pub id: String,
+    /// Its mode, who it is for and what runs in it: a new mode starts a new output like it.
+    pub mode: Mode,
+    client: String,
+    app: AppChoice,
 }
 
 /// A screencast to hand to media: the node and a one-use ticket for its PipeWire remote.
@@ -157,7 +161,17 @@ impl Output {
         Ok(Self {
             runtime_dir: runtime_dir.to_path_buf(),
             id: reply.output_id,
+            mode,
+            client: client.to_string(),
+            app: app.clone(),
         })
+    }
+
+    /// A new output like this one at `mode`, with its own compositor and app (this one runs
+    /// on until it is stopped). Backends cannot all resize a running output (a screencast
+    /// node's buffers have one size), so a new mode is a new output.
+    pub async fn like_at(&self, mode: Mode) -> Result<Self, Refusal> {
+        Self::start(&self.runtime_dir, mode, &self.client, &self.app).await
     }
 
     /// A fresh ticket for the output's screencast (each media stream redeems its own).

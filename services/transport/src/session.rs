@@ -12,8 +12,10 @@
 //! listens for what happened ([`Session::refused`]), and ends it ([`Session::stop`]).
 //!
 //! The input seat joins the resources here ([`crate::input::SeatLink`]): opened at start,
-//! reopened by its link when punktfunk-input restarts, closed at stop. The compositor output of
-//! a later issue joins them too.
+//! reopened by its link when punktfunk-input restarts, closed at stop. The compositor output
+//! (`source = "compositor"`) is started here at the client's mode and then belongs to media's
+//! supervisor ([`crate::media`]): a new mode moves the stream to a new output, and the session's
+//! end stops the output of the moment once media has stopped capturing it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -183,8 +185,6 @@ enum Feed {
         media: MediaSession,
         video: Arc<Sender>,
         audio: Option<Arc<Sender>>,
-        /// The client's compositor output (`source = "compositor"`), stopped after media.
-        output: Option<Output>,
     },
 }
 
@@ -339,14 +339,10 @@ impl Session {
                 media,
                 video,
                 audio,
-                output,
             } => {
                 // Pumps first (they hold sender clones), then the senders drain and stop;
-                // the output once nothing captures it.
+                // media's supervisor stops the output once nothing captures it.
                 media.stop().await;
-                if let Some(output) = output {
-                    output.stop().await;
-                }
                 tokio::task::spawn_blocking(move || {
                     if let Some(a) = audio.and_then(|a| Arc::try_unwrap(a).ok()) {
                         a.shutdown();
@@ -529,7 +525,6 @@ async fn start_media(
         media,
         video,
         audio: audio.map(|(s, _)| s),
-        output,
     })
 }
 

@@ -57,6 +57,7 @@ bench: setup
     cargo bench -p punktfunk-dataplane --bench send
     cargo bench -p punktfunk-media --bench encode
     cargo bench -p punktfunk-tests --bench e2e_latency
+    cargo bench -p punktfunk-tests --bench compositor_latency
     cargo bench -p punktfunk-tests --bench input_latency
     cargo bench -p punktfunk-tests --bench gamestream_connect
     cargo bench -p punktfunk-tests --bench pacing

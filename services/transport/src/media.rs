@@ -473,15 +473,7 @@ impl Shell {
         self.plan.output = Some(new);
         self.plan.mode = plan.mode;
         self.plan.bitrate_kbps = plan.bitrate_kbps;
-        match start_stream(
-            &self.runtime_dir,
-            &self.plan,
-            &self.outputs,
-            &self.events_tx,
-            true,
-        )
-        .await
-        {
+        match self.start_flagged().await {
             Ok(r) => {
                 tracing::info!(stream_id = r.stream_id, "media streams the new output");
                 self.running = Some(r);
@@ -493,6 +485,18 @@ impl Shell {
                 CallOutcome::Gone
             }
         }
+    }
+
+    /// A new stream on the plan, its first frames flagged discontinuous.
+    async fn start_flagged(&self) -> Result<Running, MediaError> {
+        start_stream(
+            &self.runtime_dir,
+            &self.plan,
+            &self.outputs,
+            &self.events_tx,
+            true,
+        )
+        .await
     }
 
     /// A restart whose plan has another mode than its output (a reconfiguration that waited
@@ -520,15 +524,7 @@ impl Shell {
             tracing::warn!("no output at the session's new mode yet: {}", r.message);
             return CallOutcome::Gone;
         }
-        match start_stream(
-            &self.runtime_dir,
-            &self.plan,
-            &self.outputs,
-            &self.events_tx,
-            true,
-        )
-        .await
-        {
+        match self.start_flagged().await {
             Ok(r) => {
                 tracing::info!(
                     stream_id = r.stream_id,

@@ -67,11 +67,7 @@ fn run(stack: &mut Stack, extra: &[&str]) -> Result<Row, String> {
 
 fn main() {
     let sway = punktfunk_tests::sway_dir();
-    let path = format!(
-        "{}:{}",
-        sway.path().display(),
-        punktfunk_tests::path_with_bin_dir().to_string_lossy()
-    );
+    let path = punktfunk_tests::path_with_sway(sway.path());
     let sources = [
         Source {
             name: "test",
@@ -92,7 +88,13 @@ fn main() {
     for source in &sources {
         let mut stack = Stack::start(&source.env);
         let row = run(&mut stack, source.args);
+        // Outputs outlive the daemons: let the session's end stop its output first.
+        let gone = stack.wait_outputs_gone(std::time::Duration::from_secs(15));
         stack.stop();
+        if let Err(e) = gone {
+            eprintln!("{}: {e}", source.name);
+            std::process::exit(1);
+        }
         match row {
             Ok(r) => rows.push((source.name, r)),
             Err(e) => {

@@ -76,6 +76,16 @@ pub fn sway_dir() -> tempfile::TempDir {
     dir
 }
 
+/// [`path_with_bin_dir`] with `sway_dir` (from [`sway_dir`]) first: the `PATH` of a daemon
+/// that starts sway outputs.
+pub fn path_with_sway(sway_dir: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        sway_dir.display(),
+        path_with_bin_dir().to_string_lossy()
+    )
+}
+
 /// Path of a workspace binary; panics with what to run when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

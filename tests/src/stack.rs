@@ -121,6 +121,35 @@ impl Stack {
         self.sup.log(daemon)
     }
 
+    /// Waits up to `limit` until punktfunk-session lists no output and no output runtime dir
+    /// is left: a session's end stops its output after the client has gone, and outputs
+    /// outlive the daemons, so wait for this before [`Stack::stop`].
+    pub fn wait_outputs_gone(&self, limit: Duration) -> Result<(), String> {
+        let t = Instant::now();
+        loop {
+            let listed = self.sup.ctl_json(&["outputs", "--json"]);
+            let dirs = std::fs::read_dir(self.sup.runtime_dir())
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("pf-"))
+                        .count()
+                })
+                .unwrap_or(0);
+            let none_listed = listed
+                .as_ref()
+                .is_ok_and(|v| v["outputs"].as_array().is_some_and(Vec::is_empty));
+            if none_listed && dirs == 0 {
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                return Err(format!(
+                    "outputs outlived their sessions: {listed:?}, {dirs} output runtime dirs"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// SIGTERMs every daemon and waits for each (5 s); returns `(name, exit status)`.
     pub fn stop(&mut self) -> Vec<(&'static str, Option<std::process::ExitStatus>, Duration)> {
         DAEMONS

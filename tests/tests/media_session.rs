@@ -507,25 +507,8 @@ fn check_test_pattern(
 
 /// The session ended: transport stopped its output, and nothing of it is left.
 fn assert_outputs_gone_soon(stack: &Stack) {
-    let t = Instant::now();
-    loop {
-        let out = stack.sup.ctl(&["outputs", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).expect("outputs --json");
-        let dirs = std::fs::read_dir(stack.sup.runtime_dir())
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("pf-"))
-                    .count()
-            })
-            .unwrap_or(0);
-        if v["outputs"].as_array().is_some_and(Vec::is_empty) && dirs == 0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the output outlived the session: {v}, {dirs} output runtime dirs"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    if let Err(e) = stack.wait_outputs_gone(Duration::from_secs(10)) {
+        panic!("{e}");
     }
 }
 
@@ -562,11 +545,7 @@ fn compositor_source_streams_the_test_pattern_app_from_mutter_at_each_clients_mo
 #[test]
 fn compositor_source_streams_the_test_pattern_app_from_sway_at_720p60_with_most_frames() {
     let sway = punktfunk_tests::sway_dir();
-    let path = format!(
-        "{}:{}",
-        sway.path().display(),
-        punktfunk_tests::path_with_bin_dir().to_string_lossy()
-    );
+    let path = punktfunk_tests::path_with_sway(sway.path());
     let mut stack = Stack::start(&[
         ("transport", "PUNKTFUNK_SOURCE", "compositor"),
         ("session", "PATH", &path),

@@ -22,6 +22,18 @@ pub struct Stack {
     pub gamestream_port: u16,
 }
 
+/// The per-stage latencies `punktfunk-client stream --decode --json` reports (`latency_us`),
+/// in the order of a frame's path.
+pub const LATENCY_STAGES: [&str; 7] = [
+    "encode",
+    "capture_to_handed",
+    "handed_to_first_packet",
+    "first_packet_to_reassembled",
+    "capture_to_reassembled",
+    "decode",
+    "capture_to_decoded",
+];
+
 impl Stack {
     /// Starts the daemons with `env` extras (`(daemon, KEY, value)`) and waits for READY=1
     /// from each; returns when all four serve.

@@ -568,15 +568,7 @@ fn compositor_source_streams_the_test_pattern_app_from_sway_at_720p60_with_most_
         "{} of the {drawn} frames the app drew arrived",
         counters.len()
     );
-    for stage in [
-        "encode",
-        "capture_to_handed",
-        "handed_to_first_packet",
-        "first_packet_to_reassembled",
-        "capture_to_reassembled",
-        "decode",
-        "capture_to_decoded",
-    ] {
+    for stage in punktfunk_tests::stack::LATENCY_STAGES {
         assert!(
             r["latency_us"][stage]["p50"].is_number(),
             "no {stage} latency in the report: {r:#}"

@@ -216,15 +216,7 @@ fn summary(r: &Value) -> bool {
         "\n{:<34} {:>10} {:>10}",
         "latency per stage (µs)", "p50", "p99"
     );
-    for stage in [
-        "encode",
-        "capture_to_handed",
-        "handed_to_first_packet",
-        "first_packet_to_reassembled",
-        "capture_to_reassembled",
-        "decode",
-        "capture_to_decoded",
-    ] {
+    for stage in punktfunk_tests::stack::LATENCY_STAGES {
         let s = &r["latency_us"][stage];
         if let (Some(p50), Some(p99)) = (s["p50"].as_f64(), s["p99"].as_f64()) {
             println!("{stage:<34} {p50:>10.0} {p99:>10.0}");

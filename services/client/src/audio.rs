@@ -1,5 +1,7 @@
 //! The audio stream: one Opus packet per data-plane frame (after the AU envelope), decoded with
-//! libopus on a plain thread so the report can show the audio arrived and is not silence.
+//! libopus on a plain thread so the report can show the audio arrived, is not silence, and
+//! what tone it carries (a zero-crossing count: the tests play a sine in the output and check
+//! its frequency at the client).
 
 use anyhow::Context;
 use std::sync::mpsc::{self, SyncSender};
@@ -13,6 +15,14 @@ use punktfunk_wire::au::AuTiming;
 pub const CHANNEL_PACKETS: usize = 256;
 /// Largest Opus frame: 120 ms at 48 kHz, per channel.
 const MAX_SAMPLES_PER_CHANNEL: usize = 5760;
+/// The hysteresis of the zero-crossing count (1/64 of full scale, about −36 dBFS): a crossing
+/// is a swing from below −this to above +this or back, so noise around zero counts nothing.
+const CROSSING_LEVEL: i16 = 512;
+/// A packet counts toward the tone when its first channel's RMS is above this (0..1 of full
+/// scale, −40 dBFS): silence before an app plays is left out.
+const TONE_RMS: f64 = 0.01;
+/// The tone is reported once this many seconds of loud samples were counted.
+const TONE_MIN_SECONDS: f64 = 0.1;
 
 /// One received audio frame (in index order; losses are counted by the receiver).
 pub struct AudioPacket {
@@ -33,14 +43,72 @@ pub struct AudioOutcome {
     pub samples: u64,
     /// RMS of the decoded samples, 0..1 of full scale; `None` before any sample.
     pub rms: Option<f64>,
+    /// The first channel's dominant frequency over the loud packets (Hz), from its zero
+    /// crossings; `None` before [`TONE_MIN_SECONDS`] of them. Meaningful for a pure tone.
+    pub frequency_hz: Option<f64>,
+}
+
+/// The zero-crossing count of the first channel over the loud packets.
+#[derive(Debug, Default)]
+struct ToneCounter {
+    /// −1 below −[`CROSSING_LEVEL`], +1 above +it, 0 at the start of a loud run.
+    side: i8,
+    /// Half periods seen.
+    crossings: u64,
+    /// Samples (of the first channel) in loud packets.
+    samples: u64,
+}
+
+impl ToneCounter {
+    /// Counts one decoded packet's first channel (`interleaved` samples, `channels` apart).
+    fn push(&mut self, interleaved: &[i16], channels: usize) {
+        let first = || interleaved.iter().step_by(channels.max(1));
+        let n = first().count();
+        if n == 0 {
+            return;
+        }
+        let squares: f64 = first()
+            .map(|&s| {
+                let v = f64::from(s) / 32768.0;
+                v * v
+            })
+            .sum();
+        if (squares / n as f64).sqrt() < TONE_RMS {
+            // A quiet packet ends the run: the next swing starts a new one uncounted.
+            self.side = 0;
+            return;
+        }
+        for &s in first() {
+            let side = if s > CROSSING_LEVEL {
+                1
+            } else if s < -CROSSING_LEVEL {
+                -1
+            } else {
+                continue;
+            };
+            if self.side == -side {
+                self.crossings += 1;
+            }
+            self.side = side;
+        }
+        self.samples += n as u64;
+    }
+
+    /// Two crossings per period over the loud samples' duration.
+    fn frequency_hz(&self, sample_rate: u32) -> Option<f64> {
+        let seconds = self.samples as f64 / f64::from(sample_rate.max(1));
+        (seconds >= TONE_MIN_SECONDS).then(|| self.crossings as f64 / 2.0 / seconds)
+    }
 }
 
 /// The Opus decoder and the running sums.
 pub struct AudioDecoder {
     decoder: Option<opus::Decoder>,
     channels: usize,
+    sample_rate: u32,
     pcm: Vec<i16>,
     squares: f64,
+    tone: ToneCounter,
     out: AudioOutcome,
 }
 
@@ -66,8 +134,10 @@ impl AudioDecoder {
         Self {
             decoder,
             channels: if channels == 1 { 1 } else { 2 },
+            sample_rate,
             pcm: vec![0; MAX_SAMPLES_PER_CHANNEL * 2],
             squares: 0.0,
+            tone: ToneCounter::default(),
             out: AudioOutcome::default(),
         }
     }
@@ -99,6 +169,7 @@ impl AudioDecoder {
                         v * v
                     })
                     .sum::<f64>();
+                self.tone.push(&self.pcm[..n], self.channels);
                 self.out.samples += n as u64;
                 self.out.decoded += 1;
             }
@@ -113,6 +184,7 @@ impl AudioDecoder {
     pub fn outcome(&self) -> AudioOutcome {
         let mut o = self.out.clone();
         o.rms = (o.samples > 0).then(|| (self.squares / o.samples as f64).sqrt());
+        o.frequency_hz = self.tone.frequency_hz(self.sample_rate);
         o
     }
 }
@@ -141,8 +213,8 @@ mod tests {
     use super::*;
     use punktfunk_wire::au::AuTiming;
 
-    /// A 440 Hz sine at half scale, stereo, 48 kHz, as 5 ms Opus packets (CBR) in envelopes.
-    fn sine_packets(n: usize) -> Vec<Vec<u8>> {
+    /// A sine at `hz` and half scale, stereo, 48 kHz, as 5 ms Opus packets (CBR) in envelopes.
+    fn sine_packets(n: usize, hz: f64) -> Vec<Vec<u8>> {
         let mut enc =
             opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay)
                 .expect("encoder");
@@ -154,7 +226,7 @@ mod tests {
             .map(|_| {
                 let mut pcm = [0i16; 240 * 2];
                 for s in pcm.chunks_mut(2) {
-                    let v = (2.0 * std::f64::consts::PI * 440.0 * t as f64 / 48_000.0).sin();
+                    let v = (2.0 * std::f64::consts::PI * hz * t as f64 / 48_000.0).sin();
                     let v = (v * 0.5 * 32767.0) as i16;
                     s[0] = v;
                     s[1] = v;
@@ -171,7 +243,7 @@ mod tests {
 
     #[test]
     fn sine_decodes_loud_and_a_corrupt_packet_is_counted() {
-        let mut packets = sine_packets(200);
+        let mut packets = sine_packets(200, 440.0);
         // Packet 100: a code-3 TOC that claims 0 frames, which RFC 6716 forbids.
         packets[100].truncate(punktfunk_wire::au::ENVELOPE_LEN);
         packets[100].extend_from_slice(&[0x03, 0x00]);
@@ -190,6 +262,60 @@ mod tests {
         let rms = o.rms.expect("rms");
         // A half-scale sine has an RMS of 0.354; the codec's start-up costs a little.
         assert!(rms > 0.1 && rms < 0.5, "rms {rms}");
+        let hz = o.frequency_hz.expect("a tone");
+        assert!((hz - 440.0).abs() < 440.0 * 0.02, "{hz} Hz");
+    }
+
+    /// Tones of different pitch read back at their own frequency, through the codec; silence
+    /// before the tone does not dilute it.
+    #[test]
+    fn the_tone_is_read_back_at_its_frequency() {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay)
+                .expect("encoder");
+        for hz in [220.0, 880.0, 1000.0, 3000.0] {
+            let mut d = AudioDecoder::new(2, 48_000);
+            for _ in 0..100 {
+                let packet = enc.encode_vec(&[0i16; 480], 1500).expect("encode");
+                let mut frame = Vec::new();
+                AuTiming::default().push_to(&mut frame);
+                frame.extend_from_slice(&packet);
+                d.push(&frame);
+            }
+            assert_eq!(d.outcome().frequency_hz, None, "silence has no tone");
+            for frame in sine_packets(200, hz) {
+                d.push(&frame);
+            }
+            let got = d.outcome().frequency_hz.expect("a tone");
+            assert!(
+                (got - hz).abs() < hz * 0.02,
+                "{hz} Hz read back as {got} Hz"
+            );
+        }
+    }
+
+    #[test]
+    fn crossings_count_swings_past_the_level_not_noise() {
+        let mut t = ToneCounter::default();
+        // A square wave of period 8 samples, mono, loud, with noise at ±100 between swings.
+        let wave: Vec<i16> = (0..4800)
+            .map(|i| match i % 8 {
+                0..=2 => 20_000,
+                3 => 100,
+                4..=6 => -20_000,
+                _ => -100,
+            })
+            .collect();
+        t.push(&wave, 1);
+        // 600 periods at 48 kHz: 6 kHz, less the run's first (uncounted) swing.
+        let hz = t.frequency_hz(48_000).expect("tone");
+        assert!((hz - 6000.0).abs() <= 5.0, "{hz}");
+        // Every second sample of a stereo buffer is the first channel.
+        let mut s = ToneCounter::default();
+        let stereo: Vec<i16> = wave.iter().flat_map(|&v| [v, 0]).collect();
+        s.push(&stereo, 2);
+        assert_eq!(s.crossings, t.crossings);
+        assert_eq!(s.samples, t.samples);
     }
 
     #[test]

@@ -224,6 +224,9 @@ pub struct StreamReport {
     pub audio_lost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_rms: Option<f64>,
+    /// The decoded audio's tone (Hz), from its zero crossings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_frequency_hz: Option<f64>,
     pub latency_us: BTreeMap<&'static str, Stage>,
     /// Not printed: the exit code.
     #[serde(skip)]
@@ -460,13 +463,15 @@ fn print_artefacts_and_audio(r: &StreamReport) {
     }
     if let Some(p) = r.audio_packets {
         println!(
-            "audio {} packets, {} decoded, {} errors, {} lost, rms {}",
+            "audio {} packets, {} decoded, {} errors, {} lost, rms {}, tone {}",
             p,
             r.audio_decoded.unwrap_or(0),
             r.audio_decode_errors.unwrap_or(0),
             r.audio_lost.unwrap_or(0),
             r.audio_rms
-                .map_or_else(|| "-".into(), |v| format!("{v:.3}"))
+                .map_or_else(|| "-".into(), |v| format!("{v:.3}")),
+            r.audio_frequency_hz
+                .map_or_else(|| "-".into(), |v| format!("{v:.0} Hz"))
         );
     }
 }

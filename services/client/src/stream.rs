@@ -667,6 +667,7 @@ fn report_audio(report: &mut StreamReport, audio: Option<&AudioOutcome>, counter
     report.audio_decode_errors = Some(a.decode_errors);
     report.audio_lost = Some(counters.audio_lost.load(Ordering::Relaxed));
     report.audio_rms = a.rms;
+    report.audio_frequency_hz = a.frequency_hz;
 }
 
 /// The per-stage latency distributions, and (with `want_rows`) one `--frames-out` row per

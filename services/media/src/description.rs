@@ -644,6 +644,105 @@ impl PipelineDesc {
     }
 }
 
+/// The stream's sound: 48 kHz stereo, as the client is told in `Welcome.audio`.
+pub const AUDIO_RATE: u32 = 48_000;
+/// Channels of the stream's sound.
+pub const AUDIO_CHANNELS: u32 = 2;
+/// One Opus packet per this many milliseconds (also PipeWire's capture quantum, so a packet
+/// never waits for a larger graph cycle).
+pub const AUDIO_FRAME_MS: u32 = 5;
+/// The Opus bitrate (CBR).
+pub const AUDIO_BITRATE: u32 = 128_000;
+/// The test tone's frequency (audiotestsrc's default sine).
+pub const TEST_TONE_HZ: u32 = 440;
+
+/// Where the stream's sound comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AudioSourceDesc {
+    /// A [`TEST_TONE_HZ`] sine: the test source's sound, and a PipeWire source's when no sink
+    /// was named.
+    TestTone,
+    /// What is played into an `Audio/Sink` node (its monitor), on the same PipeWire remote as
+    /// the video: a compositor output's sink, which its apps play into.
+    PipeWireSink {
+        /// The raw remote fd the video's pipewiresrc uses too (pipewiresrc shares one core per
+        /// fd inside the process); `None`: the default PipeWire daemon.
+        fd: Option<i32>,
+        /// The sink's `node.name`.
+        sink: String,
+    },
+}
+
+impl AudioSourceDesc {
+    /// The audio pipeline: source → Opus (CBR, [`AUDIO_FRAME_MS`] frames) → the appsink.
+    pub fn nodes(&self) -> Vec<Node> {
+        let raw = format!(
+            "audio/x-raw,format=S16LE,layout=interleaved,rate={AUDIO_RATE},channels={AUDIO_CHANNELS}"
+        );
+        let mut v = match self {
+            AudioSourceDesc::TestTone => vec![Node::element(
+                "audiotestsrc",
+                Some(names::SOURCE),
+                &[
+                    ("is-live", "true".into()),
+                    ("wave", "sine".into()),
+                    ("freq", TEST_TONE_HZ.to_string()),
+                ],
+            )],
+            AudioSourceDesc::PipeWireSink { fd, sink } => {
+                let mut props = Vec::new();
+                if let Some(fd) = fd {
+                    props.push(("fd", fd.to_string()));
+                }
+                let quantum = AUDIO_RATE * AUDIO_FRAME_MS / 1000;
+                props.extend([
+                    ("target-object", sink.clone()),
+                    // The sink's monitor, in small graph cycles. pipewiresrc does not stamp
+                    // audio buffers itself.
+                    (
+                        "stream-properties",
+                        format!(
+                            "props,stream.capture.sink=true,\
+                             node.latency=(string){quantum}/{AUDIO_RATE}"
+                        ),
+                    ),
+                    ("do-timestamp", "true".into()),
+                ]);
+                vec![Node::element("pipewiresrc", Some(names::SOURCE), &props)]
+            }
+        };
+        // pipewiresrc needs caps with a format after it to negotiate at all.
+        v.push(Node::Caps(raw));
+        v.push(Node::element("audioconvert", None, &[]));
+        v.push(Node::element(
+            "opusenc",
+            Some(names::ENCODER),
+            &[
+                ("bitrate-type", "cbr".into()),
+                ("frame-size", AUDIO_FRAME_MS.to_string()),
+                ("bitrate", AUDIO_BITRATE.to_string()),
+                ("audio-type", "restricted-lowdelay".into()),
+            ],
+        ));
+        v.push(Node::element(
+            "appsink",
+            Some(names::SINK),
+            &[
+                ("sync", "false".into()),
+                ("max-buffers", "8".into()),
+                ("drop", "false".into()),
+                ("enable-last-sample", "false".into()),
+            ],
+        ));
+        v
+    }
+
+    /// The gst-launch description of [`Self::nodes`].
+    pub fn launch(&self) -> String {
+        launch_string(&self.nodes())
+    }
+}
+
 /// Quotes a property value for gst-launch syntax when it needs it.
 fn quote(v: &str) -> String {
     let plain = !v.is_empty()
@@ -688,6 +787,43 @@ pub fn launch_string(nodes: &[Node]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_captures_the_named_sinks_monitor_on_the_videos_remote() {
+        let tone = AudioSourceDesc::TestTone.launch();
+        assert_eq!(
+            tone,
+            "audiotestsrc name=src is-live=true wave=sine freq=440 ! \
+             audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2 ! audioconvert ! \
+             opusenc name=enc bitrate-type=cbr frame-size=5 bitrate=128000 \
+             audio-type=restricted-lowdelay ! \
+             appsink name=sink sync=false max-buffers=8 drop=false enable-last-sample=false"
+        );
+        let sink = AudioSourceDesc::PipeWireSink {
+            fd: Some(7),
+            sink: "punktfunk-output".into(),
+        };
+        let nodes = sink.nodes();
+        assert_eq!(nodes[0].factory(), Some("pipewiresrc"));
+        assert_eq!(nodes[0].property("fd"), Some("7"));
+        assert_eq!(nodes[0].property("target-object"), Some("punktfunk-output"));
+        assert_eq!(
+            nodes[0].property("stream-properties"),
+            Some("props,stream.capture.sink=true,node.latency=(string)240/48000")
+        );
+        assert!(matches!(&nodes[1], Node::Caps(c) if c.contains("format=S16LE")));
+        assert!(sink.launch().starts_with(
+            "pipewiresrc name=src fd=7 target-object=punktfunk-output \
+             stream-properties=\"props,stream.capture.sink=true,node.latency=(string)240/48000\" \
+             do-timestamp=true ! audio/x-raw"
+        ));
+        // Both pipelines parse.
+        use gstreamer as gst;
+        gst::init().expect("gst");
+        for launch in [tone, sink.launch()] {
+            gst::parse::launch(&launch).unwrap_or_else(|e| panic!("{launch}: {e}"));
+        }
+    }
 
     #[test]
     fn contract_codecs_convert_in_one_place() {

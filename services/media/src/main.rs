@@ -346,6 +346,7 @@ impl Media for MediaService {
                 fd: self.pipewire_fd(&req).await?,
                 node_id: req.pipewire_node_id,
                 dmabuf: true,
+                audio_sink: (!req.audio_sink.is_empty()).then(|| req.audio_sink.clone()),
             },
             Ok(SourceKind::Synthetic) => {
                 return Err(Status::invalid_argument(

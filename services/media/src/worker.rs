@@ -31,7 +31,8 @@ use punktfunk_ring::{
 
 use crate::counter;
 use crate::description::{
-    Codec, EncoderKind, Mode, ModeExt, PipelineDesc, SourceDesc, choose_encoder, ladder, names,
+    AudioSourceDesc, Codec, EncoderKind, Mode, ModeExt, PipelineDesc, SourceDesc, choose_encoder,
+    ladder, names,
 };
 use crate::lease::RingProgress;
 
@@ -138,7 +139,27 @@ pub enum Source {
         node_id: u32,
         /// Negotiate DMA-BUF frames (zero-copy to a hardware encoder).
         dmabuf: bool,
+        /// The `Audio/Sink` (node name) on the same remote whose monitor is the stream's sound;
+        /// `None`: the test tone.
+        audio_sink: Option<String>,
     },
+}
+
+impl Source {
+    /// The stream's sound for this source.
+    fn audio(&self) -> AudioSourceDesc {
+        match self {
+            Source::PipeWire {
+                fd,
+                audio_sink: Some(sink),
+                ..
+            } => AudioSourceDesc::PipeWireSink {
+                fd: fd.as_ref().map(|f| f.as_raw_fd()),
+                sink: sink.clone(),
+            },
+            Source::Test { .. } | Source::PipeWire { .. } => AudioSourceDesc::TestTone,
+        }
+    }
 }
 
 /// What to start.
@@ -441,7 +462,7 @@ impl EncodeWorker {
             Ordering::Relaxed,
         );
         let (audio, audio_fds) = if audio {
-            let (a, fds) = AudioWorker::start()?;
+            let (a, fds) = AudioWorker::start(&config.source.audio())?;
             (Some(a), Some(fds))
         } else {
             (None, None)
@@ -479,6 +500,7 @@ impl EncodeWorker {
                 fd,
                 node_id,
                 dmabuf,
+                ..
             } => SourceDesc::PipeWire {
                 fd: fd.as_ref().map(|f| f.as_raw_fd()),
                 node_id: *node_id,
@@ -784,29 +806,24 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// The audio pipeline: `audiotestsrc is-live=true ! opusenc` (CBR, 5 ms frames) → audio ring.
-/// A placeholder source until the PipeWire sink monitor arrives.
+/// The audio pipeline ([`AudioSourceDesc`]: the test tone, or the monitor of a compositor
+/// output's sink) → Opus → audio ring.
 pub struct AudioWorker {
     pipeline: gst::Pipeline,
     shared: Arc<Shared>,
 }
 
-/// The audio pipeline description.
-pub const AUDIO_LAUNCH: &str = "audiotestsrc name=src is-live=true wave=sine ! \
-    audio/x-raw,rate=48000,channels=2 ! audioconvert ! opusenc name=enc bitrate-type=cbr \
-    frame-size=5 bitrate=128000 audio-type=restricted-lowdelay ! appsink name=sink sync=false \
-    max-buffers=8 drop=false enable-last-sample=false";
-
 impl AudioWorker {
-    fn start() -> Result<(Self, RingFds), WorkerError> {
+    fn start(source: &AudioSourceDesc) -> Result<(Self, RingFds), WorkerError> {
         let (producer, fds) = Ring::create(AUDIO_RING_CAPACITY, AUDIO_RING_MAX_RECORD)
             .map_err(|e| WorkerError::Ring(e.to_string()))?;
         let shared = Shared::new(producer);
+        let launch = source.launch();
         let err = |message: String| WorkerError::Build {
-            launch: AUDIO_LAUNCH.into(),
+            launch: launch.clone(),
             message,
         };
-        let pipeline = gst::parse::launch(AUDIO_LAUNCH)
+        let pipeline = gst::parse::launch(&launch)
             .map_err(|e| err(e.to_string()))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| err("not a pipeline".into()))?;
@@ -818,6 +835,8 @@ impl AudioWorker {
             let sh = shared.clone();
             bus.set_sync_handler(move |_, msg| {
                 if let gst::MessageView::Error(e) = msg.view() {
+                    // The video goes on without sound; say so.
+                    tracing::warn!(error = %e.error(), "the stream's audio pipeline failed");
                     *lock(&sh.last_error) = Some(e.error().to_string());
                 }
                 gst::BusSyncReply::Drop

@@ -638,6 +638,52 @@ fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size
     assert_media_idle_soon(&stack);
 }
 
+/// The sound of the output: an app that plays an 880 Hz tone through PulseAudio (what SDL,
+/// Proton and Steam speak) into its output's own sink, beside the test pattern; media captures
+/// the sink's monitor on the output's PipeWire instead of its 440 Hz test tone, and the client
+/// decodes the tone at 880 Hz.
+#[test]
+fn compositor_source_streams_the_sound_an_app_plays_in_the_output() {
+    let mut stack = compositor_stack();
+    let apps = stack.sup.config_home().join("punktfunk");
+    std::fs::create_dir_all(&apps).expect("config dir");
+    std::fs::write(
+        apps.join("apps.toml"),
+        "[[app]]\ntitle = \"Tone\"\ncommand = [\"sh\", \"-c\", \"punktfunk-testpattern & \
+         exec gst-launch-1.0 -q audiotestsrc is-live=true wave=sine freq=880 volume=0.5 ! \
+         audioconvert ! pulsesink\"]\n",
+    )
+    .expect("apps.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = decoding_stream(
+        &stack,
+        "8",
+        "640x360@30",
+        "4000",
+        &dir.path().join("frames.csv"),
+    )
+    .args(["--app", "Tone"])
+    .output()
+    .expect("client");
+    let r = report(&out, &mut stack);
+    assert!(
+        r["audio_decoded"].as_u64().unwrap_or(0) >= 200,
+        "a second of sound arrived: {r:#}"
+    );
+    let hz = r["audio_frequency_hz"].as_f64().unwrap_or(0.0);
+    assert!(
+        (hz - 880.0).abs() < 880.0 * 0.02,
+        "the client hears {hz} Hz, not the app's 880 Hz tone: {r:#}\n--- media log ---\n{}",
+        tail(&stack.log("media"))
+    );
+    eprintln!(
+        "the app's 880 Hz tone arrived at {hz:.1} Hz: {} packets decoded, rms {}",
+        r["audio_decoded"], r["audio_rms"]
+    );
+    assert_outputs_gone_soon(&stack);
+    assert_media_idle_soon(&stack);
+}
+
 /// The one session's frames sent so far (`punktfunkctl sessions --json`).
 fn frames_sent(stack: &Stack) -> u64 {
     let out = stack.sup.ctl(&["sessions", "--json"]);

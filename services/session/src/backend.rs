@@ -120,6 +120,11 @@ impl OutputPlan {
         self.state_dir.join("home")
     }
 
+    /// XDG_CONFIG_HOME of the output's processes (the PipeWire drop-in lives here).
+    pub fn config_home(&self) -> PathBuf {
+        self.home().join(".config")
+    }
+
     /// The private D-Bus session bus's socket. Every output has one: WirePlumber exits at
     /// start without a session bus (status 70), and mutter and KWin need it too.
     pub fn bus_socket(&self) -> PathBuf {
@@ -167,7 +172,7 @@ impl OutputPlan {
             ("HOME".into(), home.display().to_string()),
             (
                 "XDG_CONFIG_HOME".into(),
-                home.join(".config").display().to_string(),
+                self.config_home().display().to_string(),
             ),
             (
                 "XDG_STATE_HOME".into(),
@@ -352,6 +357,45 @@ pub fn support_processes(plan: &OutputPlan) -> Vec<ProcessSpec> {
             wait_for: plan.support_sockets(),
         },
     ]
+}
+
+/// The `node.name` of every output's sink. Each output has its own PipeWire, so one name
+/// serves; callers are told it (`StartOutputReply.audio_sink`), they do not assume it.
+pub const OUTPUT_SINK: &str = "punktfunk-output";
+
+/// Files every output gets before its support daemons start: a PipeWire drop-in that creates
+/// the output's sink (a null sink: a driver with no device, whose monitor media captures; the
+/// only sink, so WirePlumber makes it every app's default) and serves PulseAudio clients on
+/// `<runtime_dir>/pulse/native` (what pipewire-pulse would run: SDL, Proton and Steam speak
+/// PulseAudio).
+pub fn support_files(plan: &OutputPlan) -> Vec<FileSpec> {
+    vec![FileSpec {
+        path: plan
+            .config_home()
+            .join("pipewire/pipewire.conf.d/punktfunk-output.conf"),
+        contents: format!(
+            r#"# Written by punktfunk-session for output {id}.
+context.objects = [
+  {{ factory = adapter
+    args = {{
+      factory.name = support.null-audio-sink
+      node.name = "{OUTPUT_SINK}"
+      node.description = "punktfunk output {id}"
+      media.class = Audio/Sink
+      audio.position = [ FL FR ]
+      audio.rate = 48000
+    }}
+  }}
+]
+context.modules = [
+  {{ name = libpipewire-module-protocol-pulse
+    args = {{ server.address = [ "unix:native" ] }}
+  }}
+]
+"#,
+            id = plan.id
+        ),
+    }]
 }
 
 /// The app launched in an output: its argv with the output's environment on top of the extra
@@ -769,6 +813,40 @@ mod tests {
         );
         assert_eq!(Gamescope.screencast(), Screencast::GamescopeNode);
         assert!(Gamescope.keeper(&plan(m)).is_none());
+    }
+
+    #[test]
+    fn every_output_gets_a_sink_in_its_own_pipewire_config() {
+        let pl = plan(M720);
+        let files = support_files(&pl);
+        assert_eq!(files.len(), 1);
+        let f = &files[0];
+        // Where the output's PipeWire reads drop-ins: its own XDG_CONFIG_HOME.
+        let config_home = support_processes(&pl)[1]
+            .env_value("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .expect("XDG_CONFIG_HOME");
+        assert_eq!(
+            f.path,
+            config_home.join("pipewire/pipewire.conf.d/punktfunk-output.conf")
+        );
+        assert!(
+            f.contents
+                .contains("factory.name = support.null-audio-sink")
+        );
+        assert!(
+            f.contents
+                .contains(&format!("node.name = \"{OUTPUT_SINK}\""))
+        );
+        assert!(f.contents.contains("media.class = Audio/Sink"));
+        assert!(f.contents.contains("libpipewire-module-protocol-pulse"));
+        // Balanced braces and brackets: one stray one and PipeWire refuses to start.
+        for (open, close) in [('{', '}'), ('[', ']')] {
+            assert_eq!(
+                f.contents.matches(open).count(),
+                f.contents.matches(close).count()
+            );
+        }
     }
 
     #[test]

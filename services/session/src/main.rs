@@ -22,7 +22,7 @@ use punktfunk_common::health::Health;
 use punktfunk_proto::common::{HealthReply, HealthRequest, Mode as PMode};
 use punktfunk_proto::session::session_server::{Session, SessionServer};
 use punktfunk_proto::session::*;
-use punktfunk_session::backend::{BackendKind, KEEPER_SUBCOMMAND, Mode};
+use punktfunk_session::backend::{BackendKind, KEEPER_SUBCOMMAND, Mode, OUTPUT_SINK};
 use tonic::{Request, Response, Status};
 
 use crate::config::SessionConfig;
@@ -65,6 +65,7 @@ impl Session for SessionService {
             runtime_dir: r.runtime_dir.display().to_string(),
             mode: Some(to_proto_mode(started.mode)),
             app_pid: started.app_pid,
+            audio_sink: OUTPUT_SINK.into(),
         }))
     }
 
@@ -116,6 +117,7 @@ impl Session for SessionService {
         Ok(Response::new(OpenScreencastReply {
             pipewire_node_id: node,
             screencast: Some(ticket),
+            audio_sink: OUTPUT_SINK.into(),
         }))
     }
 }

@@ -927,7 +927,10 @@ fn make_dirs(b: &dyn Backend, plan: &OutputPlan) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    for f in b.files(plan) {
+    for f in backend::support_files(plan)
+        .into_iter()
+        .chain(b.files(plan))
+    {
         if let Some(parent) = f.path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;

@@ -735,6 +735,7 @@ async fn start_stream(
             .map_err(|r| MediaError::Output(r.message))?;
         req.pipewire_node_id = cast.node_id;
         req.pipewire_remote = Some(cast.ticket);
+        req.audio_sink = cast.audio_sink;
     }
     let reply = match tokio::time::timeout(START_TIMEOUT, client.start_stream(req)).await {
         Ok(Ok(r)) => r.into_inner(),

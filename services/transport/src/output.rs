@@ -98,6 +98,8 @@ pub struct Output {
 pub struct Screencast {
     pub node_id: u32,
     pub ticket: FdTicket,
+    /// The output's Audio/Sink on the same remote (its monitor is the session's sound).
+    pub audio_sink: String,
 }
 
 fn unreachable(runtime_dir: &Path, why: impl std::fmt::Display) -> Refusal {
@@ -196,6 +198,7 @@ impl Output {
         Ok(Screencast {
             node_id: reply.pipewire_node_id,
             ticket,
+            audio_sink: reply.audio_sink,
         })
     }
 

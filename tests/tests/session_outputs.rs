@@ -121,6 +121,26 @@ impl Session {
             .outputs
     }
 
+    fn resize(
+        &self,
+        id: &str,
+        w: u32,
+        h: u32,
+        hz: u32,
+    ) -> Result<ResizeOutputReply, tonic::Status> {
+        let mut c = self.client();
+        let mut r = tonic::Request::new(ResizeOutputRequest {
+            output_id: id.into(),
+            mode: Some(Mode {
+                width: w,
+                height: h,
+                refresh_mhz: hz * 1000,
+            }),
+        });
+        r.set_timeout(Duration::from_secs(60));
+        self.rt.block_on(c.resize_output(r)).map(|r| r.into_inner())
+    }
+
     fn stop_output(&self, id: &str) {
         let mut c = self.client();
         self.rt
@@ -813,5 +833,78 @@ fn a_dead_screencast_keeper_is_replaced_and_the_new_node_delivers() {
     assert_eq!(consume(&fd, node, 5), (1280, 720));
     drop(fd);
     s.stop_output(&reply.output_id);
+    s.assert_nothing_left();
+}
+
+/// ResizeOutput of a sway output changes its mode in place: the same output and the same app
+/// process (its counter goes on from where it was; a new app would start again at 0), a new
+/// screencast node whose frames have the new size. A mutter output says it cannot
+/// (UNIMPLEMENTED, `resizable` false) and is left as it was.
+#[test]
+fn sway_resizes_in_place_with_its_app_running_on_and_mutter_says_it_cannot() {
+    let sway = punktfunk_tests::sway_dir();
+    let s = Session::start(Some(sway.path()));
+    let reply = s
+        .start_output_with(Backend::Sway, 1280, 720, 60, Some(test_pattern_app()))
+        .unwrap_or_else(|e| panic!("StartOutput: {e}\n{}", s.log()));
+    assert!(reply.resizable, "sway outputs change their mode in place");
+    let fd = s.redeem(reply.screencast.as_ref().expect("ticket"));
+    let before: Vec<u32> = counters(&fd, reply.pipewire_node_id, (1280, 720), 30)
+        .into_iter()
+        .filter_map(|(c, _)| c)
+        .collect();
+    let last_before = *before.last().expect("counters at 1280x720");
+    drop(fd);
+
+    let resized = s
+        .resize(&reply.output_id, 800, 600, 30)
+        .unwrap_or_else(|e| panic!("ResizeOutput: {e}\n{}", s.log()));
+    let m = resized.mode.expect("mode");
+    assert_eq!((m.width, m.height, m.refresh_mhz), (800, 600, 30_000));
+    let list = s.list();
+    assert_eq!(list.len(), 1, "still one output: {list:?}");
+    assert_eq!(list[0].output_id, reply.output_id);
+    assert_eq!(list[0].state, "ready");
+    let lm = list[0].mode.expect("mode");
+    assert_eq!((lm.width, lm.height), (800, 600));
+    assert_eq!(list[0].app_pid, reply.app_pid, "the app runs on");
+    let mut c = s.client();
+    let open =
+        s.rt.block_on(c.open_screencast(OpenScreencastRequest {
+            output_id: reply.output_id.clone(),
+        }))
+        .expect("OpenScreencast")
+        .into_inner();
+    let fd = s.redeem(open.screencast.as_ref().expect("ticket"));
+    let after: Vec<u32> = counters(&fd, open.pipewire_node_id, (800, 600), 30)
+        .into_iter()
+        .filter_map(|(c, _)| c)
+        .collect();
+    assert!(
+        after.len() >= 10 && after.iter().all(|&c| c > last_before),
+        "the app's counter goes on past {last_before} at 800x600: {after:?}"
+    );
+    eprintln!(
+        "sway 1280x720 → 800x600 in place: counters ..{last_before} then {}..{}",
+        after[0],
+        after[after.len() - 1]
+    );
+    drop(fd);
+    s.stop_output(&reply.output_id);
+    s.assert_nothing_left();
+
+    let mutter = s
+        .start_output(Backend::Mutter, 1280, 720, 60, None)
+        .unwrap_or_else(|e| panic!("StartOutput: {e}\n{}", s.log()));
+    assert!(!mutter.resizable);
+    let e = s
+        .resize(&mutter.output_id, 800, 600, 30)
+        .expect_err("mutter cannot resize in place");
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    let list = s.list();
+    assert_eq!(list[0].state, "ready");
+    let lm = list[0].mode.expect("mode");
+    assert_eq!((lm.width, lm.height), (1280, 720), "left as it was");
+    s.stop_output(&mutter.output_id);
     s.assert_nothing_left();
 }

@@ -43,6 +43,12 @@ impl Session for Slow {
     ) -> Result<Response<OpenScreencastReply>, Status> {
         Err(Status::unimplemented("test"))
     }
+    async fn resize_output(
+        &self,
+        _: Request<ResizeOutputRequest>,
+    ) -> Result<Response<ResizeOutputReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,6 +208,8 @@ pub enum Role {
     Keeper,
     /// The app launched in the output.
     App,
+    /// A one-shot command that changes a running output's mode (not recorded: it exits).
+    Resize,
 }
 
 impl Role {
@@ -220,6 +222,7 @@ impl Role {
             Role::Compositor => "compositor",
             Role::Keeper => "screencast",
             Role::App => "app",
+            Role::Resize => "resize",
         }
     }
 }
@@ -293,6 +296,12 @@ pub trait Backend: Send + Sync {
     fn required_globals(&self) -> &'static [&'static str];
     /// How the screencast is obtained.
     fn screencast(&self) -> Screencast;
+    /// The command that changes the running output's mode to `mode` in place, its app running
+    /// on (`None`: the backend cannot; a new mode needs a new output). The screencast keeper
+    /// is replaced afterwards: a node's buffers have one size.
+    fn resize(&self, _plan: &OutputPlan, _mode: Mode) -> Option<ProcessSpec> {
+        None
+    }
     /// The screencast keeper's process (`None`: the compositor publishes the node itself).
     fn keeper(&self, plan: &OutputPlan) -> Option<ProcessSpec> {
         let mode = match self.screencast() {
@@ -579,6 +588,11 @@ impl Sway {
     fn config_path(plan: &OutputPlan) -> PathBuf {
         plan.state_dir.join("sway.conf")
     }
+
+    /// sway's IPC socket (`SWAYSOCK`), which `swaymsg` changes the output's mode through.
+    pub fn ipc_socket(plan: &OutputPlan) -> PathBuf {
+        plan.runtime_dir.join("sway-ipc.sock")
+    }
 }
 
 /// sway (1.7) takes no socket name: it binds the first free of `wayland-1` ..= `wayland-32`
@@ -607,6 +621,11 @@ impl Backend for Sway {
     fn compositor(&self, plan: &OutputPlan) -> ProcessSpec {
         let mut env = plan.base_env();
         env.extend([
+            // sway takes its IPC socket's path from here when nothing is there yet.
+            (
+                "SWAYSOCK".into(),
+                Self::ipc_socket(plan).display().to_string(),
+            ),
             ("WLR_BACKENDS".into(), "headless".into()),
             ("WLR_LIBINPUT_NO_DEVICES".into(), "1".into()),
             ("WLR_RENDERER".into(), "pixman".into()),
@@ -633,6 +652,22 @@ impl Backend for Sway {
     }
     fn screencast(&self) -> Screencast {
         Screencast::WlrScreencopy
+    }
+    fn resize(&self, plan: &OutputPlan, mode: Mode) -> Option<ProcessSpec> {
+        Some(ProcessSpec {
+            role: Role::Resize,
+            argv: vec![
+                arg("swaymsg"),
+                arg("-s"),
+                Self::ipc_socket(plan).display().to_string(),
+                arg("output"),
+                arg(SWAY_HEADLESS_OUTPUT),
+                arg("mode"),
+                format!("{}x{}@{}Hz", mode.width, mode.height, mode.hz_text()),
+            ],
+            env: plan.base_env(),
+            wait_for: vec![Self::ipc_socket(plan)],
+        })
     }
 }
 
@@ -929,6 +964,38 @@ mod tests {
         );
         let keeper = Sway.keeper(&pl).unwrap();
         assert_eq!(keeper.argv[2], "screencopy");
+    }
+
+    #[test]
+    fn only_sway_resizes_in_place_through_its_own_ipc_socket() {
+        let pl = plan(M720);
+        let to = Mode {
+            width: 800,
+            height: 600,
+            refresh_mhz: 59_940,
+        };
+        let r = Sway.resize(&pl, to).expect("sway resizes in place");
+        let sock = "/run/user/1000/pf-0a1b2c3d/sway-ipc.sock";
+        assert_eq!(
+            r.argv,
+            [
+                "swaymsg",
+                "-s",
+                sock,
+                "output",
+                "HEADLESS-1",
+                "mode",
+                "800x600@59.94Hz"
+            ]
+        );
+        // The socket swaymsg talks to is the one sway was told to create.
+        assert_eq!(Sway.compositor(&pl).env_value("SWAYSOCK"), Some(sock));
+        assert_eq!(r.wait_for, [PathBuf::from(sock)]);
+        // mutter's `--virtual-monitor` (as we start it), KWin's `--virtual` output and
+        // gamescope's headless output are not resized at run time: a new mode is a new output.
+        for b in [&Mutter as &dyn Backend, &Kwin, &Gamescope, &Weston] {
+            assert!(b.resize(&pl, to).is_none(), "{}", b.kind());
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::SessionConfig;
 use crate::manager::Manager;
-use punktfunk_session::request::{start_spec, to_proto_backend};
+use punktfunk_session::request::{checked_mode, start_spec, to_proto_backend};
 
 struct SessionService {
     health: Arc<Health>,
@@ -66,6 +66,19 @@ impl Session for SessionService {
             mode: Some(to_proto_mode(started.mode)),
             app_pid: started.app_pid,
             audio_sink: OUTPUT_SINK.into(),
+            resizable: started.resizable,
+        }))
+    }
+
+    async fn resize_output(
+        &self,
+        req: Request<ResizeOutputRequest>,
+    ) -> Result<Response<ResizeOutputReply>, Status> {
+        let req = req.into_inner();
+        let mode = checked_mode(req.mode)?;
+        let mode = self.manager.resize(&req.output_id, mode).await?;
+        Ok(Response::new(ResizeOutputReply {
+            mode: Some(to_proto_mode(mode)),
         }))
     }
 

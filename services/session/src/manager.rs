@@ -54,6 +54,8 @@ pub enum OutputState {
     Ready,
     /// StopOutput is tearing it down.
     Stopping,
+    /// ResizeOutput is changing its mode and replacing its screencast.
+    Resizing,
 }
 
 impl OutputState {
@@ -63,6 +65,7 @@ impl OutputState {
             OutputState::Starting => "starting",
             OutputState::Ready => "ready",
             OutputState::Stopping => "stopping",
+            OutputState::Resizing => "resizing",
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct Started {
     pub mode: Mode,
     /// The app's pid (0: none).
     pub app_pid: u32,
+    /// [`Manager::resize`] can change its mode in place.
+    pub resizable: bool,
 }
 
 /// The output manager.
@@ -224,39 +229,16 @@ impl Manager {
         tracing::warn!(output = %id, old_node = record.node_id, "the screencast keeper died: obtaining a new screencast");
         let b = backend::backend(record.backend);
         let plan = self.plan_of(&record);
-        let result: anyhow::Result<u32> = async {
-            let spec = b
-                .keeper(&plan)
-                .ok_or_else(|| anyhow::anyhow!("the backend has no keeper"))?;
-            let _ = std::fs::remove_file(plan.node_file());
-            let mut exited = self.spawn(&spec, &plan, &mut record)?.exited;
-            let deadline = Instant::now() + self.budgets.screencast;
-            loop {
-                if let Some((node, _, _)) = keeper::read_node_file(&plan.node_file()) {
-                    return Ok(node);
-                }
-                if let Some(status) = exited.borrow().clone() {
-                    anyhow::bail!("the new keeper exited ({status})");
-                }
-                if Instant::now() >= deadline {
-                    anyhow::bail!("no node within {:?}", self.budgets.screencast);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    _ = exited.changed() => {}
-                }
-            }
-        }
-        .await;
+        let result = self
+            .new_keeper(b, &plan, &mut record)
+            .await
+            .map(|(node, _, _)| node);
         match result {
             Ok(node) => {
                 tracing::info!(output = %id, node, "new screencast obtained");
                 record.node_id = node;
                 self.save(&record);
-                if let Some(o) = self.outputs().get_mut(&id) {
-                    o.record = record;
-                    o.state = OutputState::Ready;
-                }
+                self.set_ready(&record);
             }
             Err(e) => {
                 tracing::error!(output = %id, error = %e, "cannot obtain a new screencast: stopping the output");
@@ -267,6 +249,160 @@ impl Manager {
             }
         }
         self.update_status();
+    }
+
+    /// Starts a screencast keeper for a live output and waits for its node file: the node and
+    /// the size it reports.
+    async fn new_keeper(
+        &self,
+        b: &dyn Backend,
+        plan: &OutputPlan,
+        record: &mut OutputRecord,
+    ) -> anyhow::Result<(u32, u32, u32)> {
+        let spec = b
+            .keeper(plan)
+            .ok_or_else(|| anyhow::anyhow!("the backend has no keeper"))?;
+        let _ = std::fs::remove_file(plan.node_file());
+        let mut exited = self.spawn(&spec, plan, record)?.exited;
+        let deadline = Instant::now() + self.budgets.screencast;
+        loop {
+            if let Some(node) = keeper::read_node_file(&plan.node_file()) {
+                return Ok(node);
+            }
+            if let Some(status) = exited.borrow().clone() {
+                anyhow::bail!(
+                    "the new keeper exited ({status}): {}",
+                    last_lines(&plan.log_file(Role::Keeper), 3)
+                );
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("no node within {:?}", self.budgets.screencast);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = exited.changed() => {}
+            }
+        }
+    }
+
+    /// Changes a ready output's mode in place, where its backend can (sway): the app runs on,
+    /// the screencast is replaced (a node's buffers have one size) and the reply comes once the
+    /// new one is ready, at the size the new node reports. A backend that cannot answers
+    /// UNIMPLEMENTED before anything changes (the caller starts a new output instead).
+    pub async fn resize(self: &Arc<Self>, id: &str, mode: Mode) -> Result<Mode, Status> {
+        let record = {
+            let mut outputs = self.outputs();
+            let o = outputs
+                .get_mut(id)
+                .filter(|o| o.state == OutputState::Ready)
+                .ok_or_else(|| Status::not_found(format!("no ready output {id:?}")))?;
+            if o.record.mode == mode {
+                return Ok(mode);
+            }
+            let b = backend::backend(o.record.backend);
+            if b.resize(&self.plan_of(&o.record), mode).is_none() {
+                return Err(Status::unimplemented(format!(
+                    "{} outputs cannot change their mode in place: start a new output at {mode}",
+                    o.record.backend
+                )));
+            }
+            // The watcher leaves it alone while its keeper is replaced.
+            o.state = OutputState::Resizing;
+            o.record.clone()
+        };
+        self.update_status();
+        // Run to completion even if the caller goes away: the output must end up ready again
+        // (at one mode or the other) or cleaned up.
+        let me = self.clone();
+        let result = tokio::spawn(async move { me.resize_in_place(record, mode).await })
+            .await
+            .map_err(|e| Status::internal(format!("the resize task failed: {e}")))?;
+        self.update_status();
+        result
+    }
+
+    async fn resize_in_place(&self, mut record: OutputRecord, mode: Mode) -> Result<Mode, Status> {
+        let b = backend::backend(record.backend);
+        let id = record.id.clone();
+        let from = record.mode;
+        if let Err(e) = self.run_resize(b, &record, mode).await {
+            // Nothing changed: the output goes on at its mode with its screencast.
+            self.set_ready(&record);
+            return Err(Status::failed_precondition(format!(
+                "output {id} cannot change from {from} to {mode}: {e:#}"
+            )));
+        }
+        stop_process(&record, Role::Keeper).await;
+        record.mode = mode;
+        let plan = self.plan_of(&record);
+        match self.new_keeper(b, &plan, &mut record).await {
+            Ok((node, w, h)) => {
+                record.node_id = node;
+                if w > 0 && h > 0 {
+                    record.mode = Mode {
+                        width: w,
+                        height: h,
+                        ..mode
+                    };
+                }
+                self.save(&record);
+                self.set_ready(&record);
+                tracing::info!(output = %id, %from, to = %record.mode, node, "output resized in place");
+                Ok(record.mode)
+            }
+            Err(e) => {
+                tracing::error!(output = %id, error = %e, "no screencast after the resize: stopping the output");
+                self.outputs().remove(&id);
+                if let Err(e) = self.teardown(record).await {
+                    tracing::error!(error = %e, "cleanup left something behind");
+                }
+                Err(Status::unavailable(format!(
+                    "output {id} changed to {mode} but gave no screencast ({e:#}); it was stopped"
+                )))
+            }
+        }
+    }
+
+    /// Runs the backend's resize command to completion (bounded by the screencast budget).
+    async fn run_resize(
+        &self,
+        b: &dyn Backend,
+        record: &OutputRecord,
+        mode: Mode,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let plan = self.plan_of(record);
+        let spec = b.resize(&plan, mode).context("the backend cannot resize")?;
+        wait_for_sockets(&spec, &plan).await?;
+        let (prog, args) = spec.argv.split_first().context("a resize without argv")?;
+        let run = tokio::process::Command::new(prog)
+            .args(args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(plan.home())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(self.budgets.screencast, run)
+            .await
+            .with_context(|| format!("{prog} did not answer within {:?}", self.budgets.screencast))?
+            .with_context(|| format!("cannot run {prog}"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{prog} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts a record back as a ready output.
+    fn set_ready(&self, record: &OutputRecord) {
+        if let Some(o) = self.outputs().get_mut(&record.id) {
+            o.record = record.clone();
+            o.state = OutputState::Ready;
+        }
     }
 
     /// The plan of a recorded output (for processes started after adoption).
@@ -428,6 +564,7 @@ impl Manager {
             ticket,
             mode,
             app_pid,
+            resizable: b.resize(&plan, mode).is_some(),
         })
     }
 
@@ -939,6 +1076,28 @@ fn make_dirs(b: &dyn Backend, plan: &OutputPlan) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", f.path.display()))?;
     }
     Ok(())
+}
+
+/// Ends one process of an output (SIGTERM, SIGKILL after [`STOP_GRACE`]) and waits until it is
+/// gone; a process that is not ours any more (its start time changed) is left alone.
+async fn stop_process(record: &OutputRecord, role: Role) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(p) = record.process(role).cloned() else {
+        return;
+    };
+    let Some(pid) = Pid::from_raw(p.pid as i32) else {
+        return;
+    };
+    for (signal, wait) in [(Signal::TERM, STOP_GRACE), (Signal::KILL, KILL_WAIT)] {
+        if !proc::alive(p.pid, p.start_ticks) {
+            return;
+        }
+        let _ = kill_process(pid, signal);
+        let deadline = Instant::now() + wait;
+        while proc::alive(p.pid, p.start_ticks) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 fn teardown_blocking(journal: &Journal, record: &OutputRecord) -> anyhow::Result<()> {

@@ -16,16 +16,7 @@ pub const MAX_TEXT: usize = 4096;
 
 /// Checks a request; `default` is the configured backend for BACKEND_UNSPECIFIED.
 pub fn start_spec(req: StartOutputRequest, default: BackendKind) -> Result<StartSpec, Status> {
-    let m = req
-        .mode
-        .ok_or_else(|| Status::invalid_argument("mode is required (width, height, refresh)"))?;
-    let mode = Mode {
-        width: m.width,
-        height: m.height,
-        refresh_mhz: m.refresh_mhz,
-    };
-    mode.validate()
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mode = checked_mode(req.mode)?;
     let backend = from_proto_backend(req.backend, default)?;
     let app = req.app.unwrap_or_default();
     if app.command.len() > MAX_ARGS || app.env.len() > MAX_ENV {
@@ -54,6 +45,20 @@ pub fn start_spec(req: StartOutputRequest, default: BackendKind) -> Result<Start
         app_command: app.command,
         app_env: env,
     })
+}
+
+/// A request's mode, within the bounds every output's mode has (StartOutput, ResizeOutput).
+pub fn checked_mode(m: Option<punktfunk_proto::common::Mode>) -> Result<Mode, Status> {
+    let m =
+        m.ok_or_else(|| Status::invalid_argument("mode is required (width, height, refresh)"))?;
+    let mode = Mode {
+        width: m.width,
+        height: m.height,
+        refresh_mhz: m.refresh_mhz,
+    };
+    mode.validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(mode)
 }
 
 /// What StartOutput asks for, checked.

@@ -1,5 +1,6 @@
 //! Everything punktfunk-session parses from outside itself, fed arbitrary bytes: a
-//! StartOutputRequest off the wire (prost decode, then the request checks), an output journal
+//! StartOutputRequest and a ResizeOutputRequest off the wire (prost decode, then the request
+//! checks), an output journal
 //! record, a keeper's node file, a compositor's `--version` output, `/proc/<pid>/stat`,
 //! `pw-dump`'s output (the screencopy keeper's node) and a compositor's screencopy offer (with
 //! the row copy of a frame it describes, in both orientations, from a source of any length).
@@ -9,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use punktfunk_proto::session::StartOutputRequest;
+use punktfunk_proto::session::{ResizeOutputRequest, StartOutputRequest};
 use punktfunk_session::backend::BackendKind;
 use punktfunk_session::screencopy::{self, MAX_FRAME_BYTES, Offer, copy_frame};
 use punktfunk_session::{floors, journal, proc, request};
@@ -23,6 +24,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(spec.app_command.len() <= request::MAX_ARGS);
         assert!(spec.app_env.len() <= request::MAX_ENV);
         assert!(spec.client.len() <= request::MAX_TEXT);
+    }
+    if let Ok(req) = ResizeOutputRequest::decode(data)
+        && let Ok(mode) = request::checked_mode(req.mode)
+    {
+        assert!(mode.validate().is_ok());
     }
     let _ = journal::parse_record(data);
     let text = String::from_utf8_lossy(data);

@@ -606,17 +606,7 @@ fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size
         Some(Value::from("800x600@30")),
         "the host's last word is the new mode: {r:#}"
     );
-    let runs: Vec<(u64, u64, u64)> = r["picture_sizes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                    (n("width"), n("height"), n("pictures"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let runs = picture_runs(&r);
     let (first, last) = (runs.first(), runs.last());
     assert_eq!(
         first.map(|r| (r.0, r.1)),
@@ -634,6 +624,81 @@ fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size
         "a few seconds of pictures at the new size: {runs:?}"
     );
     eprintln!("picture sizes through the reconfiguration: {runs:?}");
+    assert_outputs_gone_soon(&stack);
+    assert_media_idle_soon(&stack);
+}
+
+/// The report's runs of decoded picture sizes: (width, height, pictures).
+fn picture_runs(r: &Value) -> Vec<(u64, u64, u64)> {
+    r["picture_sizes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                    (n("width"), n("height"), n("pictures"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With sway a mode `Reconfigure` changes the output in place: the pictures after it have the
+/// new size and the app's counter goes on (the same app; a new one would start again at 0),
+/// and one output is stopped at the end.
+#[test]
+fn compositor_source_reconfigure_of_a_sway_output_resizes_it_in_place_with_its_app_running_on() {
+    let sway = punktfunk_tests::sway_dir();
+    let path = punktfunk_tests::path_with_sway(sway.path());
+    let mut stack = Stack::start(&[
+        ("transport", "PUNKTFUNK_SOURCE", "compositor"),
+        ("session", "PATH", &path),
+    ]);
+    stack.pair().expect("pair");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = decoding_stream(&stack, "10", MODE, "20000", &dir.path().join("frames.csv"))
+        .args([
+            "--app",
+            "Test pattern",
+            "--compositor",
+            "sway",
+            "--reconfigure",
+            "3:800x600@30:20000",
+        ])
+        .output()
+        .expect("client");
+    let r = report(&out, &mut stack);
+    let runs = picture_runs(&r);
+    assert_eq!(
+        runs.first().map(|r| (r.0, r.1)),
+        Some((1280, 720)),
+        "pictures before: {runs:?}"
+    );
+    assert!(
+        runs.last()
+            .is_some_and(|r| (r.0, r.1) == (800, 600) && r.2 >= 30),
+        "a few seconds of pictures at the new size: {runs:?}\n--- transport log ---\n{}",
+        tail(&stack.log("transport"))
+    );
+    let counters: Vec<u64> = read_frames(&dir.path().join("frames.csv"))
+        .iter()
+        .filter_map(|f| f.counter)
+        .collect();
+    assert!(
+        counters.windows(2).all(|w| w[0] <= w[1]),
+        "the app's counter went back (a new app?): {counters:?}"
+    );
+    let session = stack.log("session");
+    assert!(
+        session.contains("output resized in place"),
+        "{}",
+        tail(&session)
+    );
+    eprintln!(
+        "sway resized in place: picture sizes {runs:?}, counters {}..={}",
+        counters[0],
+        counters[counters.len() - 1]
+    );
     assert_outputs_gone_soon(&stack);
     assert_media_idle_soon(&stack);
 }

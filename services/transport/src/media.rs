@@ -460,6 +460,9 @@ impl Shell {
         let Some(old) = self.plan.output.clone() else {
             return CallOutcome::Gone;
         };
+        if old.resizable {
+            return self.resize_output(old, plan).await;
+        }
         let new = match old.like_at(plan.mode).await {
             Ok(o) => o,
             Err(r) => return CallOutcome::Refused(r.message),
@@ -481,6 +484,49 @@ impl Shell {
             }
             Err(e) => {
                 tracing::warn!("media did not start on the new output: {e}");
+                self.last_error = Some(e);
+                CallOutcome::Gone
+            }
+        }
+    }
+
+    /// A new mode of an output that changes its mode in place (sway): the stream stops (its
+    /// node goes with the old size), the output takes the mode with its app running on, and a
+    /// new stream starts on its new screencast. An output that could not change gets replaced
+    /// by a new one at the mode, as for a backend that cannot resize.
+    async fn resize_output(
+        &mut self,
+        output: crate::output::Output,
+        plan: &supervisor::Plan,
+    ) -> CallOutcome {
+        if let Some(r) = self.running.take() {
+            stop_pumps(r.pumps).await;
+            stop_remote(r.client, r.stream_id).await;
+        }
+        self.plan.mode = plan.mode;
+        self.plan.bitrate_kbps = plan.bitrate_kbps;
+        match output.resize(plan.mode).await {
+            Ok(resized) => {
+                tracing::info!(output = %resized.id, "the output took the client's new mode in place");
+                self.plan.output = Some(resized);
+            }
+            Err(r) => tracing::warn!(output = %output.id, "{}; starting a new output", r.message),
+        }
+        if let Err(r) = self.output_at_plan_mode().await {
+            tracing::warn!("no output at the session's new mode yet: {}", r.message);
+            return CallOutcome::Gone;
+        }
+        match self.start_flagged().await {
+            Ok(r) => {
+                tracing::info!(
+                    stream_id = r.stream_id,
+                    "media streams the output at its new mode"
+                );
+                self.running = Some(r);
+                CallOutcome::Done
+            }
+            Err(e) => {
+                tracing::warn!("media did not start at the new mode: {e}");
                 self.last_error = Some(e);
                 CallOutcome::Gone
             }

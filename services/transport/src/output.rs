@@ -15,7 +15,8 @@ use punktfunk_control::error::{CODE_OUTPUT_FAILED, CODE_UNKNOWN_APP};
 use punktfunk_proto::common::{FdTicket, Mode};
 use punktfunk_proto::session::session_client::SessionClient;
 use punktfunk_proto::session::{
-    AppLaunch, Backend, OpenScreencastRequest, StartOutputRequest, StopOutputRequest,
+    AppLaunch, Backend, OpenScreencastRequest, ResizeOutputRequest, StartOutputRequest,
+    StopOutputRequest,
 };
 use tonic::transport::Channel;
 
@@ -87,10 +88,13 @@ pub struct Output {
     runtime_dir: PathBuf,
     /// The output's id (its journal entry in punktfunk-session).
     pub id: String,
-    /// Its mode, who it is for and what runs in it: a new mode starts a new output like it.
+    /// Its mode, who it is for and what runs in it: a new mode starts a new output like it
+    /// unless it is `resizable`.
     pub mode: Mode,
     client: String,
     app: AppChoice,
+    /// It can change its mode in place ([`Output::resize`]; session says so).
+    pub resizable: bool,
 }
 
 /// A screencast to hand to media: the node and a one-use ticket for its PipeWire remote.
@@ -166,6 +170,31 @@ impl Output {
             mode,
             client: client.to_string(),
             app: app.clone(),
+            resizable: reply.resizable,
+        })
+    }
+
+    /// This output at `mode`, changed in place (its app runs on); its screencast is a new node
+    /// (fetch it with [`Output::screencast`]). A refusal leaves the output at its mode, or
+    /// stopped when it gave no screencast at the new one (session says which).
+    pub async fn resize(&self, mode: Mode) -> Result<Self, Refusal> {
+        let mut session = connect(&self.runtime_dir).await?;
+        let mut req = tonic::Request::new(ResizeOutputRequest {
+            output_id: self.id.clone(),
+            mode: Some(mode),
+        });
+        req.set_timeout(START_TIMEOUT);
+        let reply = session
+            .resize_output(req)
+            .await
+            .map_err(|s| Refusal {
+                code: CODE_OUTPUT_FAILED,
+                message: format!("the output did not change its mode: {}", s.message()),
+            })?
+            .into_inner();
+        Ok(Self {
+            mode: reply.mode.unwrap_or(mode),
+            ..self.clone()
         })
     }
 

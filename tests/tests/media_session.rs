@@ -434,6 +434,19 @@ fn compositor_stack() -> Stack {
     stack
 }
 
+/// [`compositor_stack`] whose session can start sway outputs (the wrapper's directory must
+/// live as long as the stack).
+fn sway_stack() -> (tempfile::TempDir, Stack) {
+    let sway = punktfunk_tests::sway_dir();
+    let path = punktfunk_tests::path_with_sway(sway.path());
+    let stack = Stack::start(&[
+        ("transport", "PUNKTFUNK_SOURCE", "compositor"),
+        ("session", "PATH", &path),
+    ]);
+    stack.pair().expect("pair");
+    (sway, stack)
+}
+
 /// `stream --app "Test pattern" --decode` for `seconds` at `mode` (spawned, stdout piped),
 /// in the host's default compositor or `compositor`; the frames go to `dir/frames.csv`, one
 /// decoded picture to `dir/frame.png`.
@@ -544,13 +557,7 @@ fn compositor_source_streams_the_test_pattern_app_from_mutter_at_each_clients_mo
 /// stage's latency.
 #[test]
 fn compositor_source_streams_the_test_pattern_app_from_sway_at_720p60_with_most_frames() {
-    let sway = punktfunk_tests::sway_dir();
-    let path = punktfunk_tests::path_with_sway(sway.path());
-    let mut stack = Stack::start(&[
-        ("transport", "PUNKTFUNK_SOURCE", "compositor"),
-        ("session", "PATH", &path),
-    ]);
-    stack.pair().expect("pair");
+    let (_sway, mut stack) = sway_stack();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = test_pattern_stream(&stack, "8", MODE, dir.path(), Some("sway"))
         .wait_with_output()
@@ -648,13 +655,7 @@ fn picture_runs(r: &Value) -> Vec<(u64, u64, u64)> {
 /// and one output is stopped at the end.
 #[test]
 fn compositor_source_reconfigure_of_a_sway_output_resizes_it_in_place_with_its_app_running_on() {
-    let sway = punktfunk_tests::sway_dir();
-    let path = punktfunk_tests::path_with_sway(sway.path());
-    let mut stack = Stack::start(&[
-        ("transport", "PUNKTFUNK_SOURCE", "compositor"),
-        ("session", "PATH", &path),
-    ]);
-    stack.pair().expect("pair");
+    let (_sway, mut stack) = sway_stack();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = decoding_stream(&stack, "10", MODE, "20000", &dir.path().join("frames.csv"))
         .args([

@@ -141,6 +141,16 @@ impl Session {
         self.rt.block_on(c.resize_output(r)).map(|r| r.into_inner())
     }
 
+    fn open_screencast(&self, id: &str) -> OpenScreencastReply {
+        let mut c = self.client();
+        self.rt
+            .block_on(c.open_screencast(OpenScreencastRequest {
+                output_id: id.into(),
+            }))
+            .expect("OpenScreencast")
+            .into_inner()
+    }
+
     fn stop_output(&self, id: &str) {
         let mut c = self.client();
         self.rt
@@ -562,13 +572,7 @@ fn outputs_survive_kill_9_of_the_manager_and_the_restarted_one_adopts_and_stops_
         "{table}"
     );
     // A fresh ticket from the new manager reaches the same node.
-    let mut c = s.client();
-    let open =
-        s.rt.block_on(c.open_screencast(OpenScreencastRequest {
-            output_id: reply.output_id.clone(),
-        }))
-        .expect("OpenScreencast")
-        .into_inner();
+    let open = s.open_screencast(&reply.output_id);
     assert_eq!(open.pipewire_node_id, reply.pipewire_node_id);
     let fd = s.redeem(open.screencast.as_ref().expect("ticket"));
     assert_eq!(consume(&fd, open.pipewire_node_id, 5), (1280, 720));
@@ -821,13 +825,7 @@ fn a_dead_screencast_keeper_is_replaced_and_the_new_node_delivers() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut c = s.client();
-    let open =
-        s.rt.block_on(c.open_screencast(OpenScreencastRequest {
-            output_id: reply.output_id.clone(),
-        }))
-        .expect("OpenScreencast")
-        .into_inner();
+    let open = s.open_screencast(&reply.output_id);
     assert_eq!(open.pipewire_node_id, node);
     let fd = s.redeem(open.screencast.as_ref().expect("ticket"));
     assert_eq!(consume(&fd, node, 5), (1280, 720));
@@ -868,13 +866,7 @@ fn sway_resizes_in_place_with_its_app_running_on_and_mutter_says_it_cannot() {
     let lm = list[0].mode.expect("mode");
     assert_eq!((lm.width, lm.height), (800, 600));
     assert_eq!(list[0].app_pid, reply.app_pid, "the app runs on");
-    let mut c = s.client();
-    let open =
-        s.rt.block_on(c.open_screencast(OpenScreencastRequest {
-            output_id: reply.output_id.clone(),
-        }))
-        .expect("OpenScreencast")
-        .into_inner();
+    let open = s.open_screencast(&reply.output_id);
     let fd = s.redeem(open.screencast.as_ref().expect("ticket"));
     let after: Vec<u32> = counters(&fd, open.pipewire_node_id, (800, 600), 30)
         .into_iter()

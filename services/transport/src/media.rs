@@ -512,11 +512,7 @@ impl Shell {
             }
             Err(r) => tracing::warn!(output = %output.id, "{}; starting a new output", r.message),
         }
-        if let Err(r) = self.output_at_plan_mode().await {
-            tracing::warn!("no output at the session's new mode yet: {}", r.message);
-            return CallOutcome::Gone;
-        }
-        match self.start_flagged().await {
+        match self.start_at_plan_mode().await {
             Ok(r) => {
                 tracing::info!(
                     stream_id = r.stream_id,
@@ -526,8 +522,10 @@ impl Shell {
                 CallOutcome::Done
             }
             Err(e) => {
-                tracing::warn!("media did not start at the new mode: {e}");
-                self.last_error = Some(e);
+                if let Some(e) = e {
+                    tracing::warn!("media did not start at the new mode: {e}");
+                    self.last_error = Some(e);
+                }
                 CallOutcome::Gone
             }
         }
@@ -566,11 +564,7 @@ impl Shell {
     /// One attempt to start a new stream after media was lost; its first frames are flagged
     /// discontinuous.
     async fn restart(&mut self, restarts: u64) -> CallOutcome {
-        if let Err(r) = self.output_at_plan_mode().await {
-            tracing::warn!("no output at the session's new mode yet: {}", r.message);
-            return CallOutcome::Gone;
-        }
-        match self.start_flagged().await {
+        match self.start_at_plan_mode().await {
             Ok(r) => {
                 tracing::info!(
                     stream_id = r.stream_id,
@@ -580,22 +574,33 @@ impl Shell {
                 self.running = Some(r);
                 CallOutcome::Done
             }
+            Err(None) => CallOutcome::Gone,
             // The stream we gave up may still hold its encoder until media stops or reaps it
             // (a stalled media answers StopStream late): no capacity is not final yet.
-            Err(MediaError::Refused {
+            Err(Some(MediaError::Refused {
                 code: tonic::Code::ResourceExhausted,
                 ..
-            }) if self.lost_at.is_some_and(|t| t.elapsed() < CAPACITY_GRACE) => CallOutcome::Gone,
-            Err(e @ MediaError::Refused { .. }) => {
+            })) if self.lost_at.is_some_and(|t| t.elapsed() < CAPACITY_GRACE) => CallOutcome::Gone,
+            Err(Some(e @ MediaError::Refused { .. })) => {
                 let why = e.to_string();
                 self.last_error = Some(e);
                 CallOutcome::Refused(why)
             }
-            Err(e) => {
+            Err(Some(e)) => {
                 tracing::debug!("media not back yet: {e}");
                 CallOutcome::Gone
             }
         }
+    }
+
+    /// Brings the output to the plan's mode (a new output when it is not) and starts a stream
+    /// on it, its first frames flagged discontinuous. `Err(None)`: no output at the mode yet.
+    async fn start_at_plan_mode(&mut self) -> Result<Running, Option<MediaError>> {
+        if let Err(r) = self.output_at_plan_mode().await {
+            tracing::warn!("no output at the session's new mode yet: {}", r.message);
+            return Err(None);
+        }
+        self.start_flagged().await.map_err(Some)
     }
 }
 

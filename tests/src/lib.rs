@@ -440,12 +440,64 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Every live process whose environment points into one of this supervisor's output
+    /// runtime dirs (`<run>/pf-*`): an output's processes, or what one left behind.
+    pub fn output_processes(&self) -> Vec<(u32, String)> {
+        processes_with_env(&self.output_env_prefix())
+    }
+
+    /// What every output process's environment holds: `XDG_RUNTIME_DIR=<run>/pf-`.
+    pub fn output_env_prefix(&self) -> String {
+        format!("XDG_RUNTIME_DIR={}/pf-", self.runtime_dir().display())
+    }
+}
+
+/// Every live (not zombie) process with an environment entry starting with `prefix`, with its
+/// command line.
+pub fn processes_with_env(prefix: &str) -> Vec<(u32, String)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in procs.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie
+            && env
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(prefix.as_bytes()))
+        {
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         for u in &mut self.units {
             if let Some(mut c) = u.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
+            }
+        }
+        // Outputs outlive punktfunk-session by design; a test that failed before its session
+        // ended leaves them running, loading the machine for the tests after it.
+        for (pid, _) in self.output_processes() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
         }
     }

@@ -174,43 +174,13 @@ impl Session {
         self.sup.socket_dir().join("outputs")
     }
 
-    /// Every process whose environment points into one of this supervisor's output runtime
-    /// dirs (`<run>/pf-*`): what an output leaves behind.
-    fn leftover_processes(&self) -> Vec<(u32, String)> {
-        let needle = format!("XDG_RUNTIME_DIR={}/pf-", self.sup.runtime_dir().display());
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z'));
-            if !zombie
-                && env
-                    .split(|b| *b == 0)
-                    .any(|v| v.starts_with(needle.as_bytes()))
-            {
-                let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .replace('\0', " ");
-                out.push((pid, cmd));
-            }
-        }
-        out
-    }
-
     /// Asserts that no output left anything: processes, runtime dirs, state dirs, journal.
     fn assert_nothing_left(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut procs = self.leftover_processes();
+        let mut procs = self.sup.output_processes();
         while !procs.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
-            procs = self.leftover_processes();
+            procs = self.sup.output_processes();
         }
         assert!(procs.is_empty(), "processes left behind: {procs:?}");
         let dirs: Vec<String> = std::fs::read_dir(self.sup.runtime_dir())
@@ -232,30 +202,6 @@ impl Session {
 
     fn log(&self) -> String {
         self.sup.log("session")
-    }
-}
-
-impl Drop for Session {
-    /// Outputs outlive the manager by design, so a test that fails half-way would leave its
-    /// compositors running: end every journaled output's process group.
-    fn drop(&mut self) {
-        let Ok(dir) = std::fs::read_dir(self.journal_dir()) else {
-            return;
-        };
-        for e in dir.flatten() {
-            let Ok(text) = std::fs::read_to_string(e.path()) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                continue;
-            };
-            if let Some(pgid) = v["pgid"]
-                .as_i64()
-                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
-        }
     }
 }
 
@@ -899,4 +845,32 @@ fn sway_resizes_in_place_with_its_app_running_on_and_mutter_says_it_cannot() {
     assert_eq!((lm.width, lm.height), (1280, 720), "left as it was");
     s.stop_output(&mutter.output_id);
     s.assert_nothing_left();
+}
+
+/// The harness: outputs outlive punktfunk-session by design, so a test that fails before its
+/// session ended would leave its compositor, PipeWire and app running into the tests after it.
+/// Dropping the supervisor kills every process of its outputs.
+#[test]
+fn outputs_a_test_leaves_behind_die_with_its_supervisor() {
+    let prefix;
+    {
+        let s = Session::start(None);
+        s.start_output(Backend::Mutter, 640, 480, 30, Some(ANIMATING_APP))
+            .unwrap_or_else(|e| panic!("StartOutput: {e}\n{}", s.log()));
+        prefix = s.sup.output_env_prefix();
+        let n = s.sup.output_processes().len();
+        assert!(
+            n >= 5,
+            "bus, pipewire, wireplumber, mutter, keeper, app: {n}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = punktfunk_tests::processes_with_env(&prefix);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

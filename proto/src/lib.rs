@@ -34,6 +34,11 @@ pub mod limits {
     pub const MAX_SEAT_PADS: usize = 4;
     /// Fingers (slots) of a seat's touchscreen (`seat.Touch.slot`).
     pub const SEAT_TOUCH_SLOTS: u32 = 10;
+    /// The stream's sound: Opus at this rate (Hz), what media encodes, a compositor output's
+    /// sink runs at, and hosts offer in `Welcome.audio`.
+    pub const AUDIO_RATE: u32 = 48_000;
+    /// Channels of the stream's sound (stereo).
+    pub const AUDIO_CHANNELS: u32 = 2;
 }
 
 /// Messages every daemon API shares (health, fd tickets, modes, codecs).

@@ -597,22 +597,37 @@ fn compositor_source_streams_the_test_pattern_app_from_sway_at_720p60_with_most_
 fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size() {
     let mut stack = compositor_stack();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = decoding_stream(&stack, "10", MODE, "20000", &dir.path().join("frames.csv"))
-        .args([
-            "--app",
-            "Test pattern",
-            "--reconfigure",
-            "3:800x600@30:20000",
-        ])
-        .output()
-        .expect("client");
-    let r = report(&out, &mut stack);
+    let (r, runs) = reconfigure_to_800x600(&mut stack, &dir.path().join("frames.csv"), &[]);
     let answers = r["reconfigured"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         answers.last().map(|a| a["mode"].clone()),
         Some(Value::from("800x600@30")),
         "the host's last word is the new mode: {r:#}"
     );
+    eprintln!("picture sizes through the reconfiguration: {runs:?}");
+    assert_outputs_gone_soon(&stack);
+    assert_media_idle_soon(&stack);
+}
+
+/// `stream --app "Test pattern" --decode` for 10 s at [`MODE`] with a `Reconfigure` to
+/// 800x600@30 at 3 s (and `extra` arguments), frames to `csv`: the report and its runs of
+/// picture sizes, which must start at 1280x720 and end with a few seconds at 800x600.
+fn reconfigure_to_800x600(
+    stack: &mut Stack,
+    csv: &std::path::Path,
+    extra: &[&str],
+) -> (Value, Vec<(u64, u64, u64)>) {
+    let out = decoding_stream(stack, "10", MODE, "20000", csv)
+        .args([
+            "--app",
+            "Test pattern",
+            "--reconfigure",
+            "3:800x600@30:20000",
+        ])
+        .args(extra)
+        .output()
+        .expect("client");
+    let r = report(&out, stack);
     let runs = picture_runs(&r);
     let (first, last) = (runs.first(), runs.last());
     assert_eq!(
@@ -630,9 +645,7 @@ fn compositor_source_reconfigure_to_another_mode_yields_pictures_of_the_new_size
         last.is_some_and(|r| r.2 >= 30),
         "a few seconds of pictures at the new size: {runs:?}"
     );
-    eprintln!("picture sizes through the reconfiguration: {runs:?}");
-    assert_outputs_gone_soon(&stack);
-    assert_media_idle_soon(&stack);
+    (r, runs)
 }
 
 /// The report's runs of decoded picture sizes: (width, height, pictures).
@@ -657,34 +670,9 @@ fn picture_runs(r: &Value) -> Vec<(u64, u64, u64)> {
 fn compositor_source_reconfigure_of_a_sway_output_resizes_it_in_place_with_its_app_running_on() {
     let (_sway, mut stack) = sway_stack();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = decoding_stream(&stack, "10", MODE, "20000", &dir.path().join("frames.csv"))
-        .args([
-            "--app",
-            "Test pattern",
-            "--compositor",
-            "sway",
-            "--reconfigure",
-            "3:800x600@30:20000",
-        ])
-        .output()
-        .expect("client");
-    let r = report(&out, &mut stack);
-    let runs = picture_runs(&r);
-    assert_eq!(
-        runs.first().map(|r| (r.0, r.1)),
-        Some((1280, 720)),
-        "pictures before: {runs:?}"
-    );
-    assert!(
-        runs.last()
-            .is_some_and(|r| (r.0, r.1) == (800, 600) && r.2 >= 30),
-        "a few seconds of pictures at the new size: {runs:?}\n--- transport log ---\n{}",
-        tail(&stack.log("transport"))
-    );
-    let counters: Vec<u64> = read_frames(&dir.path().join("frames.csv"))
-        .iter()
-        .filter_map(|f| f.counter)
-        .collect();
+    let csv = dir.path().join("frames.csv");
+    let (_, runs) = reconfigure_to_800x600(&mut stack, &csv, &["--compositor", "sway"]);
+    let counters: Vec<u64> = read_frames(&csv).iter().filter_map(|f| f.counter).collect();
     assert!(
         counters.windows(2).all(|w| w[0] <= w[1]),
         "the app's counter went back (a new app?): {counters:?}"

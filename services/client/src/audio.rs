@@ -48,6 +48,16 @@ pub struct AudioOutcome {
     pub frequency_hz: Option<f64>,
 }
 
+/// The sum of the squared samples, each as 0..1 of full scale.
+fn sum_of_squares<'a>(samples: impl Iterator<Item = &'a i16>) -> f64 {
+    samples
+        .map(|&s| {
+            let v = f64::from(s) / 32768.0;
+            v * v
+        })
+        .sum()
+}
+
 /// The zero-crossing count of the first channel over the loud packets.
 #[derive(Debug, Default)]
 struct ToneCounter {
@@ -67,13 +77,7 @@ impl ToneCounter {
         if n == 0 {
             return;
         }
-        let squares: f64 = first()
-            .map(|&s| {
-                let v = f64::from(s) / 32768.0;
-                v * v
-            })
-            .sum();
-        if (squares / n as f64).sqrt() < TONE_RMS {
+        if (sum_of_squares(first()) / n as f64).sqrt() < TONE_RMS {
             // A quiet packet ends the run: the next swing starts a new one uncounted.
             self.side = 0;
             return;
@@ -162,13 +166,7 @@ impl AudioDecoder {
             Ok(per_channel) => {
                 // Interleaved output: samples per channel × the decoder's channels.
                 let n = (per_channel * self.channels).min(self.pcm.len());
-                self.squares += self.pcm[..n]
-                    .iter()
-                    .map(|&s| {
-                        let v = f64::from(s) / 32768.0;
-                        v * v
-                    })
-                    .sum::<f64>();
+                self.squares += sum_of_squares(self.pcm[..n].iter());
                 self.tone.push(&self.pcm[..n], self.channels);
                 self.out.samples += n as u64;
                 self.out.decoded += 1;
@@ -232,13 +230,23 @@ mod tests {
                     s[1] = v;
                     t += 1;
                 }
-                let packet = enc.encode_vec(&pcm, 1500).expect("encode");
-                let mut frame = Vec::new();
-                AuTiming::default().push_to(&mut frame);
-                frame.extend_from_slice(&packet);
-                frame
+                enveloped(&mut enc, &pcm)
             })
             .collect()
+    }
+
+    /// `pcm` encoded as one Opus packet in its AU envelope, as the data plane carries it.
+    fn enveloped(enc: &mut opus::Encoder, pcm: &[i16]) -> Vec<u8> {
+        let packet = enc.encode_vec(pcm, 1500).expect("encode");
+        let mut frame = Vec::new();
+        AuTiming::default().push_to(&mut frame);
+        frame.extend_from_slice(&packet);
+        frame
+    }
+
+    /// 5 ms of stereo silence as an Opus packet in its envelope.
+    fn silent_packet(enc: &mut opus::Encoder) -> Vec<u8> {
+        enveloped(enc, &[0i16; 480])
     }
 
     #[test]
@@ -276,11 +284,7 @@ mod tests {
         for hz in [220.0, 880.0, 1000.0, 3000.0] {
             let mut d = AudioDecoder::new(2, 48_000);
             for _ in 0..100 {
-                let packet = enc.encode_vec(&[0i16; 480], 1500).expect("encode");
-                let mut frame = Vec::new();
-                AuTiming::default().push_to(&mut frame);
-                frame.extend_from_slice(&packet);
-                d.push(&frame);
+                d.push(&silent_packet(&mut enc));
             }
             assert_eq!(d.outcome().frequency_hz, None, "silence has no tone");
             for frame in sine_packets(200, hz) {
@@ -325,11 +329,7 @@ mod tests {
                 .expect("encoder");
         let mut d = AudioDecoder::new(2, 48_000);
         for _ in 0..50 {
-            let packet = enc.encode_vec(&[0i16; 480], 1500).expect("encode");
-            let mut frame = Vec::new();
-            AuTiming::default().push_to(&mut frame);
-            frame.extend_from_slice(&packet);
-            d.push(&frame);
+            d.push(&silent_packet(&mut enc));
         }
         let o = d.outcome();
         assert_eq!((o.decoded, o.decode_errors), (50, 0));

@@ -267,8 +267,8 @@ fn request(name: &str, ask: Ask<'_>, data_port: u16) -> ClientRequest {
         // The host's format for the native client: 48 kHz stereo Opus in 5 ms packets.
         audio: ask.audio.then_some(AudioConfig {
             enabled: true,
-            channels: 2,
-            sample_rate: 48_000,
+            channels: punktfunk_proto::limits::AUDIO_CHANNELS,
+            sample_rate: punktfunk_proto::limits::AUDIO_RATE,
         }),
         data_port,
         compositor: ask.compositor.map(str::to_string),

@@ -145,8 +145,8 @@ impl HostPolicy {
             data_addr: data_addr.into(),
             audio: Some(AudioConfig {
                 enabled: true,
-                channels: 2,
-                sample_rate: 48_000,
+                channels: punktfunk_proto::limits::AUDIO_CHANNELS,
+                sample_rate: punktfunk_proto::limits::AUDIO_RATE,
             }),
             session_id,
             payload: VideoPayload::Encoded,

@@ -644,10 +644,7 @@ impl PipelineDesc {
     }
 }
 
-/// The stream's sound: 48 kHz stereo, as the client is told in `Welcome.audio`.
-pub const AUDIO_RATE: u32 = 48_000;
-/// Channels of the stream's sound.
-pub const AUDIO_CHANNELS: u32 = 2;
+pub use punktfunk_proto::limits::{AUDIO_CHANNELS, AUDIO_RATE};
 /// One Opus packet per this many milliseconds (also PipeWire's capture quantum, so a packet
 /// never waits for a larger graph cycle).
 pub const AUDIO_FRAME_MS: u32 = 5;

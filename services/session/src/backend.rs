@@ -392,7 +392,7 @@ context.objects = [
       node.description = "punktfunk output {id}"
       media.class = Audio/Sink
       audio.position = [ FL FR ]
-      audio.rate = 48000
+      audio.rate = {rate}
     }}
   }}
 ]
@@ -402,7 +402,8 @@ context.modules = [
   }}
 ]
 "#,
-            id = plan.id
+            id = plan.id,
+            rate = limits::AUDIO_RATE
         ),
     }]
 }

@@ -290,7 +290,7 @@ impl Manager {
     /// new one is ready, at the size the new node reports. A backend that cannot answers
     /// UNIMPLEMENTED before anything changes (the caller starts a new output instead).
     pub async fn resize(self: &Arc<Self>, id: &str, mode: Mode) -> Result<Mode, Status> {
-        let record = {
+        let (record, command) = {
             let mut outputs = self.outputs();
             let o = outputs
                 .get_mut(id)
@@ -300,32 +300,37 @@ impl Manager {
                 return Ok(mode);
             }
             let b = backend::backend(o.record.backend);
-            if b.resize(&self.plan_of(&o.record), mode).is_none() {
+            let Some(command) = b.resize(&self.plan_of(&o.record), mode) else {
                 return Err(Status::unimplemented(format!(
                     "{} outputs cannot change their mode in place: start a new output at {mode}",
                     o.record.backend
                 )));
-            }
+            };
             // The watcher leaves it alone while its keeper is replaced.
             o.state = OutputState::Resizing;
-            o.record.clone()
+            (o.record.clone(), command)
         };
         self.update_status();
         // Run to completion even if the caller goes away: the output must end up ready again
         // (at one mode or the other) or cleaned up.
         let me = self.clone();
-        let result = tokio::spawn(async move { me.resize_in_place(record, mode).await })
+        let result = tokio::spawn(async move { me.resize_in_place(record, command, mode).await })
             .await
             .map_err(|e| Status::internal(format!("the resize task failed: {e}")))?;
         self.update_status();
         result
     }
 
-    async fn resize_in_place(&self, mut record: OutputRecord, mode: Mode) -> Result<Mode, Status> {
+    async fn resize_in_place(
+        &self,
+        mut record: OutputRecord,
+        command: ProcessSpec,
+        mode: Mode,
+    ) -> Result<Mode, Status> {
         let b = backend::backend(record.backend);
         let id = record.id.clone();
         let from = record.mode;
-        if let Err(e) = self.run_resize(b, &record, mode).await {
+        if let Err(e) = self.run_resize(&command, &self.plan_of(&record)).await {
             // Nothing changed: the output goes on at its mode with its screencast.
             self.set_ready(&record);
             return Err(Status::failed_precondition(format!(
@@ -364,16 +369,9 @@ impl Manager {
     }
 
     /// Runs the backend's resize command to completion (bounded by the screencast budget).
-    async fn run_resize(
-        &self,
-        b: &dyn Backend,
-        record: &OutputRecord,
-        mode: Mode,
-    ) -> anyhow::Result<()> {
+    async fn run_resize(&self, spec: &ProcessSpec, plan: &OutputPlan) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let plan = self.plan_of(record);
-        let spec = b.resize(&plan, mode).context("the backend cannot resize")?;
-        wait_for_sockets(&spec, &plan).await?;
+        wait_for_sockets(spec, plan).await?;
         let (prog, args) = spec.argv.split_first().context("a resize without argv")?;
         let run = tokio::process::Command::new(prog)
             .args(args)

@@ -368,12 +368,17 @@ impl Shell {
     /// Stops the pumps and the media stream, then the output it captured; the session is
     /// over.
     async fn shutdown(&mut self) {
+        self.stop_running().await;
+        if let Some(output) = self.plan.output.take() {
+            output.stop().await;
+        }
+    }
+
+    /// Stops the pumps and the media stream, waiting for media's answer.
+    async fn stop_running(&mut self) {
         if let Some(r) = self.running.take() {
             stop_pumps(r.pumps).await;
             stop_remote(r.client, r.stream_id).await;
-        }
-        if let Some(output) = self.plan.output.take() {
-            output.stop().await;
         }
     }
 
@@ -468,10 +473,7 @@ impl Shell {
             Err(r) => return CallOutcome::Refused(r.message),
         };
         tracing::info!(old = %old.id, new = %new.id, "the client's new mode has a new output; moving the stream onto it");
-        if let Some(r) = self.running.take() {
-            stop_pumps(r.pumps).await;
-            stop_remote(r.client, r.stream_id).await;
-        }
+        self.stop_running().await;
         tokio::spawn(old.stop());
         self.plan.output = Some(new);
         self.plan.mode = plan.mode;
@@ -499,10 +501,7 @@ impl Shell {
         output: crate::output::Output,
         plan: &supervisor::Plan,
     ) -> CallOutcome {
-        if let Some(r) = self.running.take() {
-            stop_pumps(r.pumps).await;
-            stop_remote(r.client, r.stream_id).await;
-        }
+        self.stop_running().await;
         self.plan.mode = plan.mode;
         self.plan.bitrate_kbps = plan.bitrate_kbps;
         match output.resize(plan.mode).await {
